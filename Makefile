@@ -1,0 +1,54 @@
+# `make demo` and `make test` set up whatever is missing on a Debian/Ubuntu
+# machine (a venv with the pinned packages; ClamAV from apt), then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_STAMP := .make/apt.installed
+PACKAGES := $(shell grep -hv '^\s*\#' docker/clamav-packages.txt docker/test-packages.txt)
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: setup demo test test-fast lint format synth bench bench-quick clean
+
+setup: $(STAMP) $(APT_STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+# Installs with apt only what is missing; needs root (or sudo) the first time.
+$(APT_STAMP): docker/clamav-packages.txt docker/test-packages.txt
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@mkdir -p $(dir $@) && touch $@
+
+demo: setup
+	$(PY) -m scanctl demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -x -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+synth: setup
+	$(PY) app.py
+
+clean:
+	rm -rf $(VENV) .make cdk.out .pytest_cache

@@ -1,0 +1,36 @@
+"""Record Audit / Record Failure: write the execution's story to the audit table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.record_audit.audit import build_item, write_item
+from functions.shared.aws import client
+from functions.shared.config import load_settings
+from functions.shared.contracts import ExecutionRef
+from functions.shared.errors import InvalidInput
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = event.get("state")
+    if not isinstance(state, dict):
+        raise InvalidInput("state must be the execution state object")
+    execution = ExecutionRef.from_dict(event.get("execution"))
+    item = build_item(state, execution)
+    table = load_settings().require("table_name", "DDB_TABLE_NAME")
+    key = write_item(client("dynamodb"), table, item)
+    logger.info("audit recorded", extra={"key": key, "verdict": item["verdict"]})
+    if "error" in item:
+        metrics.add_metric(name="ScanFailures", unit=MetricUnit.Count, value=1)
+    return key

@@ -1,0 +1,63 @@
+"""The audit table: one item per execution.
+
+Key: ``object`` (``s3://bucket/key``) and ``scanId``
+(``<execution start time>#<execution name>``), so one object's history reads
+in time order with a single Query, and the same execution recorded twice
+(a retry, a redrive) overwrites its own item instead of adding one. The
+``by-verdict`` index (``verdict``, ``scanId``) lists recent scans by verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from functions.shared.aws import error_code, is_transient
+from functions.shared.contracts import ExecutionRef, result_summary
+from functions.shared.errors import AuditWriteFailed
+
+BY_VERDICT_INDEX = "by-verdict"
+PARTITION_KEY = "object"
+SORT_KEY = "scanId"
+
+_serializer = TypeSerializer()
+
+
+def scan_id(execution: ExecutionRef) -> str:
+    return f"{execution.start_time}#{execution.name}"
+
+
+def build_item(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]:
+    summary = result_summary(state, execution)
+    obj = summary.pop("object")
+    item = {
+        PARTITION_KEY: f"s3://{obj['bucket']}/{obj['key']}",
+        SORT_KEY: scan_id(execution),
+        "bucket": obj["bucket"],
+        "key": obj["key"],
+        "versionId": obj["versionId"],
+        "objectSize": obj["size"],
+        "eTag": obj["eTag"],
+        "recordedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        **summary,
+    }
+    # DynamoDB wants Decimal, not float; and no empty strings in key attributes.
+    return json.loads(json.dumps(item), parse_float=Decimal)
+
+
+def write_item(dynamodb: Any, table: str, item: dict[str, Any]) -> dict[str, str]:
+    try:
+        dynamodb.put_item(
+            TableName=table,
+            Item={k: _serializer.serialize(v) for k, v in item.items() if v is not None},
+        )
+    except ClientError as err:
+        if is_transient(err):
+            raise AuditWriteFailed(f"audit write throttled: {error_code(err)}") from err
+        raise AuditWriteFailed(f"audit write failed: {error_code(err)}: {err}") from err
+    return {"table": table, PARTITION_KEY: item[PARTITION_KEY], SORT_KEY: item[SORT_KEY]}

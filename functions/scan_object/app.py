@@ -1,0 +1,43 @@
+"""Scan Object: scan the exact object version with the warm clamd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.scan_object.scanner import Scanner
+from functions.shared.aws import client
+from functions.shared.config import load_settings
+from functions.shared.contracts import DefinitionsRef, ObjectRef
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+# One scanner, and so one clamd, per container: warm invocations reuse it.
+_scanner: Scanner | None = None
+
+
+def get_scanner() -> Scanner:
+    global _scanner
+    if _scanner is None:
+        _scanner = Scanner(client("s3"), load_settings())
+    return _scanner
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    obj = ObjectRef.from_dict(event.get("object"))
+    definitions = DefinitionsRef.from_dict(event.get("definitions"))
+    result = get_scanner().scan(obj, definitions)
+    logger.info("scanned", extra={"object": obj.uri, "scan": result.to_dict()})
+    metrics.add_metric(name=f"Verdict_{result.verdict}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ScanDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms)
+    if result.definitions_stale:
+        metrics.add_metric(name="StaleDefinitionsUsed", unit=MetricUnit.Count, value=1)
+    return result.to_dict()

@@ -1,0 +1,141 @@
+"""Definitions on the scanner's local disk: download, verify, extract, prune.
+
+Each version lives in ``<work>/defs/<version>/``. At most the loaded version
+and the one being switched to are kept, so a long-lived container does not
+fill its ephemeral storage with old databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from functions.shared.aws import error_code, is_transient
+from functions.shared.contracts import DefinitionsRef, DefinitionsSource
+from functions.shared.definitions import database_files, safe_extract
+from functions.shared.errors import (
+    DefinitionsCorrupt,
+    DefinitionsUnavailable,
+    ObjectStoreUnavailable,
+)
+
+_SAFE_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class DefinitionsStore:
+    def __init__(self, s3: Any, root: Path, freshclam: str = "freshclam") -> None:
+        self.s3 = s3
+        self.root = root
+        self.freshclam = freshclam
+
+    def directory(self, version: str) -> Path:
+        return self.root / version
+
+    def local_versions(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def materialize(self, ref: DefinitionsRef) -> tuple[str, Path]:
+        """The version to load and its local directory, fetching it if needed."""
+        if ref.source == DefinitionsSource.FRESHCLAM:
+            return self._run_freshclam()
+        version = ref.version or ""
+        if not _SAFE_VERSION.match(version):
+            raise DefinitionsCorrupt(f"definitions version {version!r} is not a safe name")
+        target = self.directory(version)
+        if target.is_dir():
+            return version, target
+        self.root.mkdir(parents=True, exist_ok=True)
+        download = self.root / f".download-{uuid.uuid4().hex}.tar.gz"
+        staging = self.root / f".extract-{uuid.uuid4().hex}"
+        try:
+            self._download(ref, download)
+            self._verify(ref, download)
+            safe_extract(download, staging)
+            if not database_files(staging):
+                raise DefinitionsCorrupt("definitions tarball holds no database files")
+            staging.rename(target)
+        finally:
+            download.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+        return version, target
+
+    def _download(self, ref: DefinitionsRef, path: Path) -> None:
+        try:
+            self.s3.download_file(ref.bucket, ref.key, str(path))
+        except ClientError as err:
+            if is_transient(err):
+                raise ObjectStoreUnavailable(f"definitions download throttled: {err}") from err
+            code = error_code(err)
+            raise DefinitionsUnavailable(
+                f"definitions tarball s3://{ref.bucket}/{ref.key} unavailable ({code})"
+            ) from err
+
+    @staticmethod
+    def _verify(ref: DefinitionsRef, path: Path) -> None:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != ref.sha256:
+            raise DefinitionsCorrupt(
+                f"definitions tarball sha256 {digest.hexdigest()} does not match the "
+                f"manifest's {ref.sha256}"
+            )
+
+    def _run_freshclam(self) -> tuple[str, Path]:
+        """The fallback: download definitions straight from ClamAV's mirrors.
+
+        Needs outbound internet (a NAT gateway in a VPC); used only when the
+        cache is unavailable.
+        """
+        if not shutil.which(self.freshclam):
+            raise DefinitionsUnavailable("freshclam is not installed")
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".freshclam-{uuid.uuid4().hex}"
+        staging.mkdir()
+        config = staging / "freshclam.conf"
+        config.write_text(
+            f"DatabaseDirectory {staging}\nDatabaseMirror database.clamav.net\n"
+            "Foreground yes\nChecks 1\nConnectTimeout 10\nReceiveTimeout 60\n"
+        )
+        proc = subprocess.run(
+            [self.freshclam, f"--config-file={config}", "--stdout", "--no-warnings"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        config.unlink(missing_ok=True)
+        files = database_files(staging)
+        if proc.returncode != 0 or not files:
+            shutil.rmtree(staging, ignore_errors=True)
+            tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
+            raise DefinitionsUnavailable(f"freshclam fallback failed ({proc.returncode}): {tail}")
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + path.read_bytes()[:4096])
+        version = f"freshclam-{digest.hexdigest()[:12]}"
+        target = self.directory(version)
+        if target.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rename(target)
+        return version, target
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Delete every local version not in ``keep``; returns what was removed."""
+        removed = []
+        for version in self.local_versions():
+            if version not in keep:
+                shutil.rmtree(self.directory(version), ignore_errors=True)
+                removed.append(version)
+        return removed

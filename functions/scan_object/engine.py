@@ -1,0 +1,268 @@
+"""A warm ClamAV engine: one clamd per container, driven over its local socket.
+
+Loading a full ClamAV database takes seconds to tens of seconds and over a
+gigabyte of memory. clamd pays that once per container (and again only when
+the definitions change), so a warm invocation costs only the scan itself. The
+peers run ``clamscan`` per object and pay the load every time.
+
+Definitions live in versioned directories under ``<work>/defs/``; clamd's
+``DatabaseDirectory`` is the symlink ``<work>/db``. A new version is switched
+in by repointing the symlink and asking clamd to ``RELOAD``; with
+``ConcurrentDatabaseReload no`` clamd frees the old engine before it loads
+the new one, which halves peak memory, and the reload blocks scanning, which
+is what we want since one Lambda container runs one invocation at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from functions.shared.errors import ScanEngineUnavailable, ScanFailed
+
+log = logging.getLogger(__name__)
+
+_SOCKET_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """ClamAV's scan limits, set explicitly so nothing is skipped silently.
+
+    With ``AlertExceedsMax`` a file that hits a limit is reported as
+    ``Heuristics.Limits.Exceeded.*`` instead of the default silent OK.
+    """
+
+    max_file_bytes: int
+    max_scan_bytes: int
+    max_recursion: int = 16
+    max_files: int = 10_000
+    # clamd's default is 120 s, after which it alerts MaxScanTime; a large
+    # archive may legitimately need longer inside a 15-minute Lambda.
+    max_scan_time_ms: int = 600_000
+
+    def config_lines(self) -> list[str]:
+        return [
+            f"MaxFileSize {self.max_file_bytes}",
+            f"MaxScanSize {self.max_scan_bytes}",
+            f"StreamMaxLength {self.max_file_bytes}",
+            f"MaxRecursion {self.max_recursion}",
+            f"MaxFiles {self.max_files}",
+            f"MaxScanTime {self.max_scan_time_ms}",
+            "AlertExceedsMax yes",
+            "AlertEncrypted yes",
+            "AlertEncryptedArchive yes",
+            "AlertEncryptedDoc yes",
+            "AlertBrokenExecutables no",
+            # Heuristic alerts (limits, encryption) wait until the whole file is
+            # scanned, so a real signature match anywhere wins over them.
+            "HeuristicScanPrecedence no",
+        ]
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """clamd's answer for one file: ``OK`` or ``FOUND`` with a signature."""
+
+    found: bool
+    signature: str | None
+
+
+class ClamdEngine:
+    def __init__(
+        self,
+        work_dir: Path,
+        limits: Limits,
+        clamd: str = "clamd",
+        start_timeout_s: float = 600.0,
+    ) -> None:
+        self.work_dir = work_dir
+        self.limits = limits
+        self.clamd = shutil.which(clamd) or clamd
+        self.start_timeout_s = start_timeout_s
+        self.socket_path = work_dir / "clamd.sock"
+        self.config_path = work_dir / "clamd.conf"
+        self.db_link = work_dir / "db"
+        self.log_path = work_dir / "clamd.log"
+        self.tmp_dir = work_dir / "tmp"
+        self.process: subprocess.Popen | None = None
+        self.loaded_version: str | None = None
+        self.loaded_dir: Path | None = None
+        self.starts = 0
+        self.reloads = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure(self, version: str, database_dir: Path) -> None:
+        """Make clamd answer with ``version`` loaded: start, restart or reload."""
+        if self.is_alive() and self.loaded_version == version:
+            return
+        self._point_db_link(database_dir)
+        if self.is_alive():
+            self._reload()
+        else:
+            self._start()
+        self.loaded_version = version
+        self.loaded_dir = database_dir
+
+    def _point_db_link(self, database_dir: Path) -> None:
+        # Replace the symlink atomically: clamd never sees a missing directory.
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.work_dir / "db.next"
+        if staging.is_symlink() or staging.exists():
+            staging.unlink()
+        staging.symlink_to(database_dir.resolve(), target_is_directory=True)
+        os.replace(staging, self.db_link)
+
+    def _write_config(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "Foreground yes",
+            f"LocalSocket {self.socket_path}",
+            "LocalSocketMode 600",
+            f"DatabaseDirectory {self.db_link}",
+            f"TemporaryDirectory {self.tmp_dir}",
+            f"LogFile {self.log_path}",
+            "LogTime yes",
+            "LogClean no",
+            "LogVerbose no",
+            # We decide when definitions change; clamd must not reload by itself.
+            "SelfCheck 0",
+            "ConcurrentDatabaseReload no",
+            "MaxThreads 2",
+            "MaxQueue 4",
+            "ReadTimeout 900",
+            "CommandReadTimeout 30",
+            # A blocking reload waits for clamd's idle worker threads to exit, and
+            # they linger IdleTimeout seconds after their last job: keep it short
+            # or a definitions swap stalls for that long.
+            "IdleTimeout 1",
+            "ExitOnOOM yes",
+            "Bytecode yes",
+            *self.limits.config_lines(),
+        ]
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def _start(self) -> None:
+        self.stop()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        self.log_path.write_text("")
+        try:
+            self.process = subprocess.Popen(
+                [self.clamd, f"--config-file={self.config_path}"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as err:
+            raise ScanEngineUnavailable(f"cannot start clamd ({self.clamd}): {err}") from err
+        self.starts += 1
+        self._wait_ready("start")
+
+    def _reload(self) -> None:
+        reply = self._command(b"zRELOAD\0")
+        if reply != "RELOADING":
+            raise ScanEngineUnavailable(f"clamd answered {reply!r} to RELOAD")
+        self.reloads += 1
+        self._wait_ready("reload")
+
+    def _wait_ready(self, what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        delay = 0.02
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                raise ScanEngineUnavailable(f"clamd exited during {what}: {self._log_tail()}")
+            try:
+                if self._command(b"zPING\0", timeout=5.0) == "PONG":
+                    return
+            except OSError:
+                pass
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        self.stop()
+        raise ScanEngineUnavailable(f"clamd not ready {self.start_timeout_s:.0f}s after {what}")
+
+    def _log_tail(self) -> str:
+        stderr = b""
+        if self.process is not None and self.process.stderr is not None:
+            try:
+                stderr = self.process.stderr.read() or b""
+            except (OSError, ValueError):
+                stderr = b""
+        text = stderr.decode(errors="replace")
+        try:
+            text += self.log_path.read_text(errors="replace")
+        except OSError:
+            pass
+        lines = [line for line in text.splitlines() if line.strip()]
+        return " | ".join(lines[-5:]) or "no output"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.loaded_version = None
+
+    # -- protocol ------------------------------------------------------------
+
+    def _command(self, command: bytes, timeout: float = _SOCKET_TIMEOUT_S) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket_path))
+            sock.sendall(command)
+            chunks = []
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if chunk.endswith(b"\0"):
+                    break
+        return b"".join(chunks).rstrip(b"\0").decode(errors="replace").strip()
+
+    def version(self) -> str:
+        """clamd's engine version, e.g. ``1.4.6`` (without the database part)."""
+        reply = self._command(b"zVERSION\0", timeout=10.0)
+        return reply.removeprefix("ClamAV ").split("/", 1)[0]
+
+    def scan_file(self, path: Path) -> RawResult:
+        """Scan one local file; the engine must have been ``ensure``d."""
+        if not self.is_alive():
+            raise ScanEngineUnavailable("clamd is not running")
+        try:
+            reply = self._command(b"zSCAN " + str(path).encode() + b"\0")
+        except OSError as err:
+            raise ScanEngineUnavailable(f"clamd did not answer: {err}") from err
+        return parse_reply(str(path), reply)
+
+
+def parse_reply(path: str, reply: str) -> RawResult:
+    """``<path>: OK`` / ``<path>: <signature> FOUND`` / ``<path>: <message> ERROR``."""
+    body = reply.removeprefix(f"{path}:").strip()
+    if body == "OK":
+        return RawResult(found=False, signature=None)
+    if body.endswith(" FOUND"):
+        return RawResult(found=True, signature=body.removesuffix(" FOUND").strip())
+    if body.endswith(" ERROR"):
+        message = body.removesuffix(" ERROR").strip()
+        if "Can't allocate memory" in message or "out of memory" in message.lower():
+            raise ScanEngineUnavailable(f"clamd ran out of memory: {message}")
+        raise ScanFailed(f"ClamAV could not scan the object: {message}")
+    raise ScanEngineUnavailable(f"unexpected clamd reply: {reply[:300]!r}")

@@ -1,0 +1,1 @@
+"""Contracts shared by every step: verdicts, object references, errors, tags, settings."""

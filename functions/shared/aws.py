@@ -1,0 +1,46 @@
+"""boto3 clients, built once per container and reused by warm invocations."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+# Adaptive retries absorb short throttling bursts inside the call; what is left
+# surfaces as a named transient error and the state machine retries it.
+_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, connect_timeout=5)
+
+
+@functools.cache
+def client(service: str) -> Any:
+    return boto3.client(service, config=_CONFIG)
+
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+    }
+)
+
+
+def error_code(err: Exception) -> str:
+    response = getattr(err, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def is_transient(err: Exception) -> bool:
+    return error_code(err) in THROTTLING_CODES

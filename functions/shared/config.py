@@ -1,0 +1,116 @@
+"""Runtime settings of the Lambda functions, read from the environment once.
+
+The stack provisions these variables; ``load_settings()`` parses and validates
+them on first use and every step reads the same frozen object afterwards. A
+missing or malformed value is one ``ConfigurationError`` sentence that names the
+variable. Domain code never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from functions.shared.errors import ConfigurationError
+
+# ClamAV cannot scan a single file of 2 GiB or more (its size fields are 32-bit).
+CLAMAV_MAX_FILE_BYTES = 2 * 1024**3 - 1
+MIB = 1024**2
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}.") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}.") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def validate_webhook_url(name: str, raw: str, allow_loopback_http: bool = True) -> str:
+    """HTTPS only; plain HTTP is accepted for a loopback receiver (local runs, tests)."""
+    parsed = urlparse(raw)
+    if not parsed.netloc or parsed.scheme not in ("https", "http"):
+        raise ConfigurationError(f"{name} must be an https:// URL, got {raw!r}.")
+    if parsed.scheme == "http" and not (
+        allow_loopback_http and parsed.hostname in _LOOPBACK_HOSTS
+    ):
+        raise ConfigurationError(
+            f"{name} must use https:// (plain http is allowed only for a loopback "
+            f"receiver), got {raw!r}."
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str | None
+    quarantine_bucket: str | None
+    webhook_url: str | None
+    webhook_secret: str | None
+    webhook_timeout_s: float
+    definitions_bucket: str | None
+    definitions_prefix: str
+    state_machine_arn: str | None
+    max_object_bytes: int
+    max_definitions_age_hours: float
+    clamav_work_dir: str
+    clamd_start_timeout_s: float
+    environment: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        webhook_url = env.get("WEBHOOK_URL", "").strip() or None
+        if webhook_url:
+            validate_webhook_url("WEBHOOK_URL", webhook_url)
+        max_mb = _int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, CLAMAV_MAX_FILE_BYTES // MIB)
+        prefix = env.get("DEFINITIONS_PREFIX", "clamav/defs").strip().strip("/")
+        return cls(
+            table_name=env.get("DDB_TABLE_NAME", "").strip() or None,
+            quarantine_bucket=env.get("QUARANTINE_BUCKET_NAME", "").strip() or None,
+            webhook_url=webhook_url,
+            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_timeout_s=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 60.0),
+            definitions_bucket=env.get("DEFINITIONS_BUCKET_NAME", "").strip() or None,
+            definitions_prefix=prefix or "clamav/defs",
+            state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip() or None,
+            max_object_bytes=min(max_mb * MIB, CLAMAV_MAX_FILE_BYTES),
+            max_definitions_age_hours=_float(env, "MAX_DEFINITIONS_AGE_HOURS", 48.0, 1.0, 8760.0),
+            clamav_work_dir=env.get("CLAMAV_WORK_DIR", "").strip() or "/tmp/clamav",
+            clamd_start_timeout_s=_float(env, "CLAMD_START_TIMEOUT_SECONDS", 600.0, 1.0, 900.0),
+            environment=env.get("ENVIRONMENT", "").strip() or "dev",
+        )
+
+    def require(self, attribute: str, variable: str) -> str:
+        """A setting this step cannot run without."""
+        value = getattr(self, attribute)
+        if not value:
+            raise ConfigurationError(f"{variable} is not set; the stack provisions it.")
+        return value
+
+
+@functools.cache
+def load_settings() -> Settings:
+    return Settings.from_env(os.environ)

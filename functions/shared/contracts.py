@@ -1,0 +1,298 @@
+"""The contracts between the steps, defined once.
+
+The execution state grows key by key as the steps run (each step writes its
+result under its own ``ResultPath``)::
+
+    {"object": {...}, "trigger": {...}, "settings": {...},
+     "definitions": {...}, "scan": {...}, "action": {...},
+     "audit": {...}, "notification": {...}, "error": {...}}
+
+Only pointers and small summaries travel in the state: Step Functions caps a
+payload at 256 KB.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from functions.shared.errors import InvalidInput
+
+# Signature names kept in a payload; an archive can match thousands.
+MAX_SIGNATURES = 20
+
+
+class Verdict(enum.StrEnum):
+    CLEAN = "clean"
+    INFECTED = "infected"
+    UNSCANNABLE = "unscannable"
+    SKIPPED = "skipped"
+    ERROR = "error"  # written by the failure path only
+
+
+class UnscannableReason(enum.StrEnum):
+    TOO_LARGE = "too-large"
+    ENCRYPTED = "encrypted"
+    LIMITS_EXCEEDED = "limits-exceeded"
+
+
+class SkipReason(enum.StrEnum):
+    OBJECT_GONE = "object-gone"
+    FOLDER_MARKER = "folder-marker"
+
+
+class Action(enum.StrEnum):
+    TAGGED = "tagged"
+    QUARANTINED = "quarantined"
+    DELETED = "deleted"
+    NONE = "none"
+
+
+class TriggerSource(enum.StrEnum):
+    S3_EVENT = "s3-event"
+    RESCAN = "rescan"
+    MANUAL = "manual"
+
+
+class DefinitionsSource(enum.StrEnum):
+    CACHE = "cache"
+    FRESHCLAM = "freshclam"
+
+
+class Tag(enum.StrEnum):
+    """Tag keys this scanner writes. Values come from the scan result."""
+
+    STATUS = "scan-status"
+    TIME = "scan-time"
+    ENGINE = "scan-engine"
+    REASON = "scan-reason"
+    SIGNATURE = "scan-signature"
+    SOURCE_BUCKET = "scan-source-bucket"
+
+
+def _require(data: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or (isinstance(value, str) and not value):
+        raise InvalidInput(f"{where}.{name} must be a non-empty {kind.__name__}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One exact object version in S3."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    size: int | None = None
+    etag: str | None = None
+    sequencer: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def version_args(self) -> dict[str, str]:
+        """Extra boto3 arguments that pin the exact version, when there is one."""
+        return {"VersionId": self.version_id} if self.version_id else {}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ObjectRef:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"object must be a JSON object, got {data!r}")
+        size = data.get("size")
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise InvalidInput(f"object.size must be a non-negative integer, got {size!r}")
+        return cls(
+            bucket=_require(data, "bucket", str, "object"),
+            key=_require(data, "key", str, "object"),
+            version_id=data.get("versionId") or None,
+            size=size,
+            etag=data.get("eTag") or None,
+            sequencer=data.get("sequencer") or None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "versionId": self.version_id,
+            "size": self.size,
+            "eTag": self.etag,
+            "sequencer": self.sequencer,
+        }
+
+
+@dataclass(frozen=True)
+class DefinitionsRef:
+    """Which definitions a scan must use (the result of Fetch Definitions)."""
+
+    source: str
+    version: str | None = None
+    bucket: str | None = None
+    key: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    created_at: str | None = None
+    age_hours: float | None = None
+    stale: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DefinitionsRef:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"definitions must be a JSON object, got {data!r}")
+        source = data.get("source", DefinitionsSource.CACHE)
+        if source not in set(DefinitionsSource):
+            raise InvalidInput(f"definitions.source must be one of {list(DefinitionsSource)}")
+        if source == DefinitionsSource.CACHE:
+            for name in ("version", "bucket", "key", "sha256"):
+                _require(data, name, str, "definitions")
+        return cls(
+            source=source,
+            version=data.get("version"),
+            bucket=data.get("bucket"),
+            key=data.get("key"),
+            sha256=data.get("sha256"),
+            size=data.get("size"),
+            created_at=data.get("createdAt"),
+            age_hours=data.get("ageHours"),
+            stale=bool(data.get("stale", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "version": self.version,
+            "bucket": self.bucket,
+            "key": self.key,
+            "sha256": self.sha256,
+            "size": self.size,
+            "createdAt": self.created_at,
+            "ageHours": self.age_hours,
+            "stale": self.stale,
+        }
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What Scan Object returns."""
+
+    verdict: Verdict
+    scanned_at: str
+    reason: str | None = None
+    signatures: list[str] = field(default_factory=list)
+    engine: str | None = None
+    definitions_version: str | None = None
+    definitions_stale: bool = False
+    bytes_scanned: int = 0
+    duration_ms: int = 0
+
+    @property
+    def engine_label(self) -> str:
+        """The value of the scan-engine tag: ``ClamAV <engine>/<definitions>``."""
+        return f"ClamAV {self.engine or 'unknown'}/{self.definitions_version or 'unknown'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": str(self.verdict),
+            "reason": self.reason,
+            "signatures": self.signatures[:MAX_SIGNATURES],
+            "engine": self.engine,
+            "definitionsVersion": self.definitions_version,
+            "definitionsStale": self.definitions_stale,
+            "scannedAt": self.scanned_at,
+            "bytesScanned": self.bytes_scanned,
+            "durationMs": self.duration_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ScanResult:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"scan must be a JSON object, got {data!r}")
+        try:
+            verdict = Verdict(data.get("verdict"))
+        except ValueError as err:
+            raise InvalidInput(f"scan.verdict {data.get('verdict')!r} is not a verdict") from err
+        return cls(
+            verdict=verdict,
+            scanned_at=_require(data, "scannedAt", str, "scan"),
+            reason=data.get("reason"),
+            signatures=list(data.get("signatures") or []),
+            engine=data.get("engine"),
+            definitions_version=data.get("definitionsVersion"),
+            definitions_stale=bool(data.get("definitionsStale", False)),
+            bytes_scanned=int(data.get("bytesScanned") or 0),
+            duration_ms=int(data.get("durationMs") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionRef:
+    """The Step Functions execution a step runs in (from the context object)."""
+
+    arn: str
+    name: str
+    start_time: str
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExecutionRef:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"execution must be a JSON object, got {data!r}")
+        return cls(
+            arn=_require(data, "id", str, "execution"),
+            name=_require(data, "name", str, "execution"),
+            start_time=_require(data, "startTime", str, "execution"),
+        )
+
+
+def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]:
+    """The story of one object in one flat document.
+
+    Both the audit item and the webhook body are built from this, so the two
+    never disagree about what happened.
+    """
+    obj = ObjectRef.from_dict(state.get("object"))
+    scan = state.get("scan") or {}
+    action = state.get("action") or {}
+    definitions = state.get("definitions") or {}
+    error = state.get("error")
+    verdict = Verdict.ERROR if error else scan.get("verdict", Verdict.ERROR)
+    summary: dict[str, Any] = {
+        "object": obj.to_dict(),
+        "verdict": str(verdict),
+        "reason": scan.get("reason"),
+        "signatures": list(scan.get("signatures") or [])[:MAX_SIGNATURES],
+        "action": action.get("action", str(Action.NONE)),
+        "quarantine": action.get("quarantine"),
+        "definitionsVersion": scan.get("definitionsVersion") or definitions.get("version"),
+        "definitionsSource": definitions.get("source"),
+        "definitionsStale": bool(scan.get("definitionsStale", definitions.get("stale", False))),
+        "engine": scan.get("engine"),
+        "scannedAt": scan.get("scannedAt"),
+        "scanDurationMs": scan.get("durationMs"),
+        "trigger": state.get("trigger") or {},
+        "executionArn": execution.arn,
+        "executionName": execution.name,
+        "executionStartTime": execution.start_time,
+    }
+    if error:
+        summary["error"] = describe_error(error)
+        if scan.get("verdict"):
+            summary["scanVerdict"] = scan["verdict"]
+    return summary
+
+
+def describe_error(error: Any) -> dict[str, str]:
+    """Step Functions' caught error ({"Error", "Cause"}) in a small, stable form."""
+    if not isinstance(error, dict):
+        return {"error": "Unknown", "cause": str(error)[:1000]}
+    return {
+        "error": str(error.get("Error", "Unknown")),
+        "cause": str(error.get("Cause", ""))[:1000],
+    }
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)

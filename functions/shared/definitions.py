@@ -1,0 +1,223 @@
+"""The definitions cache: ``<prefix>/db.tar.gz`` plus ``<prefix>/manifest.json``.
+
+One publisher writes it (the scheduled updater, the local tools and the tests
+all go through ``publish_directory``); the scanner verifies the tarball's
+sha256 before it extracts anything, and extracts it safely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from functions.shared.errors import DefinitionsCorrupt
+
+TARBALL_NAME = "db.tar.gz"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+# Every database and configuration file type clamd loads from its directory.
+DATABASE_SUFFIXES = frozenset(
+    {
+        ".cvd", ".cld", ".cud", ".hdb", ".hsb", ".hdu", ".hsu", ".mdb", ".msb",
+        ".mdu", ".msu", ".ndb", ".ndu", ".ldb", ".ldu", ".idb", ".cdb", ".crb",
+        ".cbc", ".pdb", ".gdb", ".wdb", ".ftm", ".fp", ".sfp", ".ign", ".ign2",
+        ".info", ".cfg", ".yar", ".yara", ".pwdb", ".ioc", ".sign",
+    }
+)  # fmt: skip
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def keys(prefix: str) -> tuple[str, str]:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{TARBALL_NAME}", f"{prefix}/{MANIFEST_NAME}"
+
+
+def database_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in DATABASE_SUFFIXES
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_SIGTOOL_FIELD = re.compile(r"^(Version|Signatures|Build time):\s*(.+)$", re.MULTILINE)
+
+
+def _count_signatures(path: Path) -> int | None:
+    """Signature lines in a plain-text database; ``None`` when not countable."""
+    if path.suffix.lower() in {".cvd", ".cld", ".cud", ".info", ".cfg", ".ign", ".ign2", ".fp"}:
+        return None
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip() and not line.startswith(b"#"))
+    except OSError:
+        return None
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "name": path.name,
+        "size": path.stat().st_size,
+        "sha256": _sha256_file(path),
+        "version": None,
+        "signatures": _count_signatures(path),
+    }
+    if path.suffix.lower() in {".cvd", ".cld", ".cud"} and shutil.which("sigtool"):
+        out = subprocess.run(
+            ["sigtool", "--info", str(path)], capture_output=True, text=True, check=False
+        ).stdout
+        fields = dict(_SIGTOOL_FIELD.findall(out))
+        if fields.get("Version", "").strip().isdigit():
+            info["version"] = int(fields["Version"])
+        if fields.get("Signatures", "").strip().isdigit():
+            info["signatures"] = int(fields["Signatures"])
+    return info
+
+
+def content_digest(files: list[dict[str, Any]]) -> str:
+    """Identity of a database set: names and contents, not timestamps."""
+    text = "\n".join(f"{f['name']} {f['sha256']}" for f in sorted(files, key=lambda f: f["name"]))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def definitions_version(files: list[dict[str, Any]], digest: str) -> str:
+    """``daily-<n>.main-<n>-<hash>`` for official sets, ``custom-<hash>`` otherwise."""
+    parts = []
+    for base in ("main", "daily", "bytecode"):
+        for f in files:
+            if f["name"].rsplit(".", 1)[0] == base and f.get("version"):
+                parts.append(f"{base}-{f['version']}")
+    head = ".".join(parts) if parts else "custom"
+    return f"{head}-{digest[:12]}"
+
+
+def build_tarball(directory: Path, files: list[Path]) -> bytes:
+    """A reproducible tar.gz: sorted members, zero timestamps, no owners."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in files:
+            member = tarfile.TarInfo(path.name)
+            member.size = path.stat().st_size
+            member.mode = 0o644
+            member.mtime = 0
+            with path.open("rb") as handle:
+                tar.addfile(member, handle)
+    # mtime=0 keeps gzip's header stable, so equal content gives equal bytes.
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    published: bool
+    manifest: dict[str, Any]
+
+
+def read_manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any] | None:
+    _, manifest_key = keys(prefix)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return json.loads(body)
+
+
+def publish_directory(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    directory: Path,
+    engine_version: str | None = None,
+) -> PublishResult:
+    """Publish the ClamAV databases in ``directory`` to the cache.
+
+    Writes the tarball first and the manifest last, so a reader never sees a
+    manifest whose tarball is not there yet. Publishes nothing when the
+    content equals what the current manifest describes.
+    """
+    paths = database_files(directory)
+    if not paths:
+        raise ValueError(f"{directory} holds no ClamAV database files")
+    files = [describe_file(p) for p in paths]
+    digest = content_digest(files)
+    current = None
+    try:
+        current = read_manifest(s3, bucket, prefix)
+    except (ValueError, KeyError):
+        current = None  # unreadable: replace it
+    if current and current.get("contentDigest") == digest:
+        return PublishResult(published=False, manifest=current)
+    tarball = build_tarball(directory, paths)
+    tarball_key, manifest_key = keys(prefix)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": definitions_version(files, digest),
+        "contentDigest": digest,
+        "key": tarball_key,
+        "sha256": hashlib.sha256(tarball).hexdigest(),
+        "size": len(tarball),
+        "createdAt": now_iso(),
+        "engineVersion": engine_version,
+        "files": files,
+        "signatures": sum(f["signatures"] or 0 for f in files),
+    }
+    s3.put_object(Bucket=bucket, Key=tarball_key, Body=tarball, ContentType="application/gzip")
+    s3.put_object(
+        Bucket=bucket,
+        Key=manifest_key,
+        Body=json.dumps(manifest, indent=2).encode(),
+        ContentType="application/json",
+        CacheControl="no-cache",
+    )
+    return PublishResult(published=True, manifest=manifest)
+
+
+def safe_extract(tarball: Path, target: Path) -> list[str]:
+    """Extract regular files only, each directly inside ``target``.
+
+    Rejects (DefinitionsCorrupt) members that are links, devices, directories
+    or paths that would land outside ``target``; nothing is written for a
+    rejected tarball because every member is checked before the first write.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tarball, mode="r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = member.name
+                if not member.isfile():
+                    raise DefinitionsCorrupt(f"tarball member {name!r} is not a regular file")
+                if name != os.path.basename(name) or name in ("", ".", ".."):
+                    raise DefinitionsCorrupt(f"tarball member {name!r} is not a plain file name")
+                if Path(name).suffix.lower() not in DATABASE_SUFFIXES:
+                    raise DefinitionsCorrupt(f"tarball member {name!r} is not a ClamAV database")
+            names = []
+            for member in members:
+                source = tar.extractfile(member)
+                assert source is not None  # regular files always have content
+                with source, (target / member.name).open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                names.append(member.name)
+            return names
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DefinitionsCorrupt(f"definitions tarball cannot be read: {err}") from err

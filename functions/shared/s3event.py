@@ -1,0 +1,80 @@
+"""S3 event notifications as they arrive in an SQS message body."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from functions.shared.contracts import ObjectRef, TriggerSource
+from functions.shared.errors import InvalidInput
+
+TEST_EVENT = "s3:TestEvent"
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    object: ObjectRef
+    event_time: str | None
+    event_name: str
+
+
+def parse_body(body: str) -> list[ObjectCreated]:
+    """The ObjectCreated records of one SQS body; ``[]`` for S3's test event.
+
+    Raises InvalidInput for anything that is not an S3 notification, so only
+    that SQS record fails (and reaches the DLQ after the queue's retries).
+    """
+    try:
+        message = json.loads(body)
+    except (TypeError, ValueError) as err:
+        raise InvalidInput(f"body is not JSON: {str(body)[:200]!r}") from err
+    if not isinstance(message, dict):
+        raise InvalidInput("body is not an S3 event notification (not a JSON object)")
+    if message.get("Event") == TEST_EVENT:
+        return []
+    records = message.get("Records")
+    if not isinstance(records, list) or not records:
+        raise InvalidInput("body is not an S3 event notification (no Records)")
+    return [_parse_record(record) for record in records]
+
+
+def _parse_record(record: object) -> ObjectCreated:
+    if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
+        raise InvalidInput("record is not an S3 event record")
+    event_name = str(record.get("eventName", ""))
+    if not event_name.startswith("ObjectCreated:"):
+        raise InvalidInput(f"record is {event_name!r}, not ObjectCreated")
+    try:
+        s3 = record["s3"]
+        bucket = s3["bucket"]["name"]
+        raw = s3["object"]
+        # S3 form-encodes keys in notifications: '+' is a space, '%2B' a plus.
+        key = unquote_plus(raw["key"])
+    except (KeyError, TypeError) as err:
+        raise InvalidInput(f"S3 record lacks {err}") from err
+    size = raw.get("size")
+    return ObjectCreated(
+        object=ObjectRef(
+            bucket=bucket,
+            key=key,
+            version_id=raw.get("versionId") or None,
+            size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
+            etag=raw.get("eTag") or None,
+            sequencer=raw.get("sequencer") or None,
+        ),
+        event_time=record.get("eventTime"),
+        event_name=event_name,
+    )
+
+
+def execution_input(event: ObjectCreated, message_id: str) -> dict:
+    return {
+        "object": event.object.to_dict(),
+        "trigger": {
+            "source": str(TriggerSource.S3_EVENT),
+            "eventName": event.event_name,
+            "eventTime": event.event_time,
+            "messageId": message_id,
+        },
+    }

@@ -1,0 +1,63 @@
+"""Start Scan: S3 notifications from SQS, one Step Functions execution per object.
+
+Each SQS record succeeds or fails on its own (partial batch response): a
+throttled StartExecution or a body that is not an S3 event fails only its
+record, which SQS redelivers and, after maxReceiveCount, moves to the DLQ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.shared.aws import client
+from functions.shared.config import load_settings
+from functions.shared.s3event import parse_body
+from functions.start_scan.starter import start_scan
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    try:
+        events = parse_body(record.body)
+    except Exception:
+        logger.exception("not an S3 event notification", extra={"messageId": record.message_id})
+        raise
+    if not events:
+        logger.info("S3 test event ignored", extra={"messageId": record.message_id})
+        return
+    arn = load_settings().require("state_machine_arn", "STATE_MACHINE_ARN")
+    for event in events:
+        started = start_scan(client("stepfunctions"), arn, event, record.message_id)
+        metrics.add_metric(
+            name="DuplicateEvents" if started.already_existed else "ExecutionsStarted",
+            unit=MetricUnit.Count,
+            value=1,
+        )
+        logger.info(
+            "scan started",
+            extra={"object": event.object.uri, "execution": started.name,
+                   "duplicate": started.already_existed},
+        )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,1 @@
+"""scanctl: run the scanner locally and operate a deployed one."""
