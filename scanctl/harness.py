@@ -187,15 +187,13 @@ class LocalScanner:
             },
         )["QueueUrl"]
         self.dlq_url = dlq_url
-        queue_arn = sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         s3.put_bucket_notification_configuration(
             Bucket=o.source_bucket,
             NotificationConfiguration={
-                "QueueConfigurations": [
-                    {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}
-                ]
+                "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
             },
         )
 
@@ -359,7 +357,9 @@ class LocalScanner:
                 module = importlib.import_module(f"functions.{name}.app")
                 result = module.lambda_handler(
                     event if event is not None else {},
-                    LambdaContext(function_name=name, invoked_function_arn=self.function_arns.get(name, "")),
+                    LambdaContext(
+                        function_name=name, invoked_function_arn=self.function_arns.get(name, "")
+                    ),
                 )
                 return json.dumps(result), False, ""
             except Exception as err:  # noqa: BLE001 - reported to Step Functions like Lambda does
@@ -424,9 +424,7 @@ class LocalScanner:
             if not messages:
                 break
             event = {"Records": [_sqs_record(m, self.queue_url) for m in messages]}
-            response = start_app.lambda_handler(
-                event, LambdaContext(function_name="start_scan")
-            )
+            response = start_app.lambda_handler(event, LambdaContext(function_name="start_scan"))
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
             for message in messages:
                 if message["MessageId"] not in failed:
@@ -513,7 +511,9 @@ class LocalScanner:
         )["Items"]
         return [{k: deserialize(v) for k, v in item.items()} for item in items]
 
-    def tags(self, key: str, version_id: str | None = None, bucket: str | None = None) -> dict[str, str]:
+    def tags(
+        self, key: str, version_id: str | None = None, bucket: str | None = None
+    ) -> dict[str, str]:
         args: dict[str, Any] = {"Bucket": bucket or self.options.source_bucket, "Key": key}
         if version_id:
             args["VersionId"] = version_id
@@ -521,9 +521,11 @@ class LocalScanner:
         return {t["Key"]: t["Value"] for t in tag_set}
 
     def dlq_messages(self) -> list[dict[str, Any]]:
-        return self.client("sqs").receive_message(
-            QueueUrl=self.dlq_url, MaxNumberOfMessages=10, AttributeNames=["All"]
-        ).get("Messages", [])
+        return (
+            self.client("sqs")
+            .receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, AttributeNames=["All"])
+            .get("Messages", [])
+        )
 
 
 def _sqs_record(message: dict[str, Any], queue_url: str) -> dict[str, Any]:

@@ -32,7 +32,9 @@ def current_definitions(
     try:
         body = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
     except ClientError as err:
-        raise DefinitionsUnavailable(f"no definitions manifest at {where} ({error_code(err)})") from err
+        raise DefinitionsUnavailable(
+            f"no definitions manifest at {where} ({error_code(err)})"
+        ) from err
     try:
         manifest = json.loads(body)
         version = str(manifest["version"])
@@ -40,7 +42,9 @@ def current_definitions(
         created = _parse_time(str(manifest["createdAt"]))
         key = str(manifest.get("key") or tarball_key)
     except (ValueError, KeyError, TypeError) as err:
-        raise DefinitionsUnavailable(f"definitions manifest at {where} is unreadable: {err}") from err
+        raise DefinitionsUnavailable(
+            f"definitions manifest at {where} is unreadable: {err}"
+        ) from err
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as err:

@@ -41,7 +41,9 @@ class DefinitionsStore:
     def local_versions(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def materialize(self, ref: DefinitionsRef) -> tuple[str, Path]:
         """The version to load and its local directory, fetching it if needed."""

@@ -15,6 +15,7 @@ is what we want since one Lambda container runs one invocation at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -202,10 +203,8 @@ class ClamdEngine:
             except (OSError, ValueError):
                 stderr = b""
         text = stderr.decode(errors="replace")
-        try:
+        with contextlib.suppress(OSError):
             text += self.log_path.read_text(errors="replace")
-        except OSError:
-            pass
         lines = [line for line in text.splitlines() if line.strip()]
         return " | ".join(lines[-5:]) or "no output"
 

@@ -54,9 +54,7 @@ def validate_webhook_url(name: str, raw: str, allow_loopback_http: bool = True) 
     parsed = urlparse(raw)
     if not parsed.netloc or parsed.scheme not in ("https", "http"):
         raise ConfigurationError(f"{name} must be an https:// URL, got {raw!r}.")
-    if parsed.scheme == "http" and not (
-        allow_loopback_http and parsed.hostname in _LOOPBACK_HOSTS
-    ):
+    if parsed.scheme == "http" and not (allow_loopback_http and parsed.hostname in _LOOPBACK_HOSTS):
         raise ConfigurationError(
             f"{name} must use https:// (plain http is allowed only for a loopback "
             f"receiver), got {raw!r}."

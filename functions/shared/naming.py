@@ -33,9 +33,9 @@ def execution_name(obj: ObjectRef, prefix: str = "") -> str:
     one), or failing both its eTag.
     """
     identity = obj.version_id or obj.sequencer or obj.etag or ""
-    digest = hashlib.sha256(
-        "\0".join((obj.bucket, obj.key, identity)).encode("utf-8")
-    ).hexdigest()[:_HASH_LENGTH]
+    digest = hashlib.sha256("\0".join((obj.bucket, obj.key, identity)).encode("utf-8")).hexdigest()[
+        :_HASH_LENGTH
+    ]
     head = _UNSAFE.sub("_", prefix).strip("_-")[:24]
     head = f"{head}-" if head else ""
     room = MAX_LENGTH - len(head) - _HASH_LENGTH - 1

@@ -27,7 +27,10 @@ from functions.start_scan.starter import start_scan
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch where every record failed is still a partial-failure answer, not a
+# function error: the failed records return to the queue either way, and the
+# function's error metrics stay about the function.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -49,8 +52,11 @@ def record_handler(record: SQSRecord) -> None:
         )
         logger.info(
             "scan started",
-            extra={"object": event.object.uri, "execution": started.name,
-                   "duplicate": started.already_existed},
+            extra={
+                "object": event.object.uri,
+                "execution": started.name,
+                "duplicate": started.already_existed,
+            },
         )
 
 

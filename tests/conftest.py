@@ -1,0 +1,122 @@
+"""Shared fixtures: signature sets the tests write, the harness, a webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before anything builds a boto3 client: no credentials lookup may leave the machine.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+from scanctl import samples
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def require_clamav() -> None:
+    if not shutil.which("clamd") or not samples.CLAM_EXE.exists():
+        pytest.fail("ClamAV is not installed: run `make test`, which installs it")
+
+
+@pytest.fixture(scope="session")
+def signatures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Set B: EICAR hash + ClamAV test file body signature."""
+    require_clamav()
+    return samples.write_test_set(tmp_path_factory.mktemp("sigs-b"))
+
+
+@pytest.fixture(scope="session")
+def eicar_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Set A: EICAR hash only."""
+    return samples.write_eicar_set(tmp_path_factory.mktemp("sigs-a"))
+
+
+@pytest.fixture(scope="session")
+def clamav_work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One scanner work directory per session, so clamd stays warm across tests."""
+    path = tmp_path_factory.mktemp("clamav")
+    yield path
+    from scanctl.harness import reset_scanner_if
+
+    reset_scanner_if(lambda _: True)
+
+
+@pytest.fixture
+def make_harness(clamav_work: Path, signatures: Path) -> Iterator[Any]:
+    """Build a LocalScanner with the test signature set published."""
+    from scanctl.harness import HarnessOptions, LocalScanner
+
+    opened: list[LocalScanner] = []
+
+    def build(publish: Path | None = signatures, **options: Any) -> LocalScanner:
+        harness = LocalScanner(HarnessOptions(work_dir=clamav_work, **options))
+        harness.__enter__()
+        opened.append(harness)
+        if publish is not None:
+            harness.publish_definitions(publish)
+        return harness
+
+    yield build
+    for harness in reversed(opened):
+        harness.__exit__(None, None, None)
+
+
+@pytest.fixture
+def harness(make_harness: Any) -> Any:
+    return make_harness()
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records what it receives."""
+
+    url: str
+    responses: list[int] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def answer(self, *statuses: int) -> None:
+        """Statuses for the next requests, in order; afterwards 200."""
+        self.responses.extend(statuses)
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    receiver = Receiver(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with lock:
+                status = receiver.responses.pop(0) if receiver.responses else 200
+                receiver.requests.append(
+                    {"headers": dict(self.headers), "body": body, "status": status}
+                )
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,373 @@
+"""The scan workflow end to end: real ClamAV, the real ASL, the real handlers.
+
+Each test uploads to the emulated source bucket, lets S3 notify the queue,
+drains the queue through start_scan and follows the execution to its end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from functions.shared.errors import ScanEngineUnavailable
+from scanctl import samples
+
+CLEAN_PATH = [
+    "Load Settings",
+    "Fetch Definitions",
+    "Scan Object",
+    "Which Verdict?",
+    "Tag As Clean",
+    "Record Audit",
+    "Webhook Configured?",
+    "Notify Webhook",
+    "Done",
+]
+
+
+def test_clean_file_is_tagged_audited_and_announced(make_harness, webhook):
+    # GIVEN a source bucket with a webhook configured, and an object with tags of its own
+    harness = make_harness(webhook_url=webhook.url, webhook_secret="s3cret")
+
+    # WHEN a clean file is uploaded
+    report = harness.scan("reports/q3 summary.txt", b"all good\n", tags={"team": "finance"})
+
+    # THEN the execution succeeded along the clean path
+    assert report.status == "SUCCEEDED"
+    assert report.states == CLEAN_PATH
+    # AND the exact version carries the scan tags next to its own
+    version = report.output["object"]["versionId"]
+    assert version
+    tags = harness.tags("reports/q3 summary.txt", version_id=version)
+    assert tags["team"] == "finance"
+    assert tags["scan-status"] == "clean"
+    assert tags["scan-engine"].startswith("ClamAV 1.")
+    assert tags["scan-engine"].endswith("/" + report.output["definitions"]["version"])
+    # AND one audit item records the verdict
+    [item] = harness.audit_items("reports/q3 summary.txt")
+    assert item["verdict"] == "clean"
+    assert item["versionId"] == version
+    assert item["executionArn"] == report.arn
+    assert item["definitionsVersion"] == report.output["definitions"]["version"]
+    # AND the webhook received the result, signed
+    [request] = webhook.requests
+    body = json.loads(request["body"])
+    assert body["verdict"] == "clean"
+    assert body["object"]["key"] == "reports/q3 summary.txt"
+    assert body["executionArn"] == report.arn
+    expected = hmac.new(
+        b"s3cret",
+        request["headers"]["X-Scan-Timestamp"].encode() + b"." + request["body"],
+        hashlib.sha256,
+    ).hexdigest()
+    assert request["headers"]["X-Scan-Signature"] == f"sha256={expected}"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("eicar.com", samples.EICAR),
+        ("eicar.zip", samples.zipped("eicar.com", samples.EICAR)),
+        ("nested.zip", samples.zipped("inner.zip", samples.zipped("eicar.com", samples.EICAR))),
+    ],
+)
+def test_eicar_is_quarantined_and_the_original_version_is_gone(harness, name, content):
+    # WHEN the EICAR test string is uploaded (plain, zipped, nested)
+    report = harness.scan(
+        f"incoming/{name}",
+        content,
+        ContentType="application/x-test",
+        Metadata={"uploader": "alice"},
+    )
+
+    # THEN it went through quarantine
+    assert report.status == "SUCCEEDED"
+    assert "Quarantine Or Delete" in report.states
+    assert report.output["scan"]["verdict"] == "infected"
+    assert report.output["scan"]["signatures"][0].startswith(samples.EICAR_SIGNATURE)
+    # AND the quarantine copy keeps content, metadata and content type, with our tags
+    s3 = harness.client("s3")
+    copy = s3.get_object(Bucket="uploads-quarantine", Key=f"incoming/{name}")
+    assert copy["Body"].read() == content
+    assert copy["ContentType"] == "application/x-test"
+    assert copy["Metadata"] == {"uploader": "alice"}
+    tags = harness.tags(f"incoming/{name}", bucket="uploads-quarantine")
+    assert tags["scan-status"] == "infected"
+    assert tags["scan-signature"].startswith(samples.EICAR_SIGNATURE)
+    assert tags["scan-source-bucket"] == "uploads"
+    # AND no version of the original is left readable
+    versions = s3.list_object_versions(Bucket="uploads", Prefix=f"incoming/{name}")
+    assert versions.get("Versions", []) == []
+    [item] = harness.audit_items(f"incoming/{name}")
+    assert item["action"] == "quarantined"
+    assert item["quarantine"]["bucket"] == "uploads-quarantine"
+
+
+def test_eicar_is_deleted_when_there_is_no_quarantine_bucket(make_harness):
+    harness = make_harness(quarantine=False)
+
+    report = harness.scan("eicar.com", samples.EICAR)
+
+    assert report.status == "SUCCEEDED"
+    assert report.output["action"]["action"] == "deleted"
+    assert report.output["action"]["deletedVersionId"] == report.output["object"]["versionId"]
+    versions = harness.client("s3").list_object_versions(Bucket="uploads", Prefix="eicar.com")
+    # The version itself is gone: no delete marker hiding a readable version.
+    assert versions.get("Versions", []) == []
+    assert versions.get("DeleteMarkers", []) == []
+
+
+def test_only_the_scanned_version_is_deleted(harness):
+    # GIVEN a clean first version of a key
+    first = harness.upload("doc.txt", b"first, clean")["VersionId"]
+    harness.wait(harness.drain())
+    # WHEN an infected second version is uploaded
+    report = harness.scan("doc.txt", samples.EICAR)
+    # THEN only the infected version is removed; the clean one is still there
+    assert report.output["action"]["deletedVersionId"] != first
+    versions = harness.client("s3").list_object_versions(Bucket="uploads", Prefix="doc.txt")
+    assert [v["VersionId"] for v in versions["Versions"]] == [first]
+
+
+def test_encrypted_zip_is_unscannable_not_clean(harness):
+    report = harness.scan("secret.zip", samples.encrypted_zip("secret.txt", b"top secret"))
+
+    assert report.status == "SUCCEEDED"
+    assert "Tag As Unscannable" in report.states
+    assert report.output["scan"]["verdict"] == "unscannable"
+    assert report.output["scan"]["reason"] == "encrypted"
+    tags = harness.tags("secret.zip", version_id=report.output["object"]["versionId"])
+    assert tags["scan-status"] == "unscannable"
+    assert tags["scan-reason"] == "encrypted"
+
+
+def test_object_above_the_maximum_is_unscannable_without_download(make_harness):
+    harness = make_harness(max_object_size_mb=1)
+    downloads = []
+    from functions.shared import aws
+
+    def record(params, **_):
+        downloads.append(params["Key"])
+
+    s3 = aws.client("s3")  # the client the handlers use
+    s3.meta.events.register("provide-client-params.s3.GetObject", record)
+    try:
+        report = harness.scan("big.bin", b"\0" * (1024 * 1024 + 1))
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.GetObject", record)
+
+    assert report.output["scan"]["verdict"] == "unscannable"
+    assert report.output["scan"]["reason"] == "too-large"
+    assert "big.bin" not in downloads
+    tags = harness.tags("big.bin", version_id=report.output["object"]["versionId"])
+    assert tags["scan-reason"] == "too-large"
+
+
+def test_object_deleted_before_its_scan_is_skipped(harness):
+    version = harness.upload("gone.txt", b"short-lived")["VersionId"]
+    harness.client("s3").delete_object(Bucket="uploads", Key="gone.txt", VersionId=version)
+
+    [report] = harness.wait(harness.drain())
+
+    assert report.status == "SUCCEEDED"
+    assert report.output["scan"]["verdict"] == "skipped"
+    assert report.output["scan"]["reason"] == "object-gone"
+    assert "Record Audit" in report.states
+    assert not any(s.startswith("Tag") for s in report.states)
+    [item] = harness.audit_items("gone.txt")
+    assert item["verdict"] == "skipped"
+
+
+def test_empty_object_is_scanned(harness):
+    report = harness.scan("empty.txt", b"")
+    assert report.output["scan"]["verdict"] == "clean"
+    assert report.output["scan"]["engine"]
+
+
+def test_redelivered_message_starts_one_execution(harness):
+    # GIVEN an upload whose notification is delivered twice
+    harness.drain()  # S3's test event
+    harness.upload("twice.txt", b"hello")
+    sqs = harness.client("sqs")
+    [message] = sqs.receive_message(QueueUrl=harness.queue_url, MaxNumberOfMessages=10)["Messages"]
+    sqs.send_message(QueueUrl=harness.queue_url, MessageBody=message["Body"])
+    sqs.change_message_visibility(
+        QueueUrl=harness.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    # WHEN the queue is drained
+    names = harness.drain()
+    # THEN one execution ran, and both messages were consumed
+    assert len(names) == 1
+    harness.wait(names)
+    assert len(harness.audit_items("twice.txt")) == 1
+    assert sqs.receive_message(QueueUrl=harness.queue_url).get("Messages", []) == []
+
+
+def test_s3_test_event_is_ignored(harness):
+    # moto, like S3, sends s3:TestEvent when the notification is configured.
+    names = harness.drain()
+    assert names == []
+    assert harness.dlq_messages() == []
+
+
+def test_garbage_body_fails_alone_and_reaches_the_dlq(harness):
+    sqs = harness.client("sqs")
+    sqs.send_message(QueueUrl=harness.queue_url, MessageBody="this is not an S3 event")
+    harness.upload("fine.txt", b"fine")
+
+    names = harness.drain()
+
+    [report] = harness.wait(names)
+    assert report.output["object"]["key"] == "fine.txt"
+    assert report.status == "SUCCEEDED"
+    [dead] = harness.dlq_messages()
+    assert dead["Body"] == "this is not an S3 event"
+
+
+def test_scan_engine_failing_once_is_retried(harness, monkeypatch):
+    # GIVEN clamd dies right before the next scan
+    from functions.scan_object import app as scan_app
+    from functions.scan_object.engine import ClamdEngine
+
+    harness.scan("warmup.txt", b"warm the engine")
+    engine = scan_app.get_scanner().engine
+    starts = engine.starts
+    original = ClamdEngine.scan_file
+    calls = []
+
+    def dying_scan(self, path):
+        calls.append(path)
+        if len(calls) == 1:
+            self.process.kill()
+            self.process.wait()
+        return original(self, path)
+
+    monkeypatch.setattr(ClamdEngine, "scan_file", dying_scan)
+
+    # WHEN a file is scanned
+    report = harness.scan("retry.txt", b"scan me")
+
+    # THEN the first attempt failed with the named error, the retry restarted clamd
+    assert report.status == "SUCCEEDED"
+    assert report.output["scan"]["verdict"] == "clean"
+    assert (
+        report.count("TaskFailed", "Scan Object")
+        + report.count("LambdaFunctionFailed", "Scan Object")
+        == 1
+    )
+    assert engine.starts == starts + 1
+    assert len(harness.retry_waits) >= 1
+
+
+def test_webhook_500_twice_then_200_is_delivered_on_the_third_try(make_harness, webhook):
+    webhook.answer(500, 500)
+    harness = make_harness(webhook_url=webhook.url)
+
+    report = harness.scan("hooked.txt", b"hello")
+
+    assert report.status == "SUCCEEDED"
+    assert [r["status"] for r in webhook.requests] == [500, 500, 200]
+    failures = report.count("TaskFailed", "Notify Webhook") + report.count(
+        "LambdaFunctionFailed", "Notify Webhook"
+    )
+    assert failures == 2
+    assert report.output["notification"]["delivered"] is True
+    # Every try carried the same delivery id, so the receiver can de-duplicate.
+    assert len({r["headers"]["X-Scan-Delivery"] for r in webhook.requests}) == 1
+
+
+def test_webhook_404_is_not_retried_and_the_failure_is_recorded(make_harness, webhook):
+    webhook.answer(404)
+    harness = make_harness(webhook_url=webhook.url)
+
+    report = harness.scan("hooked.txt", b"hello")
+
+    # Decision: the execution fails (visible, re-runnable); the audit item keeps
+    # the verdict (scanVerdict) and says the delivery was rejected.
+    assert [r["status"] for r in webhook.requests] == [404]
+    assert report.status == "FAILED"
+    assert report.error == "WebhookRejected"
+    assert report.states[-3:] == ["Record Failure", "Notify Failure?", "Scan Failed"]
+    [item] = harness.audit_items("hooked.txt")
+    assert item["verdict"] == "error"
+    assert item["scanVerdict"] == "clean"
+    assert item["error"]["error"] == "WebhookRejected"
+    # The object itself was still handled.
+    assert harness.tags("hooked.txt")["scan-status"] == "clean"
+
+
+def test_dynamodb_failure_takes_the_record_failure_path(harness):
+    # GIVEN DynamoDB refuses the first writes (Record Audit and all its retries)
+    from functions.shared import aws
+
+    refused = []
+
+    def throttle(**kwargs):
+        if len(refused) < 6:
+            refused.append(kwargs["params"]["TableName"])
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                "PutItem",
+            )
+
+    ddb = aws.client("dynamodb")
+    ddb.meta.events.register("provide-client-params.dynamodb.PutItem", throttle)
+    try:
+        report = harness.scan("audited.txt", b"hello")
+    finally:
+        ddb.meta.events.unregister("provide-client-params.dynamodb.PutItem", throttle)
+
+    # THEN the execution failed through Record Failure, which did get its item in
+    assert report.status == "FAILED"
+    assert "Record Failure" in report.states
+    assert report.error == "AuditWriteFailed"
+    [item] = harness.audit_items("audited.txt")
+    assert item["verdict"] == "error"
+    assert item["error"]["error"] == "AuditWriteFailed"
+    assert item["scanVerdict"] == "clean"
+
+
+def test_failure_with_no_audit_leaves_a_failed_execution(harness):
+    # GIVEN the audit table is gone altogether
+    harness.client("dynamodb").delete_table(TableName="scan-audit")
+
+    report = harness.scan("unrecorded.txt", b"hello")
+
+    # THEN nothing is silently lost: the execution is FAILED, so it can be re-run
+    assert report.status == "FAILED"
+    assert report.states[-1] == "Scan Failed"
+
+
+def test_lambda_service_error_is_retried(harness):
+    class ServiceException(Exception):
+        pass
+
+    ServiceException.__name__ = "Lambda.ServiceException"
+    harness.fail_next("apply_verdict", ServiceException("Lambda hiccup"))
+
+    report = harness.scan("hiccup.txt", b"hello")
+
+    assert report.status == "SUCCEEDED"
+    assert harness.tags("hiccup.txt")["scan-status"] == "clean"
+
+
+def test_every_failure_is_recorded_or_redrivable(harness):
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=10)
+
+    report = harness.scan("down.txt", b"hello")
+
+    assert report.status == "FAILED"
+    assert report.error == "ScanEngineUnavailable"
+    [item] = harness.audit_items("down.txt")
+    assert item["verdict"] == "error"
+    assert item["error"]["error"] == "ScanEngineUnavailable"
+    # Retried 3 times with growing waits before giving up.
+    assert (
+        report.count("LambdaFunctionFailed", "Scan Object")
+        + report.count("TaskFailed", "Scan Object")
+        == 4
+    )

@@ -1,0 +1,82 @@
+"""S3 notification parsing: what start_scan makes of an SQS body."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from functions.shared.errors import InvalidInput
+from functions.shared.s3event import execution_input, parse_body
+from tests.conftest import load_event
+
+
+def body_with_key(encoded_key: str) -> str:
+    event = copy.deepcopy(load_event("s3_object_created.json"))
+    event["Records"][0]["s3"]["object"]["key"] = encoded_key
+    return json.dumps(event)
+
+
+@pytest.mark.parametrize(
+    ("encoded", "key"),
+    [
+        ("reports/q3+summary.pdf", "reports/q3 summary.pdf"),  # '+' is a space
+        ("a%2Bb.txt", "a+b.txt"),  # '%2B' is a plus
+        ("caf%C3%A9/%E6%97%A5%E6%9C%AC.txt", "café/日本.txt"),  # unicode
+        ("deep/ly/nested/dir/file", "deep/ly/nested/dir/file"),  # slashes stay
+        ("trailing/", "trailing/"),
+        ("100%25+sure", "100% sure"),
+    ],
+)
+def test_keys_are_url_decoded(encoded, key):
+    [event] = parse_body(body_with_key(encoded))
+    assert event.object.key == key
+
+
+def test_record_fields_are_kept():
+    [event] = parse_body(json.dumps(load_event("s3_object_created.json")))
+    assert event.object.bucket == "uploads"
+    assert event.object.version_id == "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"
+    assert event.object.size == 1234
+    assert event.object.sequencer == "0055AED6DCD90281E5"
+    assert event.event_time == "2026-11-27T12:00:00.000Z"
+    payload = execution_input(event, "msg-1")
+    assert payload["object"]["key"] == "reports/q3 summary+été.pdf"
+    assert payload["trigger"] == {
+        "source": "s3-event",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-11-27T12:00:00.000Z",
+        "messageId": "msg-1",
+    }
+
+
+def test_test_event_is_ignored():
+    assert parse_body(json.dumps(load_event("s3_test_event.json"))) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[]",
+        "{}",
+        json.dumps({"Records": []}),
+        json.dumps({"Records": [{"eventSource": "aws:sns"}]}),
+        json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectRemoved:Delete"}]}),
+        json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}]}),
+    ],
+)
+def test_anything_else_is_invalid_input(body):
+    with pytest.raises(InvalidInput):
+        parse_body(body)
+
+
+def test_several_records_in_one_body():
+    event = load_event("s3_object_created.json")
+    second = copy.deepcopy(event["Records"][0])
+    second["s3"]["object"]["key"] = "other.txt"
+    event["Records"].append(second)
+    keys = [e.object.key for e in parse_body(json.dumps(event))]
+    assert keys[1] == "other.txt"
+    assert len(keys) == 2

@@ -1,0 +1,63 @@
+"""S3's limit of 10 tags: the status tag always survives."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.shared.tags import S3_MAX_TAGS, merge_tags, tag_value
+
+OURS = {"scan-status": "clean", "scan-time": "2026-11-27T12:00:00Z", "scan-engine": "ClamAV 1.4/x"}
+
+
+def existing(n: int) -> list[dict[str, str]]:
+    return [{"Key": f"k{i:02d}", "Value": f"v{i}"} for i in range(n)]
+
+
+def test_no_existing_tags():
+    merged = merge_tags([], OURS)
+    assert {t["Key"]: t["Value"] for t in merged.tags} == OURS
+    assert merged.dropped == []
+
+
+def test_nine_existing_tags_keep_all_theirs_and_the_status():
+    merged = merge_tags(existing(9), OURS)
+    keys = [t["Key"] for t in merged.tags]
+    assert len(keys) == S3_MAX_TAGS
+    assert [f"k{i:02d}" for i in range(9)] == keys[:9]
+    assert keys[9] == "scan-status"
+    assert merged.dropped == ["scan-engine", "scan-time"]
+
+
+def test_ten_existing_tags_make_room_for_the_status():
+    merged = merge_tags(existing(10), OURS)
+    keys = [t["Key"] for t in merged.tags]
+    assert len(keys) == S3_MAX_TAGS
+    assert "scan-status" in keys
+    # The tag that sorts last is the one given up, and it is reported.
+    assert "k09" not in keys
+    assert merged.dropped == ["scan-engine", "scan-time", "k09"]
+
+
+def test_rescan_replaces_our_tags_in_place():
+    previous = [{"Key": "scan-status", "Value": "unscannable"}, {"Key": "team", "Value": "a"}]
+    merged = merge_tags(previous, OURS)
+    values = {t["Key"]: t["Value"] for t in merged.tags}
+    assert values["scan-status"] == "clean"
+    assert values["team"] == "a"
+    assert len(merged.tags) == 4
+
+
+def test_seven_existing_tags_fit_exactly():
+    merged = merge_tags(existing(7), OURS)
+    assert len(merged.tags) == 10
+    assert merged.dropped == []
+
+
+def test_status_is_required():
+    with pytest.raises(ValueError, match="scan-status"):
+        merge_tags([], {"scan-time": "x"})
+
+
+def test_values_are_made_valid_for_s3():
+    assert tag_value("Win.Trojan.Agent-123 {x}") == "Win.Trojan.Agent-123 _x_"
+    assert len(tag_value("a" * 300)) == 256
