@@ -15,12 +15,17 @@ is what we want since one Lambda container runs one invocation at a time.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,7 @@ from functions.shared.errors import ScanEngineUnavailable, ScanFailed
 log = logging.getLogger(__name__)
 
 _SOCKET_TIMEOUT_S = 900.0
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -91,12 +97,14 @@ class ClamdEngine:
         self.config_path = work_dir / "clamd.conf"
         self.db_link = work_dir / "db"
         self.log_path = work_dir / "clamd.log"
+        self.stderr_path = work_dir / "clamd.stderr"
         self.tmp_dir = work_dir / "tmp"
         self.process: subprocess.Popen | None = None
         self.loaded_version: str | None = None
         self.loaded_dir: Path | None = None
         self.starts = 0
         self.reloads = 0
+        atexit.register(self.stop)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -135,6 +143,8 @@ class ClamdEngine:
             f"LogFile {self.log_path}",
             "LogTime yes",
             "LogClean no",
+            # Never fail to start because a stale clamd still holds the log's lock.
+            "LogFileUnlock yes",
             "LogVerbose no",
             # We decide when definitions change; clamd must not reload by itself.
             "SelfCheck 0",
@@ -160,15 +170,21 @@ class ClamdEngine:
         if self.socket_path.exists():
             self.socket_path.unlink()
         self.log_path.write_text("")
+        stderr = self.stderr_path.open("wb")
         try:
             self.process = subprocess.Popen(
                 [self.clamd, f"--config-file={self.config_path}"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                # A file, not a pipe: nobody drains a pipe between invocations,
+                # and a full one would block clamd.
+                stderr=stderr,
+                preexec_fn=_die_with_parent if _in_main_thread() else None,
             )
         except OSError as err:
             raise ScanEngineUnavailable(f"cannot start clamd ({self.clamd}): {err}") from err
+        finally:
+            stderr.close()  # clamd holds its own descriptor
         self.starts += 1
         self._wait_ready("start")
 
@@ -196,15 +212,10 @@ class ClamdEngine:
         raise ScanEngineUnavailable(f"clamd not ready {self.start_timeout_s:.0f}s after {what}")
 
     def _log_tail(self) -> str:
-        stderr = b""
-        if self.process is not None and self.process.stderr is not None:
-            try:
-                stderr = self.process.stderr.read() or b""
-            except (OSError, ValueError):
-                stderr = b""
-        text = stderr.decode(errors="replace")
-        with contextlib.suppress(OSError):
-            text += self.log_path.read_text(errors="replace")
+        text = ""
+        for path in (self.stderr_path, self.log_path):
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
         lines = [line for line in text.splitlines() if line.strip()]
         return " | ".join(lines[-5:]) or "no output"
 
@@ -250,6 +261,23 @@ class ClamdEngine:
         except OSError as err:
             raise ScanEngineUnavailable(f"clamd did not answer: {err}") from err
         return parse_reply(str(path), reply)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop clamd when the thread that started it dies.
+
+    Linux ties PDEATHSIG to the parent *thread*, so this is set only when clamd
+    is started from the main thread (as in Lambda); started from a worker
+    thread, clamd would die with that thread and the engine would not stay warm.
+    ``atexit`` stops clamd on a normal exit either way.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def parse_reply(path: str, reply: str) -> RawResult:

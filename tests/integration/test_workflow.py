@@ -133,6 +133,24 @@ def test_only_the_scanned_version_is_deleted(harness):
     assert [v["VersionId"] for v in versions["Versions"]] == [first]
 
 
+def test_the_engine_stays_warm_across_executions(harness):
+    # GIVEN one scan has started clamd
+    from functions.scan_object import app as scan_app
+
+    harness.scan("first.txt", b"one")
+    engine = scan_app.get_scanner().engine
+    pid, starts, reloads = engine.process.pid, engine.starts, engine.reloads
+
+    # WHEN more objects are scanned, each in its own execution
+    for i in range(5):
+        assert harness.scan(f"next-{i}.txt", b"more").output["scan"]["verdict"] == "clean"
+
+    # THEN the same clamd answered all of them: no restart, no reload
+    assert engine.process.pid == pid
+    assert engine.process.poll() is None
+    assert (engine.starts, engine.reloads) == (starts, reloads)
+
+
 def test_encrypted_zip_is_unscannable_not_clean(harness):
     report = harness.scan("secret.zip", samples.encrypted_zip("secret.txt", b"top secret"))
 
