@@ -1,0 +1,3 @@
+from scanctl.cli import main
+
+main()
