@@ -48,7 +48,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 synth: setup
-	$(PY) app.py
+	CDK_OUTDIR=cdk.out $(PY) app.py
 
 clean:
 	rm -rf $(VENV) .make cdk.out .pytest_cache

@@ -1,0 +1,1 @@
+"""The CDK app: one stack composed of constructs named by capability."""

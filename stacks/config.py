@@ -1,0 +1,162 @@
+"""Deploy-time configuration: read once from the environment (and ``.env``).
+
+A missing or malformed value stops the synth with one sentence that names the
+variable (``DeployConfigError``); ``app.py`` prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+_BUCKET_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
+_KMS_KEY_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov):kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)$"
+)
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_ENVIRONMENT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,19}$")
+_SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+
+# ClamAV cannot scan a single file of 2 GiB or more.
+MAX_OBJECT_SIZE_MB_LIMIT = 2047
+# Room in /tmp for the loaded definitions and the next version being unpacked
+# (the official database is about 400 MB unpacked).
+DEFINITIONS_HEADROOM_MB = 1024
+
+
+class DeployConfigError(ValueError):
+    """One sentence naming the variable that is wrong."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    source_bucket_arn: str
+    quarantine_bucket_arn: str | None = None
+    webhook_url: str | None = None
+    environment: str = "dev"
+    account: str | None = None
+    region: str | None = None
+    source_bucket_kms_key_arn: str | None = None
+    update_schedule: str = "rate(4 hours)"
+    scanner_memory_mb: int = 3008
+    scanner_timeout_minutes: int = 15
+    scanner_ephemeral_mb: int = 2048
+    max_object_size_mb: int = 1024
+    max_definitions_age_hours: int = 48
+    database_mirror: str = "database.clamav.net"
+    private_mirror: str | None = None
+
+    @staticmethod
+    def bucket_name(arn: str) -> str:
+        return arn.rsplit(":", 1)[-1]
+
+    @property
+    def source_bucket_name(self) -> str:
+        return self.bucket_name(self.source_bucket_arn)
+
+    @property
+    def quarantine_bucket_name(self) -> str | None:
+        return self.bucket_name(self.quarantine_bucket_arn) if self.quarantine_bucket_arn else None
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _bucket_arn(env: Mapping[str, str], name: str, required: bool) -> str | None:
+    value = _get(env, name)
+    if value is None:
+        if required:
+            raise DeployConfigError(
+                f"{name} is required: the ARN of the bucket to scan, e.g. arn:aws:s3:::my-uploads."
+            )
+        return None
+    if not _BUCKET_ARN.match(value):
+        raise DeployConfigError(
+            f"{name} must be an S3 bucket ARN like arn:aws:s3:::my-bucket, got {value!r}."
+        )
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise DeployConfigError(
+            f"{name} must be a whole number from {low} to {high}, got {value!r}."
+        )
+    return int(value)
+
+
+def _match(env: Mapping[str, str], name: str, pattern: re.Pattern, what: str) -> str | None:
+    value = _get(env, name)
+    if value is not None and not pattern.match(value):
+        raise DeployConfigError(f"{name} must be {what}, got {value!r}.")
+    return value
+
+
+def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
+    source = _bucket_arn(env, "SOURCE_BUCKET_ARN", required=True)
+    assert source is not None
+    quarantine = _bucket_arn(env, "QUARANTINE_BUCKET_ARN", required=False)
+    if quarantine and DeployConfig.bucket_name(quarantine) == DeployConfig.bucket_name(source):
+        raise DeployConfigError(
+            "QUARANTINE_BUCKET_ARN must name a different bucket than SOURCE_BUCKET_ARN "
+            "(quarantined objects would be scanned and quarantined again)."
+        )
+    webhook = _get(env, "WEBHOOK_URL")
+    if webhook is not None:
+        parsed = urlparse(webhook)
+        if parsed.scheme != "https" or not parsed.netloc:
+            raise DeployConfigError(
+                f"WEBHOOK_URL must be an https:// URL (results are sent over TLS only), "
+                f"got {webhook!r}."
+            )
+    account = _match(env, "ACCOUNT_ID", _ACCOUNT, "a 12-digit AWS account id") or _get(
+        env, "CDK_DEFAULT_ACCOUNT"
+    )
+    region = _match(env, "REGION", _REGION, "an AWS region like eu-west-1") or _get(
+        env, "CDK_DEFAULT_REGION"
+    )
+    config = DeployConfig(
+        source_bucket_arn=source,
+        quarantine_bucket_arn=quarantine,
+        webhook_url=webhook,
+        environment=_match(
+            env, "ENVIRONMENT", _ENVIRONMENT, "a short name of letters, digits and dashes"
+        )
+        or "dev",
+        account=account,
+        region=region,
+        source_bucket_kms_key_arn=_match(
+            env, "SOURCE_BUCKET_KMS_KEY_ARN", _KMS_KEY_ARN, "a KMS key or alias ARN"
+        ),
+        update_schedule=_match(
+            env,
+            "DEFINITIONS_UPDATE_SCHEDULE",
+            _SCHEDULE,
+            "an EventBridge schedule like rate(4 hours) or cron(0 */4 * * ? *)",
+        )
+        or "rate(4 hours)",
+        scanner_memory_mb=_int(env, "SCANNER_MEMORY_MB", 3008, 2048, 10240),
+        scanner_timeout_minutes=_int(env, "SCANNER_TIMEOUT_MINUTES", 15, 1, 15),
+        scanner_ephemeral_mb=_int(env, "SCANNER_EPHEMERAL_STORAGE_MB", 2048, 1024, 10240),
+        max_object_size_mb=_int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, MAX_OBJECT_SIZE_MB_LIMIT),
+        max_definitions_age_hours=_int(env, "MAX_DEFINITIONS_AGE_HOURS", 48, 1, 8760),
+        database_mirror=_get(env, "CLAMAV_DATABASE_MIRROR") or "database.clamav.net",
+        private_mirror=_get(env, "CLAMAV_PRIVATE_MIRROR"),
+    )
+    # The object and up to two definitions sets (current and next) share /tmp.
+    needed = config.max_object_size_mb + DEFINITIONS_HEADROOM_MB
+    if needed > config.scanner_ephemeral_mb:
+        raise DeployConfigError(
+            f"SCANNER_EPHEMERAL_STORAGE_MB must be at least MAX_OBJECT_SIZE_MB + "
+            f"{DEFINITIONS_HEADROOM_MB} ({needed}) so the object and the definitions fit in /tmp, "
+            f"got {config.scanner_ephemeral_mb}."
+        )
+    return config

@@ -1,0 +1,87 @@
+"""Definitions: the cache bucket, and the scheduled updater that fills it."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.config import DeployConfig
+from stacks.constants import (
+    DEFINITIONS_PREFIX,
+    UPDATER_EPHEMERAL_MB,
+    UPDATER_MEMORY_MB,
+    UPDATER_TIMEOUT_MINUTES,
+)
+from stacks.constructs.functions import step_function
+
+
+class Definitions(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: DeployConfig, common_env: dict
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.bucket = s3.Bucket(
+            self,
+            "Cache",
+            versioned=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                # Old tarballs are only useful for a quick rollback.
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(7)),
+                s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(1)),
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.prefix = DEFINITIONS_PREFIX
+        self.objects_arn = self.bucket.arn_for_objects(f"{DEFINITIONS_PREFIX}/*")
+
+        env = {
+            **common_env,
+            "DEFINITIONS_BUCKET_NAME": self.bucket.bucket_name,
+            "DEFINITIONS_PREFIX": DEFINITIONS_PREFIX,
+            "CLAMAV_DATABASE_MIRROR": config.database_mirror,
+        }
+        if config.private_mirror:
+            env["CLAMAV_PRIVATE_MIRROR"] = config.private_mirror
+        self.updater = step_function(
+            self,
+            "Updater",
+            name="update_definitions",
+            target="scanner",
+            environment=env,
+            memory_mb=UPDATER_MEMORY_MB,
+            timeout=Duration.minutes(UPDATER_TIMEOUT_MINUTES),
+            ephemeral_mb=UPDATER_EPHEMERAL_MB,
+        )
+        self.grant_read(self.updater)
+        self.updater.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[self.objects_arn])
+        )
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            schedule=events.Schedule.expression(config.update_schedule),
+            description="Refresh the ClamAV definitions cache",
+            targets=[targets.LambdaFunction(self.updater, retry_attempts=2)],
+        )
+
+    def grant_read(self, grantee: iam.IGrantable) -> None:
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.objects_arn])
+        )
+        # ListBucket turns a missing manifest into 404 (DefinitionsUnavailable)
+        # instead of 403, limited to the cache prefix.
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{DEFINITIONS_PREFIX}/*"]}},
+            )
+        )

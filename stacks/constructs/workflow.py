@@ -1,0 +1,169 @@
+"""Workflow: the scan state machine and the functions it runs."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+import statemachines
+from stacks.config import DeployConfig
+from stacks.constants import STEP_MEMORY_MB, STEP_TIMEOUT_S, WEBHOOK_TIMEOUT_S
+from stacks.constructs.definitions import Definitions
+from stacks.constructs.functions import LOG_RETENTION, step_function
+
+
+class Workflow(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeployConfig,
+        source: s3.IBucket,
+        quarantine: s3.IBucket | None,
+        table: dynamodb.ITable,
+        definitions: Definitions,
+        common_env: dict[str, str],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        env = {
+            **common_env,
+            "DDB_TABLE_NAME": table.table_name,
+            "DEFINITIONS_BUCKET_NAME": definitions.bucket.bucket_name,
+            "DEFINITIONS_PREFIX": definitions.prefix,
+            "MAX_OBJECT_SIZE_MB": str(config.max_object_size_mb),
+            "MAX_DEFINITIONS_AGE_HOURS": str(config.max_definitions_age_hours),
+            "QUARANTINE_BUCKET_NAME": config.quarantine_bucket_name or "",
+            "WEBHOOK_URL": config.webhook_url or "",
+        }
+
+        def small(cid: str, name: str, timeout_s: int = STEP_TIMEOUT_S) -> lambda_.Function:
+            return step_function(
+                self,
+                cid,
+                name=name,
+                target="steps",
+                environment=env,
+                memory_mb=STEP_MEMORY_MB,
+                timeout=Duration.seconds(timeout_s),
+            )
+
+        self.fetch_definitions = small("FetchDefinitions", "fetch_definitions")
+        self.scan_object = step_function(
+            self,
+            "ScanObject",
+            name="scan_object",
+            target="scanner",
+            environment={**env, "CLAMAV_WORK_DIR": "/tmp/clamav"},
+            memory_mb=config.scanner_memory_mb,
+            timeout=Duration.minutes(config.scanner_timeout_minutes),
+            ephemeral_mb=config.scanner_ephemeral_mb,
+        )
+        self.apply_verdict = small("ApplyVerdict", "apply_verdict")
+        self.record_audit = small("RecordAudit", "record_audit")
+        self.notify_webhook = small("NotifyWebhook", "notify_webhook", WEBHOOK_TIMEOUT_S)
+
+        self._grant(config, source, quarantine, table, definitions)
+
+        functions = {
+            "fetch_definitions": self.fetch_definitions,
+            "scan_object": self.scan_object,
+            "apply_verdict": self.apply_verdict,
+            "record_audit": self.record_audit,
+            "notify_webhook": self.notify_webhook,
+        }
+        log_group = logs.LogGroup(
+            self, "ExecutionLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "ScanObjectStateMachine",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            # Inline JSON with DefinitionSubstitutions: the deployed text is the
+            # file itself, and cfn-lint can validate it.
+            definition_body=sfn.DefinitionBody.from_string(statemachines.definition_text()),
+            definition_substitutions=statemachines.substitutions(
+                {name: fn.function_arn for name, fn in functions.items()},
+                webhook_configured=bool(config.webhook_url),
+            ),
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+            comment="Scan one S3 object version with ClamAV",
+        )
+        for fn in functions.values():
+            self.state_machine.role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[fn.function_arn])
+            )
+
+    def _grant(
+        self,
+        config: DeployConfig,
+        source: s3.IBucket,
+        quarantine: s3.IBucket | None,
+        table: dynamodb.ITable,
+        definitions: Definitions,
+    ) -> None:
+        objects = source.arn_for_objects("*")
+        definitions.grant_read(self.fetch_definitions)
+        definitions.grant_read(self.scan_object)
+
+        # ListBucket(Versions): a deleted object then answers 404 (skipped), not 403.
+        list_source = iam.PolicyStatement(
+            actions=["s3:ListBucket", "s3:ListBucketVersions"], resources=[source.bucket_arn]
+        )
+        self.scan_object.add_to_role_policy(list_source)
+        self.scan_object.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:GetObjectVersion"], resources=[objects]
+            )
+        )
+        self.apply_verdict.add_to_role_policy(list_source)
+        self.apply_verdict.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "s3:GetObject",  # the copy source for quarantine
+                    "s3:GetObjectVersion",
+                    "s3:GetObjectTagging",
+                    "s3:GetObjectVersionTagging",
+                    "s3:PutObjectTagging",
+                    "s3:PutObjectVersionTagging",
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                ],
+                resources=[objects],
+            )
+        )
+        if quarantine is not None:
+            self.apply_verdict.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:PutObject", "s3:PutObjectTagging"],
+                    resources=[quarantine.arn_for_objects("*")],
+                )
+            )
+        if config.source_bucket_kms_key_arn:
+            decrypt = iam.PolicyStatement(
+                actions=["kms:Decrypt"], resources=[config.source_bucket_kms_key_arn]
+            )
+            self.scan_object.add_to_role_policy(decrypt)
+            self.apply_verdict.add_to_role_policy(decrypt)
+        self.record_audit.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table.table_arn])
+        )
+
+    @property
+    def functions(self) -> list[lambda_.Function]:
+        return [
+            self.fetch_definitions,
+            self.scan_object,
+            self.apply_verdict,
+            self.record_audit,
+            self.notify_webhook,
+        ]

@@ -1,0 +1,67 @@
+"""The scanner stack: ingest, workflow, definitions and audit, wired together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.config import DeployConfig
+from stacks.constructs.audit import Audit
+from stacks.constructs.definitions import Definitions
+from stacks.constructs.ingest import Ingest
+from stacks.constructs.workflow import Workflow
+from stacks.nag import acknowledge_findings
+
+
+class ScannerStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: DeployConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        common_env = {
+            "ENVIRONMENT": config.environment,
+            "ACCOUNT_ID": Aws.ACCOUNT_ID,
+            "REGION": Aws.REGION,
+        }
+        source = s3.Bucket.from_bucket_arn(self, "SourceBucket", config.source_bucket_arn)
+        quarantine = (
+            s3.Bucket.from_bucket_arn(self, "QuarantineBucket", config.quarantine_bucket_arn)
+            if config.quarantine_bucket_arn
+            else None
+        )
+
+        self.audit = Audit(self, "Audit")
+        self.definitions = Definitions(self, "Definitions", config=config, common_env=common_env)
+        self.workflow = Workflow(
+            self,
+            "Workflow",
+            config=config,
+            source=source,
+            quarantine=quarantine,
+            table=self.audit.table,
+            definitions=self.definitions,
+            common_env=common_env,
+        )
+        self.ingest = Ingest(
+            self,
+            "Ingest",
+            source=source,
+            state_machine=self.workflow.state_machine,
+            common_env=common_env,
+        )
+
+        outputs = {
+            "StateMachineArn": self.workflow.state_machine.state_machine_arn,
+            "AuditTableName": self.audit.table.table_name,
+            "ScanQueueUrl": self.ingest.queue.queue_url,
+            "DeadLetterQueueUrl": self.ingest.dead_letter_queue.queue_url,
+            "DefinitionsBucketName": self.definitions.bucket.bucket_name,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
+
+        acknowledge_findings(self)

@@ -1,0 +1,85 @@
+"""Synthesize the app once per session (as a user would: `python app.py`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE_ARN = "arn:aws:s3:::acme-uploads"
+QUARANTINE_ARN = "arn:aws:s3:::acme-quarantine"
+KMS_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+MINIMAL = {"SOURCE_BUCKET_ARN": SOURCE_ARN}
+EVERYTHING = {
+    "SOURCE_BUCKET_ARN": SOURCE_ARN,
+    "QUARANTINE_BUCKET_ARN": QUARANTINE_ARN,
+    "WEBHOOK_URL": "https://hooks.example.com/scan",
+    "ENVIRONMENT": "prod",
+    "ACCOUNT_ID": "111122223333",
+    "REGION": "eu-west-1",
+    "SOURCE_BUCKET_KMS_KEY_ARN": KMS_KEY_ARN,
+    "DEFINITIONS_UPDATE_SCHEDULE": "rate(1 hour)",
+    "SCANNER_MEMORY_MB": "4096",
+}
+
+
+def run_app(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python app.py` in a clean environment (no AWS, no Docker, no .env)."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "CDK_")) and k not in MINIMAL | EVERYTHING
+    }
+    base.update(
+        {
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "CDK_OUTDIR": str(cwd / "cdk.out"),
+            "PYTHONPATH": str(REPO),
+            **env,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py")],
+        cwd=cwd,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _synth(name: str, env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    cwd = tmp / name
+    cwd.mkdir()
+    result = run_app(env, cwd)
+    assert result.returncode == 0, result.stderr[-4000:]
+    [template] = (cwd / "cdk.out").glob("*.template.json")
+    return {"template": json.loads(template.read_text()), "path": template, "stderr": result.stderr}
+
+
+@pytest.fixture(scope="session")
+def synths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("synth")
+    with ThreadPoolExecutor(2) as pool:
+        minimal = pool.submit(_synth, "minimal", MINIMAL, tmp)
+        everything = pool.submit(_synth, "everything", EVERYTHING, tmp)
+        return {"minimal": minimal.result(), "everything": everything.result()}
+
+
+@pytest.fixture(scope="session")
+def minimal(synths) -> dict[str, Any]:
+    return synths["minimal"]["template"]
+
+
+@pytest.fixture(scope="session")
+def everything(synths) -> dict[str, Any]:
+    return synths["everything"]["template"]

@@ -1,0 +1,72 @@
+"""`python app.py` with a wrong configuration: one sentence, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infrastructure.conftest import SOURCE_ARN, run_app
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "SOURCE_BUCKET_ARN"),
+        ({"SOURCE_BUCKET_ARN": "my-uploads"}, "SOURCE_BUCKET_ARN"),
+        ({"SOURCE_BUCKET_ARN": "arn:aws:s3:::Bad_Name"}, "SOURCE_BUCKET_ARN"),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "QUARANTINE_BUCKET_ARN": SOURCE_ARN},
+            "QUARANTINE_BUCKET_ARN",
+        ),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "QUARANTINE_BUCKET_ARN": "quarantine"},
+            "QUARANTINE_BUCKET_ARN",
+        ),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "WEBHOOK_URL": "http://hooks.example.com/x"},
+            "WEBHOOK_URL",
+        ),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "WEBHOOK_URL": "hooks.example.com"}, "WEBHOOK_URL"),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "ACCOUNT_ID": "12345"}, "ACCOUNT_ID"),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "REGION": "moon-1"}, "REGION"),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "ENVIRONMENT": "prod env!"}, "ENVIRONMENT"),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "SOURCE_BUCKET_KMS_KEY_ARN": "key-1"},
+            "SOURCE_BUCKET_KMS_KEY_ARN",
+        ),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "DEFINITIONS_UPDATE_SCHEDULE": "hourly"},
+            "DEFINITIONS_UPDATE_SCHEDULE",
+        ),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "SCANNER_MEMORY_MB": "lots"}, "SCANNER_MEMORY_MB"),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "MAX_OBJECT_SIZE_MB": "4096"}, "MAX_OBJECT_SIZE_MB"),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "MAX_OBJECT_SIZE_MB": "2000"},
+            "SCANNER_EPHEMERAL_STORAGE_MB",
+        ),
+    ],
+)
+def test_bad_configuration_is_one_clear_sentence(tmp_path, env, variable):
+    result = run_app(env, tmp_path)
+
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert lines[0].startswith("Configuration error: ")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cdk.out").exists()
+
+
+def test_dotenv_file_is_read(tmp_path):
+    # A value in .env is used (and here rejected, which proves it was read).
+    (tmp_path / ".env").write_text(f"SOURCE_BUCKET_ARN={SOURCE_ARN}\nWEBHOOK_URL=http://insecure\n")
+    result = run_app({}, tmp_path)
+    assert result.returncode == 2
+    assert "WEBHOOK_URL" in result.stderr
+
+
+def test_environment_wins_over_dotenv(tmp_path):
+    (tmp_path / ".env").write_text("SOURCE_BUCKET_ARN=not-an-arn\n")
+    result = run_app({"SOURCE_BUCKET_ARN": SOURCE_ARN, "REGION": "nowhere"}, tmp_path)
+    assert result.returncode == 2
+    assert "REGION" in result.stderr  # SOURCE_BUCKET_ARN came from the environment
