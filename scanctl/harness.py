@@ -246,6 +246,10 @@ class LocalScanner:
             "CLAMAV_WORK_DIR": str(o.work_dir),
             "MAX_OBJECT_SIZE_MB": str(o.max_object_size_mb or ""),
             "ENVIRONMENT": "local",
+            # The freshclam fallback must never leave this machine: point it at a
+            # loopback port where nothing listens unless a caller says otherwise.
+            "CLAMAV_PRIVATE_MIRROR": "http://127.0.0.1:9",
+            "FRESHCLAM_MAX_ATTEMPTS": "1",  # freshclam waits between its own attempts
             **o.extra_env,
         }
         return env

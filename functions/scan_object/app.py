@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -19,13 +21,33 @@ metrics = Metrics()
 
 # One scanner, and so one clamd, per container: warm invocations reuse it.
 _scanner: Scanner | None = None
+_scanner_lock = threading.Lock()
 
 
 def get_scanner() -> Scanner:
     global _scanner
-    if _scanner is None:
-        _scanner = Scanner(client("s3"), load_settings())
-    return _scanner
+    with _scanner_lock:
+        if _scanner is None:
+            _scanner = Scanner(client("s3"), load_settings())
+        return _scanner
+
+
+def _warm_up() -> None:
+    """Load the current definitions while Lambda is still initialising us.
+
+    Runs in a thread so init never blocks on a database load (Lambda's init
+    phase is limited to 10 s); the first invocation waits for it only if it
+    needs the engine before the load is done.
+    """
+    try:
+        version = get_scanner().warm_up()
+        logger.info("engine warmed up", extra={"definitionsVersion": version})
+    except Exception:
+        logger.warning("warm-up failed; the first scan will load definitions", exc_info=True)
+
+
+if os.environ.get("DEFINITIONS_BUCKET_NAME"):
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 
 @logger.inject_lambda_context

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,24 @@ from botocore.exceptions import ClientError
 
 from functions.shared.aws import error_code, is_transient
 from functions.shared.contracts import DefinitionsRef, DefinitionsSource
-from functions.shared.definitions import database_files, safe_extract
+from functions.shared.definitions import (
+    content_digest,
+    database_files,
+    describe_file,
+    safe_extract,
+)
 from functions.shared.errors import (
     DefinitionsCorrupt,
     DefinitionsUnavailable,
     ObjectStoreUnavailable,
 )
+from functions.shared.freshclam import FreshclamFailed, FreshclamSettings, run_freshclam
 
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 class DefinitionsStore:
-    def __init__(self, s3: Any, root: Path, freshclam: str = "freshclam") -> None:
+    def __init__(self, s3: Any, root: Path, freshclam: FreshclamSettings) -> None:
         self.s3 = s3
         self.root = root
         self.freshclam = freshclam
@@ -94,38 +99,20 @@ class DefinitionsStore:
             )
 
     def _run_freshclam(self) -> tuple[str, Path]:
-        """The fallback: download definitions straight from ClamAV's mirrors.
+        """The fallback: definitions straight from ClamAV's mirrors (or a private one).
 
         Needs outbound internet (a NAT gateway in a VPC); used only when the
-        cache is unavailable.
+        cache is unavailable or corrupt.
         """
-        if not shutil.which(self.freshclam):
-            raise DefinitionsUnavailable("freshclam is not installed")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".freshclam-{uuid.uuid4().hex}"
-        staging.mkdir()
-        config = staging / "freshclam.conf"
-        config.write_text(
-            f"DatabaseDirectory {staging}\nDatabaseMirror database.clamav.net\n"
-            "Foreground yes\nChecks 1\nConnectTimeout 10\nReceiveTimeout 60\n"
-        )
-        proc = subprocess.run(
-            [self.freshclam, f"--config-file={config}", "--stdout", "--no-warnings"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        config.unlink(missing_ok=True)
-        files = database_files(staging)
-        if proc.returncode != 0 or not files:
+        try:
+            files = run_freshclam(staging, self.freshclam)
+        except FreshclamFailed as err:
             shutil.rmtree(staging, ignore_errors=True)
-            tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
-            raise DefinitionsUnavailable(f"freshclam fallback failed ({proc.returncode}): {tail}")
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(path.name.encode() + path.read_bytes()[:4096])
-        version = f"freshclam-{digest.hexdigest()[:12]}"
+            raise DefinitionsUnavailable(f"freshclam fallback failed: {err}") from err
+        digest = content_digest([describe_file(p) for p in files])
+        version = f"freshclam-{digest[:12]}"
         target = self.directory(version)
         if target.exists():
             shutil.rmtree(staging, ignore_errors=True)

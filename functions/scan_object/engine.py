@@ -102,6 +102,7 @@ class ClamdEngine:
         self.process: subprocess.Popen | None = None
         self.loaded_version: str | None = None
         self.loaded_dir: Path | None = None
+        self.engine_version: str | None = None
         self.starts = 0
         self.reloads = 0
         atexit.register(self.stop)
@@ -122,6 +123,7 @@ class ClamdEngine:
             self._start()
         self.loaded_version = version
         self.loaded_dir = database_dir
+        self.engine_version = self.version()
 
     def _point_db_link(self, database_dir: Path) -> None:
         # Replace the symlink atomically: clamd never sees a missing directory.

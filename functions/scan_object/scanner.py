@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +61,9 @@ class Scanner:
             ),
             start_timeout_s=settings.clamd_start_timeout_s,
         )
-        self.store = DefinitionsStore(s3, work / "defs")
+        self.store = DefinitionsStore(s3, work / "defs", settings.freshclam)
         self.objects_dir = work / "objects"
+        self._load_lock = threading.Lock()
 
     def scan(self, obj: ObjectRef, definitions: DefinitionsRef) -> ScanResult:
         started = time.monotonic()
@@ -85,15 +88,16 @@ class Scanner:
             # Never downloaded: ClamAV would skip it, and we must not call that clean.
             return result(Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE))
 
-        version, directory = self.store.materialize(definitions)
-        self.engine.ensure(version, directory)
-        # The old version is unloaded now: keep only the one clamd holds.
-        self.store.prune(keep={version})
-
         path = self.objects_dir / uuid.uuid4().hex
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         try:
-            if not self._download(obj, path):
+            # On a cold start (or a definitions switch) the download overlaps
+            # with fetching and loading the definitions.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as pool:
+                loading = pool.submit(self.load, definitions)
+                present = self._download(obj, path)
+                version = loading.result()
+            if not present:
                 return result(Verdict.SKIPPED, str(SkipReason.OBJECT_GONE))
             raw = self.engine.scan_file(path)
         finally:
@@ -103,10 +107,34 @@ class Scanner:
             verdict,
             reason,
             signatures=[raw.signature] if raw.signature else [],
-            engine=self.engine.version(),
+            engine=self.engine.engine_version,
             definitions_version=version,
             bytes_scanned=size,
         )
+
+    def load(self, definitions: DefinitionsRef) -> str:
+        """Make clamd hold these definitions; returns their version.
+
+        Serialised with the init-time warm-up, which may still be loading.
+        """
+        with self._load_lock:
+            version, directory = self.store.materialize(definitions)
+            self.engine.ensure(version, directory)
+            # The old version is unloaded now: keep only the one clamd holds.
+            self.store.prune(keep={version})
+            return version
+
+    def warm_up(self) -> str:
+        """Load the cache's current definitions before the first request asks."""
+        from functions.fetch_definitions.logic import current_definitions
+
+        ref = current_definitions(
+            self.s3,
+            self.settings.require("definitions_bucket", "DEFINITIONS_BUCKET_NAME"),
+            self.settings.definitions_prefix,
+            self.settings.max_definitions_age_hours,
+        )
+        return self.load(ref)
 
     def _head_size(self, obj: ObjectRef) -> int | None:
         try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from functions.shared.errors import ConfigurationError
+from functions.shared.freshclam import FreshclamSettings
 
 # ClamAV cannot scan a single file of 2 GiB or more (its size fields are 32-bit).
 CLAMAV_MAX_FILE_BYTES = 2 * 1024**3 - 1
@@ -77,6 +78,9 @@ class Settings:
     clamav_work_dir: str
     clamd_start_timeout_s: float
     environment: str
+    database_mirror: str
+    private_mirror: str | None
+    freshclam_attempts: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -99,6 +103,17 @@ class Settings:
             clamav_work_dir=env.get("CLAMAV_WORK_DIR", "").strip() or "/tmp/clamav",
             clamd_start_timeout_s=_float(env, "CLAMD_START_TIMEOUT_SECONDS", 600.0, 1.0, 900.0),
             environment=env.get("ENVIRONMENT", "").strip() or "dev",
+            database_mirror=env.get("CLAMAV_DATABASE_MIRROR", "").strip() or "database.clamav.net",
+            private_mirror=env.get("CLAMAV_PRIVATE_MIRROR", "").strip() or None,
+            freshclam_attempts=_int(env, "FRESHCLAM_MAX_ATTEMPTS", 3, 1, 10),
+        )
+
+    @property
+    def freshclam(self) -> FreshclamSettings:
+        return FreshclamSettings(
+            database_mirror=self.database_mirror,
+            private_mirror=self.private_mirror,
+            attempts=self.freshclam_attempts,
         )
 
     def require(self, attribute: str, variable: str) -> str:

@@ -53,6 +53,10 @@ class InvalidInput(ScannerError):
     """The step received a payload that does not follow the contract."""
 
 
+class DefinitionsUpdateFailed(ScannerError):
+    """The scheduled updater could not produce new definitions; the cache is untouched."""
+
+
 class ConfigurationError(ScannerError):
     """An environment variable is missing or malformed."""
 

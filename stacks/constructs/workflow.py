@@ -60,7 +60,17 @@ class Workflow(Construct):
             "ScanObject",
             name="scan_object",
             target="scanner",
-            environment={**env, "CLAMAV_WORK_DIR": "/tmp/clamav"},
+            environment={
+                **env,
+                "CLAMAV_WORK_DIR": "/tmp/clamav",
+                # For the freshclam fallback, used only when the cache is unusable.
+                "CLAMAV_DATABASE_MIRROR": config.database_mirror,
+                **(
+                    {"CLAMAV_PRIVATE_MIRROR": config.private_mirror}
+                    if config.private_mirror
+                    else {}
+                ),
+            },
             memory_mb=config.scanner_memory_mb,
             timeout=Duration.minutes(config.scanner_timeout_minutes),
             ephemeral_mb=config.scanner_ephemeral_mb,

@@ -1,0 +1,58 @@
+"""Update Definitions: scheduled; freshclam, then publish to the cache."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.shared.aws import client
+from functions.shared.config import load_settings
+from functions.update_definitions.updater import update_definitions
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+def _engine_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["clamscan", "--version"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout
+    except OSError:
+        return None
+    return out.strip().removeprefix("ClamAV ").split("/", 1)[0] or None
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = load_settings()
+    work = Path(settings.clamav_work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    result = update_definitions(
+        client("s3"),
+        settings.require("definitions_bucket", "DEFINITIONS_BUCKET_NAME"),
+        settings.definitions_prefix,
+        settings.freshclam,
+        engine_version=_engine_version(),
+        work_root=work,
+    )
+    logger.info("definitions updated", extra={"result": result.__dict__})
+    metrics.add_metric(
+        name="DefinitionsPublished", unit=MetricUnit.Count, value=int(result.published)
+    )
+    metrics.add_metric(name="Signatures", unit=MetricUnit.Count, value=result.signatures)
+    metrics.add_metric(name="DefinitionsAgeHours", unit=MetricUnit.Count, value=result.age_hours)
+    metrics.add_metadata(key="definitionsVersion", value=result.version)
+    return {
+        "published": result.published,
+        "version": result.version,
+        "signatures": result.signatures,
+    }
