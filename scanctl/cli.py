@@ -1,22 +1,32 @@
-"""scanctl: the scanner's command line."""
+"""scanctl: run the scanner locally, and operate a deployed one.
+
+Exit status, like clamscan: 0 nothing found, 1 something infected or
+unscannable, 2 an error (bad input, a failed scan, an AWS error).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from scanctl import samples
 
-console = Console(stderr=True)
-# States every successful run visits: the table shows only the deciding ones.
+err = Console(stderr=True)
+out = Console()
+
+# States every successful run visits: tables show only the deciding ones.
 _COMMON_STATES = {
     "Load Settings",
     "Fetch Definitions",
@@ -25,67 +35,392 @@ _COMMON_STATES = {
     "Webhook Configured?",
     "Done",
 }
+DEFAULT_STACK = os.environ.get("SCANNER_STACK", "S3VirusScanner-dev")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _say(message: str) -> None:
+    """A plain line on stderr (never wrapped, so scripts can grep it)."""
+    click.echo(message, err=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 @click.group()
 def main() -> None:
     """Run the S3 virus scanner locally, and operate a deployed one."""
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    # Powertools warns when a handler published no metric (the S3 test event).
+    # Powertools warns when a handler published no metric (S3's test event).
     warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+
+# -- local -------------------------------------------------------------------------------------
+
+
+class _DefaultToScan(click.Group):
+    """`scanctl local PATH...` scans; `scanctl local serve` serves."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] in self.commands:
+            return super().resolve_command(ctx, args)
+        return super().resolve_command(ctx, ["scan", *args])
+
+
+@main.group(cls=_DefaultToScan)
+def local() -> None:
+    """Scan files through the whole pipeline on this machine (emulated AWS, real ClamAV)."""
+
+
+def _scan_options(fn: Any) -> Any:
+    fn = click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")(fn)
+    fn = click.option(
+        "--definitions",
+        type=click.Path(path_type=Path),
+        help="A directory of ClamAV database files (default: /var/lib/clamav if it holds "
+        "a database, else a built-in test signature set).",
+    )(fn)
+    fn = click.option(
+        "--no-quarantine", is_flag=True, help="Delete infected objects instead of quarantining."
+    )(fn)
+    fn = click.option("--webhook", metavar="URL", help="POST every result to this URL.")(fn)
+    return fn
+
+
+@local.command("scan", hidden=True)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_scan_options
+def local_scan(
+    paths: tuple[Path, ...],
+    as_json: bool,
+    definitions: Path | None,
+    no_quarantine: bool,
+    webhook: str | None,
+) -> None:
+    from scanctl.local import collect
+
+    try:
+        targets = collect(list(paths))
+    except FileNotFoundError as missing:
+        _fail(f"{missing} does not exist")
+    if not targets:
+        _say("nothing to scan")
+        sys.exit(0)
+    _run_and_report(targets, definitions, not no_quarantine, webhook, as_json)
+
+
+def _run_and_report(
+    targets: list[Any],
+    definitions: Path | None,
+    quarantine: bool,
+    webhook: str | None,
+    as_json: bool,
+    expected: dict[str, str] | None = None,
+) -> None:
+    from functions.shared.config import validate_webhook_url
+    from functions.shared.errors import ConfigurationError
+    from scanctl.local import choose_definitions, exit_status, run_local
+
+    if webhook:
+        try:
+            validate_webhook_url("--webhook", webhook)
+        except ConfigurationError as bad:
+            _fail(str(bad))
+    with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+        try:
+            choice = choose_definitions(definitions, Path(tmp))
+        except FileNotFoundError as bad:
+            _fail(str(bad))
+        _say(f"definitions: {choice.description}")
+        started = time.monotonic()
+        with _progress() as progress:
+            task = progress.add_task("scanning", total=len(targets))
+            results = run_local(
+                targets,
+                choice,
+                quarantine=quarantine,
+                webhook_url=webhook,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+        elapsed = time.monotonic() - started
+    if as_json:
+        for result in results:
+            click.echo(json.dumps(result.as_json()))
+    else:
+        _print_results(results, expected)
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.verdict] = counts.get(result.verdict, 0) + 1
+    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    rate = len(results) / elapsed if elapsed else 0.0
+    _say(f"{len(results)} files in {elapsed:.1f}s ({rate:.1f}/s): {summary}")
+    if expected is not None:
+        wrong = [r.key for r in results if expected.get(r.key) != r.verdict]
+        if wrong:
+            _say(f"unexpected verdict for {', '.join(wrong)}")
+            sys.exit(1)
+        _say("every sample got the verdict it was made for")
+        sys.exit(0)
+    sys.exit(exit_status(results))
+
+
+def _print_results(results: list[Any], expected: dict[str, str] | None) -> None:
+    table = Table(title="Scan results")
+    table.add_column("file", overflow="fold")
+    if expected is not None:
+        table.add_column("made to be")
+    for column in ("verdict", "action", "signature / reason", "path"):
+        table.add_column(column, overflow="fold")
+    colors = {"clean": "green", "infected": "red", "unscannable": "yellow", "error": "red"}
+    for r in results:
+        detail = ", ".join(r.signatures) or r.reason or r.error or ""
+        path = " → ".join(s for s in r.execution.get("states", []) if s not in _COMMON_STATES)
+        verdict = f"[{colors.get(r.verdict, 'white')}]{r.verdict}[/]"
+        row = [r.key]
+        if expected is not None:
+            row.append(expected.get(r.key, ""))
+        table.add_row(*row, verdict, r.action, detail, path)
+    out.print(table)
+
+
+@local.command("serve")
+@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--definitions", type=click.Path(path_type=Path))
+@click.option("--no-quarantine", is_flag=True)
+@click.option("--webhook", metavar="URL")
+def local_serve(
+    port: int, definitions: Path | None, no_quarantine: bool, webhook: str | None
+) -> None:
+    """Keep the emulated AWS on 127.0.0.1:PORT and scan whatever is uploaded."""
+    from scanctl.serve import serve
+
+    with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+        from scanctl.local import choose_definitions
+
+        try:
+            choice = choose_definitions(definitions, Path(tmp))
+        except FileNotFoundError as bad:
+            _fail(str(bad))
+        serve(port, choice, Path(tmp), quarantine=not no_quarantine, webhook_url=webhook)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per sample.")
 def demo(as_json: bool) -> None:
-    """Scan generated samples through the whole local pipeline.
+    """Scan generated samples (clean, EICAR plain/zipped/nested, encrypted zip).
 
     Exits 0 when every sample got the verdict it was made for.
     """
-    from scanctl.harness import HarnessOptions, LocalScanner
+    from scanctl.local import collect
 
-    with tempfile.TemporaryDirectory(prefix="scanctl-demo-") as tmp:
-        work = Path(tmp)
-        sigs = samples.write_test_set(work / "signatures")
-        made = samples.demo_samples()
-        rows = []
-        with LocalScanner(HarnessOptions(work_dir=work / "clamav")) as harness:
-            harness.publish_definitions(sigs)
-            harness.drain()
-            for name, (content, _expected) in made.items():
-                harness.upload(f"samples/{name}", content)
-            reports = harness.wait(harness.drain())
-        order = {f"samples/{name}": i for i, name in enumerate(made)}
-        reports.sort(key=lambda r: order[r.input["object"]["key"]])
-        for report in reports:
-            key = report.input["object"]["key"]
-            expected = made[key.removeprefix("samples/")][1]
-            scan = report.output.get("scan", {})
-            rows.append(
-                {
-                    "key": key,
-                    "expected": expected,
-                    "verdict": scan.get("verdict", "error"),
-                    "reason": scan.get("reason"),
-                    "signatures": scan.get("signatures", []),
-                    "action": report.output.get("action", {}).get("action", "none"),
-                    "status": report.status,
-                    "states": report.states,
-                }
-            )
-    ok = all(r["verdict"] == r["expected"] for r in rows)
+    with tempfile.TemporaryDirectory(prefix="scanctl-samples-") as tmp:
+        root = Path(tmp) / "samples"
+        root.mkdir()
+        expected = {}
+        for name, (content, verdict) in samples.demo_samples().items():
+            (root / name).write_bytes(content)
+            expected[name] = verdict
+        targets = collect([root])
+        _run_and_report(targets, None, True, None, as_json, expected=expected)
+
+
+# -- operating a deployment ------------------------------------------------------------------------
+
+
+def _aws_options(fn: Any) -> Any:
+    fn = click.option("--stack", default=DEFAULT_STACK, show_default=True)(fn)
+    fn = click.option("--state-machine-arn", help="Instead of reading the stack's outputs.")(fn)
+    fn = click.option("--table", help="Audit table name, instead of the stack's outputs.")(fn)
+    fn = click.option("--endpoint-url", help="Any AWS-compatible endpoint.")(fn)
+    fn = click.option("--region")(fn)
+    return fn
+
+
+def _clients(endpoint_url: str | None, region: str | None, *services: str) -> list[Any]:
+    import boto3
+
+    session = boto3.session.Session(region_name=region)
+    return [session.client(s, endpoint_url=endpoint_url) for s in services]
+
+
+def _deployment(
+    stack: str, arn: str | None, table: str | None, endpoint_url: str | None, region: str | None
+) -> Any:
+    from scanctl.ops import resolve_deployment
+
+    [cfn] = _clients(endpoint_url, region, "cloudformation")
+    return resolve_deployment(cfn, stack, arn, table)
+
+
+def _operator(fn: Any) -> Any:
+    """Turn OperatorError and AWS errors into one line and exit status 2."""
+    import functools
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from scanctl.ops import OperatorError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OperatorError as bad:
+            _fail(str(bad))
+        except (ClientError, BotoCoreError) as aws:
+            _fail(f"AWS said: {aws}")
+
+    return wrapper
+
+
+@main.command()
+@click.argument("uri")
+@click.option("--dry-run", is_flag=True, help="List what would be scanned; start nothing.")
+@click.option("--rate", default=50.0, show_default=True, help="StartExecution calls per second.")
+@_aws_options
+@_operator
+def rescan(uri: str, dry_run: bool, rate: float, **aws: Any) -> None:
+    """Scan objects that already exist under s3://bucket/prefix."""
+    from scanctl.ops import parse_s3_uri
+    from scanctl.ops import rescan as do_rescan
+
+    bucket, prefix = parse_s3_uri(uri)
+    deployment = _deployment(
+        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
+    )
+    s3, sfn = _clients(aws["endpoint_url"], aws["region"], "s3", "stepfunctions")
+    with _progress() as progress:
+        task = progress.add_task("listing and starting" if not dry_run else "listing", total=None)
+        summary = do_rescan(
+            s3,
+            sfn,
+            deployment.state_machine_arn,
+            bucket,
+            prefix,
+            dry_run=dry_run,
+            rate_per_s=rate,
+            on_object=lambda obj: progress.advance(task),
+        )
+    if dry_run:
+        for name in summary.names:
+            click.echo(name)
+        _say(f"dry run: {len(summary.names)} objects would be scanned (run {summary.run_id})")
+        return
+    _say(
+        f"run {summary.run_id}: {summary.objects} objects, {summary.started} executions started, "
+        f"{summary.already_started} already started, {summary.skipped} folder markers skipped, "
+        f"{summary.throttled} throttled retries"
+    )
+
+
+@main.command()
+@click.option("--since", default="24h", show_default=True, help="How far back, e.g. 30m, 24h, 7d.")
+@_aws_options
+@_operator
+def redrive(since: str, **aws: Any) -> None:
+    """Re-run executions that failed, timed out or were aborted."""
+    from scanctl.ops import parse_duration
+    from scanctl.ops import redrive as do_redrive
+
+    window = parse_duration(since)
+    deployment = _deployment(
+        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
+    )
+    [sfn] = _clients(aws["endpoint_url"], aws["region"], "stepfunctions")
+    summary = do_redrive(sfn, deployment.state_machine_arn, window)
+    for original, new in summary.restarted:
+        click.echo(f"restarted {original} as {new}")
+    for name in summary.redriven:
+        click.echo(f"redriven {name}")
+    _say(
+        f"{summary.failed} unsuccessful executions in the last {since}: "
+        f"{len(summary.restarted)} restarted, {len(summary.redriven)} redriven, "
+        f"{len(summary.already_handled)} already re-run"
+    )
+
+
+def _print_items(items: list[dict[str, Any]], title: str, as_json: bool) -> None:
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
-    else:
-        table = Table(title="Local scan (emulated AWS, real ClamAV, test signatures)")
-        for column in ("key", "expected", "verdict", "action", "signature / reason", "path"):
-            table.add_column(column)
-        for r in rows:
-            mark = "" if r["verdict"] == r["expected"] else " ✗"
-            detail = ", ".join(r["signatures"]) or (r["reason"] or "")
-            path = " → ".join(s for s in r["states"] if s not in _COMMON_STATES)
-            table.add_row(r["key"], r["expected"], r["verdict"] + mark, r["action"], detail, path)
-        Console().print(table)
-        console.print("all samples got the verdict they were made for" if ok else "MISMATCH")
-    sys.exit(0 if ok else 1)
+        for item in items:
+            click.echo(json.dumps(item, default=str))
+        return
+    table = Table(title=title)
+    for column in ("scan", "object", "version", "verdict", "signatures / error", "action"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        error = item.get("error") or {}
+        detail = (
+            ", ".join(item.get("signatures") or [])
+            or error.get("error", "")
+            or (item.get("reason") or "")
+        )
+        table.add_row(
+            str(item.get("scanId", "")).split("#")[0],
+            item.get("object", ""),
+            str(item.get("versionId") or ""),
+            item.get("verdict", ""),
+            detail,
+            item.get("action", ""),
+        )
+    out.print(table)
+
+
+@main.command()
+@click.argument("uri")
+@click.option("--json", "as_json", is_flag=True)
+@_aws_options
+@_operator
+def history(uri: str, as_json: bool, **aws: Any) -> None:
+    """Every recorded scan of s3://bucket/key, oldest first."""
+    from scanctl.ops import history as read_history
+    from scanctl.ops import parse_s3_uri
+
+    bucket, key = parse_s3_uri(uri, need_key=True)
+    deployment = _deployment(
+        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
+    )
+    [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
+    items = read_history(ddb, deployment.table_name, bucket, key)
+    if not items:
+        _say(f"no scans recorded for {uri}")
+    _print_items(items, f"History of {uri}", as_json)
+
+
+@main.command()
+@click.option(
+    "--verdict",
+    type=click.Choice(["clean", "infected", "unscannable", "skipped", "error"]),
+    default="infected",
+    show_default=True,
+)
+@click.option("--since", default="24h", show_default=True)
+@click.option("--limit", default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_aws_options
+@_operator
+def recent(verdict: str, since: str, limit: int, as_json: bool, **aws: Any) -> None:
+    """Recent scans with one verdict, newest first."""
+    from scanctl.ops import parse_duration
+    from scanctl.ops import recent as read_recent
+
+    window = parse_duration(since)
+    deployment = _deployment(
+        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
+    )
+    [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
+    items = read_recent(ddb, deployment.table_name, verdict, window, limit)
+    _say(
+        f"{len(items)} {verdict} scans since {dt.datetime.now(dt.UTC) - window:%Y-%m-%d %H:%M} UTC"
+    )
+    _print_items(items, f"Recent {verdict} scans", as_json)

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import threading
 import time
 import traceback
@@ -359,12 +360,7 @@ class LocalScanner:
                 if faults:
                     raise faults.pop(0)
                 module = importlib.import_module(f"functions.{name}.app")
-                result = module.lambda_handler(
-                    event if event is not None else {},
-                    LambdaContext(
-                        function_name=name, invoked_function_arn=self.function_arns.get(name, "")
-                    ),
-                )
+                result = self._call(module, name, event if event is not None else {})
                 return json.dumps(result), False, ""
             except Exception as err:  # noqa: BLE001 - reported to Step Functions like Lambda does
                 payload = {
@@ -373,6 +369,19 @@ class LocalScanner:
                     "stackTrace": traceback.format_exception(err)[-3:],
                 }
                 return json.dumps(payload), True, ""
+
+    def _call(self, module: Any, name: str, event: Any) -> Any:
+        context = LambdaContext(
+            function_name=name, invoked_function_arn=self.function_arns.get(name, "")
+        )
+        try:
+            return module.lambda_handler(event, context)
+        finally:
+            # With metrics disabled Powertools never flushes, and at 100 buffered
+            # values it prints them anyway: drop them after each invocation.
+            metrics = getattr(module, "metrics", None)
+            if metrics is not None:
+                metrics.clear_metrics()
 
     def fail_next(self, function: str, error: BaseException, times: int = 1) -> None:
         """Make the next ``times`` invocations of ``function`` raise ``error``.
@@ -428,7 +437,7 @@ class LocalScanner:
             if not messages:
                 break
             event = {"Records": [_sqs_record(m, self.queue_url) for m in messages]}
-            response = start_app.lambda_handler(event, LambdaContext(function_name="start_scan"))
+            response = self._call(start_app, "start_scan", event)
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
             for message in messages:
                 if message["MessageId"] not in failed:
@@ -554,8 +563,10 @@ def _reset_settings() -> None:
 
 def reset_scanner_if(predicate: Callable[[Any], bool]) -> None:
     """Drop the warm scanner (stopping its clamd) when it no longer fits."""
-    from functions.scan_object import app as scan_app
-
+    # Not imported here if it was not yet: importing it starts its warm-up.
+    scan_app = sys.modules.get("functions.scan_object.app")
+    if scan_app is None:
+        return
     scanner = scan_app._scanner
     if scanner is not None and predicate(scanner):
         scanner.engine.stop()

@@ -1,0 +1,310 @@
+"""Operator commands against a deployed scanner (or any endpoint): rescan, redrive, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
+
+from functions.record_audit.audit import BY_VERDICT_INDEX, PARTITION_KEY, SORT_KEY
+from functions.shared.aws import error_code
+from functions.shared.contracts import ObjectRef, TriggerSource
+from functions.shared.naming import MAX_LENGTH, execution_name
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_THROTTLED = {"ThrottlingException", "TooManyRequestsException", "Throttling"}
+
+
+class OperatorError(Exception):
+    """A one-line problem to show the operator (exit status 2)."""
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise OperatorError(f"--since must look like 30m, 24h or 7d, got {text!r}")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_s3_uri(uri: str, need_key: bool = False) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise OperatorError(f"expected s3://bucket/key, got {uri!r}")
+    key = parsed.path.lstrip("/")
+    if need_key and not key:
+        raise OperatorError(f"expected s3://bucket/key with a key, got {uri!r}")
+    return parsed.netloc, key
+
+
+@dataclass(frozen=True)
+class Deployment:
+    state_machine_arn: str | None
+    table_name: str | None
+
+
+def resolve_deployment(
+    cfn: Any, stack: str, state_machine_arn: str | None = None, table: str | None = None
+) -> Deployment:
+    """Explicit values win; otherwise the stack's outputs."""
+    if state_machine_arn and table:
+        return Deployment(state_machine_arn, table)
+    try:
+        [described] = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as err:
+        raise OperatorError(
+            f"stack {stack!r} not found ({error_code(err)}); pass --stack, or "
+            "--state-machine-arn and --table"
+        ) from err
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    return Deployment(
+        state_machine_arn or outputs.get("StateMachineArn"),
+        table or outputs.get("AuditTableName"),
+    )
+
+
+# -- rescan -------------------------------------------------------------------------------
+
+
+@dataclass
+class RescanSummary:
+    run_id: str
+    objects: int = 0
+    started: int = 0
+    already_started: int = 0
+    skipped: int = 0
+    throttled: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectRef]:
+    """Current versions under the prefix (works for versioned and unversioned buckets)."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for version in page.get("Versions", []):
+            if not version.get("IsLatest"):
+                continue
+            version_id = version.get("VersionId")
+            yield ObjectRef(
+                bucket=bucket,
+                key=version["Key"],
+                version_id=None if version_id in (None, "null") else version_id,
+                size=version.get("Size"),
+                etag=str(version.get("ETag", "")).strip('"') or None,
+            )
+
+
+def rescan(
+    s3: Any,
+    sfn: Any,
+    state_machine_arn: str,
+    bucket: str,
+    prefix: str,
+    *,
+    dry_run: bool = False,
+    rate_per_s: float = 50.0,
+    run_id: str | None = None,
+    on_object: Callable[[ObjectRef], None] = lambda obj: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RescanSummary:
+    """One execution per existing object, named apart from event-driven ones."""
+    summary = RescanSummary(run_id=run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S"))
+    interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+    for obj in list_objects(s3, bucket, prefix):
+        summary.objects += 1
+        on_object(obj)
+        if obj.key.endswith("/") and not obj.size:
+            summary.skipped += 1
+            continue
+        name = execution_name(obj, prefix=f"rescan-{summary.run_id}")
+        if dry_run:
+            summary.names.append(name)
+            continue
+        payload = {
+            "object": obj.to_dict(),
+            "trigger": {
+                "source": str(TriggerSource.RESCAN),
+                "runId": summary.run_id,
+                "requestedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+        }
+        if _start(sfn, state_machine_arn, name, payload, summary, sleep):
+            summary.started += 1
+            summary.names.append(name)
+        else:
+            summary.already_started += 1
+        if interval:
+            sleep(interval)
+    return summary
+
+
+def _start(
+    sfn: Any,
+    arn: str,
+    name: str,
+    payload: dict[str, Any],
+    summary: RescanSummary,
+    sleep: Callable[[float], None],
+    attempts: int = 8,
+) -> bool:
+    """Start one execution; back off on throttling. False if it already exists."""
+    delay = 0.5
+    for attempt in range(attempts):
+        try:
+            sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
+            return True
+        except ClientError as err:
+            code = error_code(err)
+            if code == "ExecutionAlreadyExists":
+                return False
+            if code not in _THROTTLED or attempt == attempts - 1:
+                raise
+            summary.throttled += 1
+            sleep(delay)
+            delay = min(delay * 2, 20.0)
+    return False
+
+
+# -- redrive -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RedriveSummary:
+    failed: int = 0
+    restarted: list[tuple[str, str]] = field(default_factory=list)  # (original, new)
+    redriven: list[str] = field(default_factory=list)
+    already_handled: list[str] = field(default_factory=list)
+
+
+_RETRY_SUFFIX = re.compile(r"-r(\d+)$")
+
+
+def _chain_base(name: str) -> str:
+    return _RETRY_SUFFIX.sub("", name)
+
+
+def _retry_name(base: str, attempt: int) -> str:
+    suffix = f"-r{attempt}"
+    return base[: MAX_LENGTH - len(suffix)] + suffix
+
+
+def _executions(sfn: Any, arn: str, status: str | None = None) -> list[dict[str, Any]]:
+    args = {"stateMachineArn": arn}
+    if status:
+        args["statusFilter"] = status
+    pages = sfn.get_paginator("list_executions").paginate(**args)
+    return [e for page in pages for e in page["executions"]]
+
+
+def redrive(sfn: Any, state_machine_arn: str, since: dt.timedelta) -> RedriveSummary:
+    """Re-run unsuccessful executions that stopped within ``since``.
+
+    Every failure of the scan workflow ends in its ``Scan Failed`` state after
+    the failure was recorded, and Step Functions' own redrive would resume at
+    that Fail state; so a FAILED execution is re-run as a new execution with the
+    same input, named ``<original>-r<n>``. TIMED_OUT and ABORTED executions are
+    redriven in place (RedriveExecution) where the API allows it.
+    """
+    cutoff = dt.datetime.now(dt.UTC) - since
+    everything = _executions(sfn, state_machine_arn)
+    by_name = {e["name"]: e for e in everything}
+    summary = RedriveSummary()
+    handled_chains: set[str] = set()
+    for execution in everything:
+        status = execution["status"]
+        if status not in ("FAILED", "TIMED_OUT", "ABORTED"):
+            continue
+        stopped = execution.get("stopDate") or execution.get("startDate")
+        if stopped and stopped < cutoff:
+            continue
+        base = _chain_base(execution["name"])
+        if base in handled_chains:
+            continue
+        handled_chains.add(base)
+        summary.failed += 1
+        chain = [by_name[n] for n in by_name if n == base or _chain_base(n) == base]
+        if any(e["status"] in ("RUNNING", "SUCCEEDED") for e in chain):
+            summary.already_handled.append(base)
+            continue
+        if status != "FAILED" and _redrive_in_place(sfn, execution["executionArn"]):
+            summary.redriven.append(execution["name"])
+            continue
+        attempt = 1 + max(
+            (int(m.group(1)) for e in chain if (m := _RETRY_SUFFIX.search(e["name"]))),
+            default=0,
+        )
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        new_name = _retry_name(base, attempt)
+        payload = json.loads(described.get("input") or "{}")
+        payload.setdefault("trigger", {})["retryOf"] = execution["name"]
+        sfn.start_execution(
+            stateMachineArn=state_machine_arn, name=new_name, input=json.dumps(payload)
+        )
+        summary.restarted.append((execution["name"], new_name))
+    return summary
+
+
+def _redrive_in_place(sfn: Any, arn: str) -> bool:
+    try:
+        sfn.redrive_execution(executionArn=arn, clientToken=uuid.uuid4().hex)
+    except (ClientError, AttributeError):
+        return False
+    return True
+
+
+# -- history ------------------------------------------------------------------------------------
+
+_deserialize = TypeDeserializer().deserialize
+
+
+def _items(response: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: _deserialize(v) for k, v in item.items()} for item in response["Items"]]
+
+
+def history(ddb: Any, table: str, bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every recorded scan of one object, oldest first."""
+    items: list[dict[str, Any]] = []
+    args = {
+        "TableName": table,
+        "KeyConditionExpression": "#pk = :pk",
+        "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+        "ExpressionAttributeValues": {":pk": {"S": f"s3://{bucket}/{key}"}},
+    }
+    while True:
+        response = ddb.query(**args)
+        items += _items(response)
+        if "LastEvaluatedKey" not in response:
+            return items
+        args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def recent(
+    ddb: Any, table: str, verdict: str, since: dt.timedelta, limit: int = 1000
+) -> list[dict]:
+    """Scans with this verdict that started within ``since``, newest first."""
+    cutoff = (dt.datetime.now(dt.UTC) - since).strftime("%Y-%m-%dT%H:%M:%S")
+    items: list[dict[str, Any]] = []
+    args = {
+        "TableName": table,
+        "IndexName": BY_VERDICT_INDEX,
+        "KeyConditionExpression": "verdict = :v AND #sk >= :since",
+        "ExpressionAttributeNames": {"#sk": SORT_KEY},
+        "ExpressionAttributeValues": {":v": {"S": verdict}, ":since": {"S": cutoff}},
+        "ScanIndexForward": False,
+    }
+    while len(items) < limit:
+        response = ddb.query(**args)
+        items += _items(response)
+        if "LastEvaluatedKey" not in response:
+            break
+        args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    return items[:limit]

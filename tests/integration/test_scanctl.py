@@ -1,0 +1,319 @@
+"""scanctl through click's test runner: local scans, the demo, and operator commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from functions.shared.errors import ScanEngineUnavailable
+from scanctl import samples
+from scanctl.cli import main
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def lines_of_json(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "upload"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "report.txt").write_text("quarterly numbers\n")
+    (root / "eicar.com").write_bytes(samples.EICAR)
+    (root / "nested.zip").write_bytes(
+        samples.zipped("in.zip", samples.zipped("e.com", samples.EICAR))
+    )
+    return root
+
+
+# -- scanctl local -----------------------------------------------------------------------------
+
+
+def test_local_scans_a_tree_and_reports_json(runner, tree, signatures):
+    result = runner.invoke(main, ["local", str(tree), "--json", "--definitions", str(signatures)])
+
+    assert result.exit_code == 1, result.output  # something infected
+    rows = {row["key"]: row for row in lines_of_json(result.stdout)}
+    assert set(rows) == {"docs/report.txt", "eicar.com", "nested.zip"}
+    assert rows["docs/report.txt"]["verdict"] == "clean"
+    assert rows["docs/report.txt"]["action"] == "tagged"
+    assert rows["eicar.com"]["verdict"] == "infected"
+    assert rows["eicar.com"]["action"] == "quarantined"
+    assert rows["nested.zip"]["signatures"][0].startswith(samples.EICAR_SIGNATURE)
+    for row in rows.values():
+        assert set(row) >= {
+            "file", "key", "verdict", "action", "signatures", "definitions",
+            "execution", "audited", "notification",
+        }  # fmt: skip
+        assert row["audited"] is True
+        assert row["definitions"]["source"] == "cache"
+        assert row["definitions"]["version"].startswith("custom-")
+        assert row["execution"]["status"] == "SUCCEEDED"
+        assert "Record Audit" in row["execution"]["states"]
+    assert f"{signatures} (--definitions)" in result.stderr
+
+
+def test_local_all_clean_exits_zero_with_a_table(runner, tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+
+    result = runner.invoke(main, ["local", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    assert "a.txt" in result.stdout
+    assert "clean" in result.stdout
+    assert "Tag As Clean" in result.stdout
+    # Without --definitions and without freshclam's database, the output says so.
+    assert "built-in TEST signatures" in result.stderr
+
+
+def test_local_without_quarantine_deletes(runner, tmp_path):
+    (tmp_path / "eicar.com").write_bytes(samples.EICAR)
+    result = runner.invoke(main, ["local", str(tmp_path), "--json", "--no-quarantine"])
+    [row] = lines_of_json(result.stdout)
+    assert row["action"] == "deleted"
+    assert result.exit_code == 1
+
+
+def test_local_posts_to_a_webhook(runner, tmp_path, webhook):
+    (tmp_path / "a.txt").write_text("a")
+    result = runner.invoke(main, ["local", str(tmp_path), "--json", "--webhook", webhook.url])
+    assert result.exit_code == 0, result.output
+    [row] = lines_of_json(result.stdout)
+    assert row["notification"]["delivered"] is True
+    [request] = webhook.requests
+    assert json.loads(request["body"])["object"]["key"] == "a.txt"
+
+
+def test_local_definitions_directory_is_used(runner, tmp_path, eicar_only):
+    (tmp_path / "clam.exe").write_bytes(samples.CLAM_EXE.read_bytes())
+    result = runner.invoke(
+        main, ["local", str(tmp_path), "--json", "--definitions", str(eicar_only)]
+    )
+    [row] = lines_of_json(result.stdout)
+    assert row["verdict"] == "clean"  # set A has no signature for ClamAV's test file
+
+
+def test_local_missing_path_is_one_clear_line(runner, tmp_path):
+    result = runner.invoke(main, ["local", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'} does not exist"]
+
+
+def test_local_empty_directory_is_nothing_to_scan(runner, tmp_path):
+    result = runner.invoke(main, ["local", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "nothing to scan" in result.stderr
+
+
+def test_local_bad_definitions_directory(runner, tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    empty = tmp_path / "defs"
+    empty.mkdir()
+    result = runner.invoke(main, ["local", str(tmp_path / "a.txt"), "--definitions", str(empty)])
+    assert result.exit_code == 2
+    assert "holds no ClamAV database files" in result.stderr
+
+
+def test_local_insecure_webhook_is_refused(runner, tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    result = runner.invoke(main, ["local", str(tmp_path), "--webhook", "http://example.com/x"])
+    assert result.exit_code == 2
+    assert "--webhook must use https://" in result.stderr
+
+
+def test_unreadable_file_is_an_error_for_that_file_only(runner, tree, monkeypatch):
+    # The tests run as root, who can read anything: simulate EACCES for one file.
+    locked = tree / "docs" / "report.txt"
+    original = Path.read_bytes
+
+    def read_bytes(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    result = runner.invoke(main, ["local", str(tree), "--json"])
+
+    rows = {row["key"]: row for row in lines_of_json(result.stdout)}
+    assert rows["docs/report.txt"]["verdict"] == "error"
+    assert "Permission denied" in rows["docs/report.txt"]["error"]
+    assert rows["eicar.com"]["verdict"] == "infected"  # the others were scanned
+    assert result.exit_code == 1  # something was found: that wins, as with clamscan
+
+
+def test_unreadable_file_alone_exits_two(runner, tmp_path, monkeypatch):
+    target = tmp_path / "a.txt"
+    target.write_text("a")
+    original = Path.read_bytes
+
+    def read_bytes(self):
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    result = runner.invoke(main, ["local", str(target), "--json"])
+    assert result.exit_code == 2
+    assert lines_of_json(result.stdout)[0]["verdict"] == "error"
+
+
+def test_many_small_files_are_all_scanned(runner, tmp_path):
+    for i in range(120):
+        (tmp_path / f"f{i:04d}.txt").write_text(f"file {i}\n")
+    result = runner.invoke(main, ["local", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output[-2000:]
+    rows = lines_of_json(result.stdout)
+    assert len(rows) == 120
+    assert {row["verdict"] for row in rows} == {"clean"}
+    assert "120 files in" in result.stderr
+
+
+def test_demo_gets_every_verdict_it_was_made_for(runner):
+    result = runner.invoke(main, ["demo", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["key"]: row["verdict"] for row in lines_of_json(result.stdout)}
+    assert rows == {name: verdict for name, (_, verdict) in samples.demo_samples().items()}
+
+
+# -- operator commands against the emulated deployment ---------------------------------------------
+
+
+def aws_args(harness) -> list[str]:
+    return ["--state-machine-arn", harness.state_machine_arn, "--table", "scan-audit"]
+
+
+def test_rescan_scans_objects_that_predate_the_scanner(harness, runner):
+    # GIVEN objects uploaded before the scanner existed (their events are gone)
+    harness.drain()
+    for name in ("old/a.txt", "old/b.txt", "other/c.txt"):
+        harness.upload(name, b"old content")
+    harness.client("sqs").purge_queue(QueueUrl=harness.queue_url)
+
+    # WHEN a dry run lists them THEN nothing starts
+    dry = runner.invoke(main, ["rescan", "s3://uploads/old/", "--dry-run", *aws_args(harness)])
+    assert dry.exit_code == 0, dry.output
+    assert len(dry.stdout.split()) == 2
+    assert (
+        harness.client("stepfunctions").list_executions(stateMachineArn=harness.state_machine_arn)[
+            "executions"
+        ]
+        == []
+    )
+
+    # WHEN they are rescanned
+    result = runner.invoke(main, ["rescan", "s3://uploads/old/", *aws_args(harness)])
+    assert result.exit_code == 0, result.output
+    assert "2 executions started" in result.stderr
+    names = [
+        e["name"]
+        for e in harness.client("stepfunctions").list_executions(
+            stateMachineArn=harness.state_machine_arn
+        )["executions"]
+    ]
+    reports = harness.wait(names)
+
+    # THEN each got a rescan execution, distinct from event-driven names
+    assert all(r.name.startswith("rescan-") for r in reports)
+    assert {r.input["trigger"]["source"] for r in reports} == {"rescan"}
+    assert harness.audit_items("old/a.txt")[0]["verdict"] == "clean"
+    assert harness.audit_items("other/c.txt") == []
+
+
+def test_rescan_bad_uri(runner):
+    result = runner.invoke(
+        main, ["rescan", "uploads/x", "--state-machine-arn", "a", "--table", "t"]
+    )
+    assert result.exit_code == 2
+    assert "expected s3://bucket/key" in result.stderr
+
+
+def test_redrive_reruns_failed_executions_once(harness, runner):
+    # GIVEN an execution that failed (the engine was down through every retry)
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=4)
+    failed = harness.scan("flaky.txt", b"hello")
+    assert failed.status == "FAILED"
+
+    # WHEN the operator redrives failures
+    result = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+
+    # THEN it is re-run with the same input, and now succeeds
+    assert result.exit_code == 0, result.output
+    assert f"restarted {failed.name} as {failed.name}-r1" in result.stdout
+    [rerun] = harness.wait([f"{failed.name}-r1"])
+    assert rerun.status == "SUCCEEDED"
+    assert rerun.input["object"] == failed.input["object"]
+    assert rerun.input["trigger"]["retryOf"] == failed.name
+    verdicts = sorted(i["verdict"] for i in harness.audit_items("flaky.txt"))
+    assert verdicts == ["clean", "error"]
+
+    # AND a second redrive does not run it again
+    again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    assert "restarted" not in again.stdout
+    assert "1 already re-run" in again.stderr
+
+
+def test_redrive_bad_since(runner):
+    result = runner.invoke(
+        main, ["redrive", "--since", "yesterday", "--state-machine-arn", "a", "--table", "t"]
+    )
+    assert result.exit_code == 2
+    assert "--since" in result.stderr
+
+
+def test_history_and_recent(harness, runner):
+    harness.scan("hist.txt", b"first")
+    harness.scan("hist.txt", samples.EICAR)
+
+    result = runner.invoke(main, ["history", "s3://uploads/hist.txt", "--json", *aws_args(harness)])
+    assert result.exit_code == 0, result.output
+    rows = lines_of_json(result.stdout)
+    assert [r["verdict"] for r in rows] == ["clean", "infected"]  # oldest first
+
+    recent = runner.invoke(
+        main, ["recent", "--verdict", "infected", "--since", "1h", "--json", *aws_args(harness)]
+    )
+    assert recent.exit_code == 0, recent.output
+    assert [r["key"] for r in lines_of_json(recent.stdout)] == ["hist.txt"]
+
+    table = runner.invoke(main, ["history", "s3://uploads/hist.txt", *aws_args(harness)])
+    assert "infected" in table.stdout
+
+
+def test_commands_find_the_deployment_by_stack_name(harness, runner):
+    harness.scan("stacked.txt", b"x")
+    template = {
+        "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {
+            "StateMachineArn": {"Value": harness.state_machine_arn},
+            "AuditTableName": {"Value": "scan-audit"},
+        },
+    }
+    harness.client("cloudformation").create_stack(
+        StackName="S3VirusScanner-test", TemplateBody=json.dumps(template)
+    )
+    result = runner.invoke(
+        main, ["history", "s3://uploads/stacked.txt", "--json", "--stack", "S3VirusScanner-test"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(lines_of_json(result.stdout)) == 1
+
+    missing = runner.invoke(main, ["history", "s3://uploads/stacked.txt", "--stack", "nope"])
+    assert missing.exit_code == 2
+    assert "stack 'nope' not found" in missing.stderr
+
+
+def test_history_needs_a_key(runner):
+    result = runner.invoke(
+        main, ["history", "s3://uploads", "--state-machine-arn", "a", "--table", "t"]
+    )
+    assert result.exit_code == 2
+    assert "with a key" in result.stderr
