@@ -404,13 +404,14 @@ def history(uri: str, as_json: bool, **aws: Any) -> None:
     default="infected",
     show_default=True,
 )
+@click.option("--failed", is_flag=True, help="Failed runs instead, whatever their verdict.")
 @click.option("--since", default="24h", show_default=True)
 @click.option("--limit", default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_aws_options
 @_operator
-def recent(verdict: str, since: str, limit: int, as_json: bool, **aws: Any) -> None:
-    """Recent scans with one verdict, newest first."""
+def recent(verdict: str, failed: bool, since: str, limit: int, as_json: bool, **aws: Any) -> None:
+    """Recent scans with one verdict (or failed runs), newest first."""
     from scanctl.ops import parse_duration
     from scanctl.ops import recent as read_recent
 
@@ -419,7 +420,9 @@ def recent(verdict: str, since: str, limit: int, as_json: bool, **aws: Any) -> N
         aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
     )
     [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
-    items = read_recent(ddb, deployment.table_name, verdict, window, limit)
+    items = read_recent(ddb, deployment.table_name, verdict, window, limit, failed=failed)
+    if failed:
+        verdict = "failed"
     _say(
         f"{len(items)} {verdict} scans since {dt.datetime.now(dt.UTC) - window:%Y-%m-%d %H:%M} UTC"
     )

@@ -210,7 +210,13 @@ class LocalScanner:
         self._set_env({"STATE_MACHINE_ARN": self.state_machine_arn})
 
     def _create_table(self) -> None:
-        from functions.record_audit.audit import BY_VERDICT_INDEX, PARTITION_KEY, SORT_KEY
+        from functions.record_audit.audit import (
+            BY_VERDICT_INDEX,
+            FAILURE_KEY,
+            FAILURES_INDEX,
+            PARTITION_KEY,
+            SORT_KEY,
+        )
 
         self.client("dynamodb").create_table(
             TableName=self.options.table_name,
@@ -219,6 +225,7 @@ class LocalScanner:
                 {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
                 {"AttributeName": SORT_KEY, "AttributeType": "S"},
                 {"AttributeName": "verdict", "AttributeType": "S"},
+                {"AttributeName": FAILURE_KEY, "AttributeType": "S"},
             ],
             KeySchema=[
                 {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
@@ -232,7 +239,15 @@ class LocalScanner:
                         {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "ALL"},
-                }
+                },
+                {
+                    "IndexName": FAILURES_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": FAILURE_KEY, "KeyType": "HASH"},
+                        {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
             ],
         )
 

@@ -15,7 +15,13 @@ from urllib.parse import urlparse
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from functions.record_audit.audit import BY_VERDICT_INDEX, PARTITION_KEY, SORT_KEY
+from functions.record_audit.audit import (
+    BY_VERDICT_INDEX,
+    FAILURE_KEY,
+    FAILURES_INDEX,
+    PARTITION_KEY,
+    SORT_KEY,
+)
 from functions.shared.aws import error_code
 from functions.shared.contracts import ObjectRef, TriggerSource
 from functions.shared.naming import MAX_LENGTH, execution_name
@@ -288,17 +294,26 @@ def history(ddb: Any, table: str, bucket: str, key: str) -> list[dict[str, Any]]
 
 
 def recent(
-    ddb: Any, table: str, verdict: str, since: dt.timedelta, limit: int = 1000
+    ddb: Any,
+    table: str,
+    verdict: str | None,
+    since: dt.timedelta,
+    limit: int = 1000,
+    failed: bool = False,
 ) -> list[dict]:
-    """Scans with this verdict that started within ``since``, newest first."""
+    """Scans with this verdict (or failed runs) that started within ``since``, newest first."""
     cutoff = (dt.datetime.now(dt.UTC) - since).strftime("%Y-%m-%dT%H:%M:%S")
     items: list[dict[str, Any]] = []
+    if failed:
+        index, attribute, value = FAILURES_INDEX, FAILURE_KEY, "failed"
+    else:
+        index, attribute, value = BY_VERDICT_INDEX, "verdict", str(verdict)
     args = {
         "TableName": table,
-        "IndexName": BY_VERDICT_INDEX,
-        "KeyConditionExpression": "verdict = :v AND #sk >= :since",
-        "ExpressionAttributeNames": {"#sk": SORT_KEY},
-        "ExpressionAttributeValues": {":v": {"S": verdict}, ":since": {"S": cutoff}},
+        "IndexName": index,
+        "KeyConditionExpression": "#pk = :v AND #sk >= :since",
+        "ExpressionAttributeNames": {"#pk": attribute, "#sk": SORT_KEY},
+        "ExpressionAttributeValues": {":v": {"S": value}, ":since": {"S": cutoff}},
         "ScanIndexForward": False,
     }
     while len(items) < limit:

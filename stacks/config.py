@@ -15,6 +15,9 @@ _BUCKET_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):s3:::([a-z0-9][a-z0-9.-]
 _KMS_KEY_ARN = re.compile(
     r"^arn:(aws|aws-cn|aws-us-gov):kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)$"
 )
+_SECRET_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov):secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+)
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ENVIRONMENT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,19}$")
@@ -40,10 +43,12 @@ class DeployConfig:
     account: str | None = None
     region: str | None = None
     source_bucket_kms_key_arn: str | None = None
+    quarantine_bucket_kms_key_arn: str | None = None
+    webhook_secret_arn: str | None = None
     update_schedule: str = "rate(4 hours)"
     scanner_memory_mb: int = 3008
     scanner_timeout_minutes: int = 15
-    scanner_ephemeral_mb: int = 2048
+    scanner_ephemeral_mb: int = 4096
     max_object_size_mb: int = 1024
     max_definitions_age_hours: int = 48
     database_mirror: str = "database.clamav.net"
@@ -52,6 +57,12 @@ class DeployConfig:
     @staticmethod
     def bucket_name(arn: str) -> str:
         return arn.rsplit(":", 1)[-1]
+
+    @property
+    def max_scan_size_mb(self) -> int:
+        """ClamAV's MaxScanSize: archives may expand to 4x the object, as /tmp allows."""
+        room = self.scanner_ephemeral_mb - self.max_object_size_mb - DEFINITIONS_HEADROOM_MB
+        return max(self.max_object_size_mb, min(4 * self.max_object_size_mb, 4095, room))
 
     @property
     def source_bucket_name(self) -> str:
@@ -136,6 +147,12 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         source_bucket_kms_key_arn=_match(
             env, "SOURCE_BUCKET_KMS_KEY_ARN", _KMS_KEY_ARN, "a KMS key or alias ARN"
         ),
+        quarantine_bucket_kms_key_arn=_match(
+            env, "QUARANTINE_BUCKET_KMS_KEY_ARN", _KMS_KEY_ARN, "a KMS key or alias ARN"
+        ),
+        webhook_secret_arn=_match(
+            env, "WEBHOOK_SECRET_ARN", _SECRET_ARN, "a Secrets Manager secret ARN"
+        ),
         update_schedule=_match(
             env,
             "DEFINITIONS_UPDATE_SCHEDULE",
@@ -145,18 +162,25 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         or "rate(4 hours)",
         scanner_memory_mb=_int(env, "SCANNER_MEMORY_MB", 3008, 2048, 10240),
         scanner_timeout_minutes=_int(env, "SCANNER_TIMEOUT_MINUTES", 15, 1, 15),
-        scanner_ephemeral_mb=_int(env, "SCANNER_EPHEMERAL_STORAGE_MB", 2048, 1024, 10240),
+        scanner_ephemeral_mb=_int(env, "SCANNER_EPHEMERAL_STORAGE_MB", 4096, 1024, 10240),
         max_object_size_mb=_int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, MAX_OBJECT_SIZE_MB_LIMIT),
         max_definitions_age_hours=_int(env, "MAX_DEFINITIONS_AGE_HOURS", 48, 1, 8760),
         database_mirror=_get(env, "CLAMAV_DATABASE_MIRROR") or "database.clamav.net",
         private_mirror=_get(env, "CLAMAV_PRIVATE_MIRROR"),
     )
-    # The object and up to two definitions sets (current and next) share /tmp.
-    needed = config.max_object_size_mb + DEFINITIONS_HEADROOM_MB
+    if config.webhook_secret_arn and not config.webhook_url:
+        raise DeployConfigError("WEBHOOK_SECRET_ARN is set but WEBHOOK_URL is not.")
+    if config.quarantine_bucket_kms_key_arn and not config.quarantine_bucket_arn:
+        raise DeployConfigError(
+            "QUARANTINE_BUCKET_KMS_KEY_ARN is set but QUARANTINE_BUCKET_ARN is not."
+        )
+    # /tmp holds the object, up to two definitions sets (current and next), and
+    # what ClamAV extracts from the object (at most MaxScanSize).
+    needed = 2 * config.max_object_size_mb + DEFINITIONS_HEADROOM_MB
     if needed > config.scanner_ephemeral_mb:
         raise DeployConfigError(
-            f"SCANNER_EPHEMERAL_STORAGE_MB must be at least MAX_OBJECT_SIZE_MB + "
-            f"{DEFINITIONS_HEADROOM_MB} ({needed}) so the object and the definitions fit in /tmp, "
-            f"got {config.scanner_ephemeral_mb}."
+            f"SCANNER_EPHEMERAL_STORAGE_MB must be at least 2 x MAX_OBJECT_SIZE_MB + "
+            f"{DEFINITIONS_HEADROOM_MB} ({needed}) so the object, what ClamAV extracts from it "
+            f"and the definitions fit in /tmp, got {config.scanner_ephemeral_mb}."
         )
     return config

@@ -7,15 +7,27 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from functions.shared.aws import error_code, is_transient
-from functions.shared.contracts import Action, ObjectRef, ScanResult, Tag, Verdict
+from functions.shared.contracts import (
+    Action,
+    ObjectRef,
+    ScanResult,
+    SkipReason,
+    Tag,
+    Verdict,
+)
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
 from functions.shared.tags import as_query, merge_tags
 
 _GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
+_CHANGED_CODES = {"412", "PreconditionFailed"}
 
 
 class ObjectGone(Exception):
     """The version was deleted between the scan and the action."""
+
+
+class ObjectSuperseded(Exception):
+    """Unversioned bucket: the key now holds other content than what was scanned."""
 
 
 def _call(what: str, obj: ObjectRef, fn: Any, **kwargs: Any) -> Any:
@@ -25,9 +37,15 @@ def _call(what: str, obj: ObjectRef, fn: Any, **kwargs: Any) -> Any:
         code = error_code(err)
         if code in _GONE_CODES:
             raise ObjectGone(obj.uri) from err
+        if code in _CHANGED_CODES:
+            raise ObjectSuperseded(obj.uri) from err
         if is_transient(err):
             raise ObjectStoreUnavailable(f"{what} {obj.uri} failed: {code}") from err
         raise
+
+
+def _none(reason: str) -> dict[str, Any]:
+    return {"action": str(Action.NONE), "reason": reason}
 
 
 class VerdictApplier:
@@ -36,23 +54,50 @@ class VerdictApplier:
         self.quarantine_bucket = quarantine_bucket
 
     def apply(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
+        if scan.verdict == Verdict.SKIPPED:
+            return _none(scan.reason or "skipped")
+        if scan.verdict not in (Verdict.CLEAN, Verdict.UNSCANNABLE, Verdict.INFECTED):
+            raise InvalidInput(f"no action for verdict {scan.verdict!r}")
         try:
+            self._check_current(obj)
             if scan.verdict == Verdict.CLEAN:
                 return self._tag(obj, self._status_tags(scan))
             if scan.verdict == Verdict.UNSCANNABLE:
                 tags = self._status_tags(scan)
-                # The reason matters more than time and engine: put it right after status.
+                # The reason matters more than time and engine: right after status.
                 ordered = {Tag.STATUS: tags.pop(Tag.STATUS), Tag.REASON: scan.reason or "unknown"}
                 return self._tag(obj, ordered | tags)
-            if scan.verdict == Verdict.INFECTED:
-                if self.quarantine_bucket:
-                    return self._quarantine(obj, scan)
-                return self._delete(obj)
-            if scan.verdict == Verdict.SKIPPED:
-                return {"action": str(Action.NONE), "reason": scan.reason}
+            return self._infected(obj, scan)
+        except ObjectSuperseded:
+            return _none(str(SkipReason.SUPERSEDED))
         except ObjectGone:
-            return {"action": str(Action.NONE), "reason": "object-gone"}
-        raise InvalidInput(f"no action for verdict {scan.verdict!r}")
+            if scan.verdict == Verdict.INFECTED and self._already_quarantined(obj):
+                # A retry after a delete whose answer was lost: the work is done.
+                return {
+                    "action": str(Action.QUARANTINED),
+                    "quarantine": self._quarantine_location(obj),
+                    "deletedVersionId": obj.version_id,
+                    "recovered": True,
+                }
+            return _none(str(SkipReason.OBJECT_GONE))
+
+    def _check_current(self, obj: ObjectRef) -> None:
+        """Unversioned bucket: act only if the key still holds what was scanned.
+
+        Versioned buckets need no check: every call names the version. Between
+        this check and a tag write there is a window S3 offers no condition
+        for; copies and deletes carry their own If-Match.
+        """
+        if obj.version_id or not obj.etag:
+            return
+        _call(
+            "HeadObject",
+            obj,
+            self.s3.head_object,
+            Bucket=obj.bucket,
+            Key=obj.key,
+            IfMatch=obj.quoted_etag,
+        )
 
     @staticmethod
     def _status_tags(scan: ScanResult) -> dict[str, str]:
@@ -88,11 +133,25 @@ class VerdictApplier:
             "tagsDropped": merged.dropped,
         }
 
-    def _quarantine(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
-        source = {"Bucket": obj.bucket, "Key": obj.key, **obj.version_args}
+    def _infected(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
+        signature = scan.signatures[0] if scan.signatures else "unknown"
+        # Tag first: if the delete is refused (Object Lock, a policy), the version
+        # still says it is infected to everything that reads its tags.
+        tagged = self._tag(
+            obj,
+            {
+                Tag.STATUS: str(Verdict.INFECTED),
+                Tag.SIGNATURE: signature,
+                Tag.TIME: scan.scanned_at,
+            },
+        )
+        if not self.quarantine_bucket:
+            return self._delete(obj) | {"tagsDropped": tagged["tagsDropped"]}
+        source: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, **obj.version_args}
+        condition = {} if obj.version_id or not obj.etag else {"CopySourceIfMatch": obj.quoted_etag}
         tags = {
             Tag.STATUS: str(Verdict.INFECTED),
-            Tag.SIGNATURE: scan.signatures[0] if scan.signatures else "unknown",
+            Tag.SIGNATURE: signature,
             Tag.SOURCE_BUCKET: obj.bucket,
             Tag.TIME: scan.scanned_at,
         }
@@ -107,21 +166,32 @@ class VerdictApplier:
             MetadataDirective="COPY",
             TaggingDirective="REPLACE",
             Tagging=as_query({str(k): v for k, v in tags.items()}),
+            **condition,
         )
         deleted = self._delete(obj)
         return {
             "action": str(Action.QUARANTINED),
-            "quarantine": {
-                "bucket": self.quarantine_bucket,
-                "key": obj.key,
-                "versionId": copied.get("VersionId"),
-            },
+            "quarantine": self._quarantine_location(obj) | {"versionId": copied.get("VersionId")},
             "deletedVersionId": deleted["deletedVersionId"],
         }
+
+    def _quarantine_location(self, obj: ObjectRef) -> dict[str, Any]:
+        return {"bucket": self.quarantine_bucket, "key": obj.key, "versionId": None}
+
+    def _already_quarantined(self, obj: ObjectRef) -> bool:
+        if not self.quarantine_bucket:
+            return False
+        try:
+            self.s3.head_object(Bucket=self.quarantine_bucket, Key=obj.key)
+        except ClientError:
+            return False
+        return True
 
     def _delete(self, obj: ObjectRef) -> dict[str, Any]:
         # With a VersionId the version itself is removed; without one, a
         # versioned bucket would only add a delete marker and keep the content.
+        # Unversioned: delete only if the key still holds what was scanned.
+        condition = {} if obj.version_id or not obj.etag else {"IfMatch": obj.quoted_etag}
         _call(
             "DeleteObject",
             obj,
@@ -129,5 +199,6 @@ class VerdictApplier:
             Bucket=obj.bucket,
             Key=obj.key,
             **obj.version_args,
+            **condition,
         )
         return {"action": str(Action.DELETED), "deletedVersionId": obj.version_id}

@@ -41,12 +41,14 @@ def current_definitions(
         sha256 = str(manifest["sha256"])
         created = _parse_time(str(manifest["createdAt"]))
         key = str(manifest.get("key") or tarball_key)
+        tarball_version = manifest.get("tarballVersionId")
+        pinned = {"VersionId": str(tarball_version)} if tarball_version else {}
     except (ValueError, KeyError, TypeError) as err:
         raise DefinitionsUnavailable(
             f"definitions manifest at {where} is unreadable: {err}"
         ) from err
     try:
-        head = s3.head_object(Bucket=bucket, Key=key)
+        head = s3.head_object(Bucket=bucket, Key=key, **pinned)
     except ClientError as err:
         if is_transient(err):
             raise DefinitionsUnavailable(f"cache throttled: {error_code(err)}") from err
@@ -65,4 +67,5 @@ def current_definitions(
         created_at=manifest["createdAt"],
         age_hours=round(age_hours, 2),
         stale=age_hours > max_age_hours,
+        tarball_version_id=pinned.get("VersionId"),
     )

@@ -27,7 +27,7 @@ RETRYABLE_STATUS = {408, 429}
 
 def build_payload(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]:
     summary = result_summary(state, execution)
-    summary["event"] = "scan.failed" if "error" in summary else "scan.completed"
+    summary["event"] = "scan.failed" if summary["failed"] else "scan.completed"
     return summary
 
 

@@ -22,6 +22,9 @@ from functions.shared.contracts import ExecutionRef, result_summary
 from functions.shared.errors import AuditWriteFailed
 
 BY_VERDICT_INDEX = "by-verdict"
+# Sparse: only failed runs carry the key attribute, so this lists exactly them.
+FAILURES_INDEX = "failures"
+FAILURE_KEY = "failure"
 PARTITION_KEY = "object"
 SORT_KEY = "scanId"
 
@@ -46,6 +49,8 @@ def build_item(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]
         "recordedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         **summary,
     }
+    if summary.get("failed"):
+        item[FAILURE_KEY] = "failed"
     # DynamoDB wants Decimal, not float; and no empty strings in key attributes.
     return json.loads(json.dumps(item), parse_float=Decimal)
 

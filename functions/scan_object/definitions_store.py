@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from functions.shared.errors import (
 )
 from functions.shared.freshclam import FreshclamFailed, FreshclamSettings, run_freshclam
 
+FRESHCLAM_REUSE_S = 3600.0
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -39,6 +41,7 @@ class DefinitionsStore:
         self.s3 = s3
         self.root = root
         self.freshclam = freshclam
+        self._freshclam: tuple[str, float] | None = None  # (version, when fetched)
 
     def directory(self, version: str) -> Path:
         return self.root / version
@@ -77,7 +80,8 @@ class DefinitionsStore:
 
     def _download(self, ref: DefinitionsRef, path: Path) -> None:
         try:
-            self.s3.download_file(ref.bucket, ref.key, str(path))
+            pinned = {"VersionId": ref.tarball_version_id} if ref.tarball_version_id else {}
+            self.s3.download_file(ref.bucket, ref.key, str(path), ExtraArgs=pinned)
         except ClientError as err:
             if is_transient(err):
                 raise ObjectStoreUnavailable(f"definitions download throttled: {err}") from err
@@ -102,10 +106,18 @@ class DefinitionsStore:
         """The fallback: definitions straight from ClamAV's mirrors (or a private one).
 
         Needs outbound internet (a NAT gateway in a VPC); used only when the
-        cache is unavailable or corrupt.
+        cache is unavailable or corrupt. A result younger than an hour is reused,
+        and a refresh starts from it, so a cache outage does not make every scan
+        download the whole database (ClamAV's mirrors block clients that do).
         """
+        if self._freshclam is not None:
+            version, fetched = self._freshclam
+            if time.monotonic() - fetched < FRESHCLAM_REUSE_S and self.directory(version).is_dir():
+                return version, self.directory(version)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".freshclam-{uuid.uuid4().hex}"
+        if self._freshclam is not None and self.directory(self._freshclam[0]).is_dir():
+            shutil.copytree(self.directory(self._freshclam[0]), staging)
         try:
             files = run_freshclam(staging, self.freshclam)
         except FreshclamFailed as err:
@@ -118,6 +130,7 @@ class DefinitionsStore:
             shutil.rmtree(staging, ignore_errors=True)
         else:
             staging.rename(target)
+        self._freshclam = (version, time.monotonic())
         return version, target
 
     def prune(self, keep: set[str]) -> list[str]:

@@ -62,6 +62,11 @@ class Limits:
             f"MaxRecursion {self.max_recursion}",
             f"MaxFiles {self.max_files}",
             f"MaxScanTime {self.max_scan_time_ms}",
+            # Defaults are 100 MB and 40 MB: beyond them ClamAV silently skips
+            # PCRE (logical) signatures and embedded executables, and
+            # AlertExceedsMax does not cover these two. Match the file limit.
+            f"PCREMaxFileSize {self.max_file_bytes}",
+            f"MaxEmbeddedPE {self.max_file_bytes}",
             "AlertExceedsMax yes",
             "AlertEncrypted yes",
             "AlertEncryptedArchive yes",
@@ -273,9 +278,9 @@ def _die_with_parent() -> None:
     """Ask Linux to stop clamd when the thread that started it dies.
 
     Linux ties PDEATHSIG to the parent *thread*, so this is set only when clamd
-    is started from the main thread (as in Lambda); started from a worker
-    thread, clamd would die with that thread and the engine would not stay warm.
-    ``atexit`` stops clamd on a normal exit either way.
+    is started from the main thread. The scanner starts clamd from its warm-up
+    or loader threads, where clamd must outlive the thread; there ``atexit``
+    stops clamd on a normal exit, and in Lambda the container's end does.
     """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import shutil
 import threading
 import time
 import uuid
@@ -27,8 +29,18 @@ from functions.shared.contracts import (
 from functions.shared.errors import ObjectStoreUnavailable
 
 _GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
-# A version id that is not of this bucket answers 400 InvalidArgument.
-_BAD_VERSION_CODES = {"InvalidArgument", "400"}
+_CHANGED_CODES = {"412", "PreconditionFailed"}
+# HEAD has no body, so botocore reports its errors by status. A 400 on HEAD of
+# an object we may read is what S3 answers for SSE-C (customer-provided key)
+# objects: the content is encrypted with a key we do not have.
+_CUSTOMER_KEY_CODES = {"400", "BadRequest", "InvalidRequest"}
+
+
+class _Head(enum.Enum):
+    PRESENT = "present"
+    GONE = "gone"
+    SUPERSEDED = "superseded"
+    CUSTOMER_KEY = "customer-key"
 
 
 def _now() -> str:
@@ -56,14 +68,32 @@ class Scanner:
             work / "engine",
             Limits(
                 max_file_bytes=settings.max_object_bytes,
-                # Archives expand: allow four times the object, within ClamAV's 4 GiB.
-                max_scan_bytes=min(settings.max_object_bytes * 4, 4 * 1024**3 - 1),
+                max_scan_bytes=min(settings.max_scan_bytes, 4 * 1024**3 - 1),
             ),
             start_timeout_s=settings.clamd_start_timeout_s,
         )
         self.store = DefinitionsStore(s3, work / "defs", settings.freshclam)
         self.objects_dir = work / "objects"
         self._load_lock = threading.Lock()
+        self._clear_leftovers(work)
+
+    def _clear_leftovers(self, work: Path) -> None:
+        """Remove what a timed-out or crashed invocation left in /tmp.
+
+        Lambda keeps /tmp across invocations of a container; without this, the
+        partial downloads of an invocation that hit its timeout would pile up.
+        Loaded definitions (``defs/<version>``) stay: they are still useful.
+        """
+        shutil.rmtree(self.objects_dir, ignore_errors=True)
+        shutil.rmtree(work / "engine" / "tmp", ignore_errors=True)
+        defs = work / "defs"
+        if defs.is_dir():
+            for entry in defs.iterdir():
+                if entry.name.startswith("."):
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
 
     def scan(self, obj: ObjectRef, definitions: DefinitionsRef) -> ScanResult:
         started = time.monotonic()
@@ -81,9 +111,13 @@ class Scanner:
 
         if obj.key.endswith("/") and (obj.size or 0) == 0:
             return result(Verdict.SKIPPED, str(SkipReason.FOLDER_MARKER))
-        size = self._head_size(obj)
-        if size is None:
+        state, size = self._head(obj)
+        if state is _Head.GONE:
             return result(Verdict.SKIPPED, str(SkipReason.OBJECT_GONE))
+        if state is _Head.SUPERSEDED:
+            return result(Verdict.SKIPPED, str(SkipReason.SUPERSEDED))
+        if state is _Head.CUSTOMER_KEY:
+            return result(Verdict.UNSCANNABLE, str(UnscannableReason.ENCRYPTED))
         if size > self.settings.max_object_bytes:
             # Never downloaded: ClamAV would skip it, and we must not call that clean.
             return result(Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE))
@@ -95,10 +129,13 @@ class Scanner:
             # with fetching and loading the definitions.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as pool:
                 loading = pool.submit(self.load, definitions)
-                present = self._download(obj, path)
+                state = self._download(obj, path)
                 version = loading.result()
-            if not present:
-                return result(Verdict.SKIPPED, str(SkipReason.OBJECT_GONE))
+            if state is not _Head.PRESENT:
+                reason = (
+                    SkipReason.SUPERSEDED if state is _Head.SUPERSEDED else SkipReason.OBJECT_GONE
+                )
+                return result(Verdict.SKIPPED, str(reason))
             raw = self.engine.scan_file(path)
         finally:
             path.unlink(missing_ok=True)
@@ -136,26 +173,44 @@ class Scanner:
         )
         return self.load(ref)
 
-    def _head_size(self, obj: ObjectRef) -> int | None:
+    def _head(self, obj: ObjectRef) -> tuple[_Head, int]:
         try:
-            head = self.s3.head_object(Bucket=obj.bucket, Key=obj.key, **obj.version_args)
+            head = self.s3.head_object(Bucket=obj.bucket, Key=obj.key, **obj.pin_args)
         except ClientError as err:
-            code = error_code(err)
-            if code in _GONE_CODES or (obj.version_id and code in _BAD_VERSION_CODES):
-                return None
-            if is_transient(err):
-                raise ObjectStoreUnavailable(f"HEAD {obj.uri} throttled: {code}") from err
-            raise
-        return int(head["ContentLength"])
+            state = self._read_error(obj, "HEAD", err)
+            if state is _Head.PRESENT:
+                raise
+            return state, 0
+        return _Head.PRESENT, int(head["ContentLength"])
 
-    def _download(self, obj: ObjectRef, path: Path) -> bool:
+    def _download(self, obj: ObjectRef, path: Path) -> _Head:
         try:
-            self.s3.download_file(obj.bucket, obj.key, str(path), ExtraArgs=obj.version_args)
+            if obj.version_id or not obj.etag:
+                # A version id pins the content: parallel ranged GETs are safe.
+                self.s3.download_file(obj.bucket, obj.key, str(path), ExtraArgs=obj.version_args)
+            else:
+                # Unversioned: one GET conditional on the event's eTag (the
+                # transfer manager does not pass IfMatch through).
+                body = self.s3.get_object(Bucket=obj.bucket, Key=obj.key, **obj.pin_args)["Body"]
+                with body, path.open("wb") as out:
+                    shutil.copyfileobj(body, out, 8 * 1024 * 1024)
         except ClientError as err:
-            code = error_code(err)
-            if code in _GONE_CODES:
-                return False
-            if is_transient(err):
-                raise ObjectStoreUnavailable(f"GET {obj.uri} throttled: {code}") from err
-            raise
-        return True
+            state = self._read_error(obj, "GET", err)
+            if state is _Head.PRESENT:
+                raise
+            return state
+        return _Head.PRESENT
+
+    @staticmethod
+    def _read_error(obj: ObjectRef, what: str, err: ClientError) -> _Head:
+        """What a failed read says about the object; PRESENT means: re-raise."""
+        code = error_code(err)
+        if code in _GONE_CODES:
+            return _Head.GONE
+        if code in _CHANGED_CODES:
+            return _Head.SUPERSEDED
+        if what == "HEAD" and code in _CUSTOMER_KEY_CODES:
+            return _Head.CUSTOMER_KEY
+        if is_transient(err):
+            raise ObjectStoreUnavailable(f"{what} {obj.uri} throttled: {code}") from err
+        return _Head.PRESENT

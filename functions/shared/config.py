@@ -69,11 +69,13 @@ class Settings:
     quarantine_bucket: str | None
     webhook_url: str | None
     webhook_secret: str | None
+    webhook_secret_arn: str | None
     webhook_timeout_s: float
     definitions_bucket: str | None
     definitions_prefix: str
     state_machine_arn: str | None
     max_object_bytes: int
+    max_scan_bytes: int
     max_definitions_age_hours: float
     clamav_work_dir: str
     clamd_start_timeout_s: float
@@ -94,11 +96,16 @@ class Settings:
             quarantine_bucket=env.get("QUARANTINE_BUCKET_NAME", "").strip() or None,
             webhook_url=webhook_url,
             webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_secret_arn=env.get("WEBHOOK_SECRET_ARN", "").strip() or None,
             webhook_timeout_s=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 60.0),
             definitions_bucket=env.get("DEFINITIONS_BUCKET_NAME", "").strip() or None,
             definitions_prefix=prefix or "clamav/defs",
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip() or None,
             max_object_bytes=min(max_mb * MIB, CLAMAV_MAX_FILE_BYTES),
+            # What ClamAV may extract from one object (archives expand); its temp
+            # files share /tmp with the object, so the stack derives this from
+            # the ephemeral storage it gives the scanner.
+            max_scan_bytes=_int(env, "MAX_SCAN_SIZE_MB", min(4 * max_mb, 4095), max_mb, 4095) * MIB,
             max_definitions_age_hours=_float(env, "MAX_DEFINITIONS_AGE_HOURS", 48.0, 1.0, 8760.0),
             clamav_work_dir=env.get("CLAMAV_WORK_DIR", "").strip() or "/tmp/clamav",
             clamd_start_timeout_s=_float(env, "CLAMD_START_TIMEOUT_SECONDS", 600.0, 1.0, 900.0),

@@ -14,6 +14,7 @@ payload at 256 KB.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +41,9 @@ class UnscannableReason(enum.StrEnum):
 class SkipReason(enum.StrEnum):
     OBJECT_GONE = "object-gone"
     FOLDER_MARKER = "folder-marker"
+    # Unversioned bucket: the key was overwritten since the event; the newer
+    # object has its own event and its own scan.
+    SUPERSEDED = "superseded"
 
 
 class Action(enum.StrEnum):
@@ -98,6 +102,25 @@ class ObjectRef:
         """Extra boto3 arguments that pin the exact version, when there is one."""
         return {"VersionId": self.version_id} if self.version_id else {}
 
+    @property
+    def pin_args(self) -> dict[str, str]:
+        """Arguments that make a read refer to exactly this object.
+
+        Versioned buckets: the version id. Unversioned buckets: ``IfMatch`` on
+        the event's eTag, so an overwrite since the event answers 412 instead of
+        silently handing us different content.
+        """
+        if self.version_id:
+            return {"VersionId": self.version_id}
+        if self.etag:
+            return {"IfMatch": self.quoted_etag}
+        return {}
+
+    @property
+    def quoted_etag(self) -> str:
+        etag = (self.etag or "").strip('"')
+        return f'"{etag}"'
+
     @classmethod
     def from_dict(cls, data: Any) -> ObjectRef:
         if not isinstance(data, dict):
@@ -138,6 +161,7 @@ class DefinitionsRef:
     created_at: str | None = None
     age_hours: float | None = None
     stale: bool = False
+    tarball_version_id: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> DefinitionsRef:
@@ -159,6 +183,7 @@ class DefinitionsRef:
             created_at=data.get("createdAt"),
             age_hours=data.get("ageHours"),
             stale=bool(data.get("stale", False)),
+            tarball_version_id=data.get("tarballVersionId"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +197,7 @@ class DefinitionsRef:
             "createdAt": self.created_at,
             "ageHours": self.age_hours,
             "stale": self.stale,
+            "tarballVersionId": self.tarball_version_id,
         }
 
 
@@ -258,7 +284,10 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
     action = state.get("action") or {}
     definitions = state.get("definitions") or {}
     error = state.get("error")
-    verdict = Verdict.ERROR if error else scan.get("verdict", Verdict.ERROR)
+    # A failure after ClamAV answered keeps that answer as the verdict (an
+    # infected object whose webhook failed is still listed as infected) and is
+    # marked ``failed``; ``error`` is the verdict only when none was reached.
+    verdict = scan.get("verdict") or Verdict.ERROR
     summary: dict[str, Any] = {
         "object": obj.to_dict(),
         "verdict": str(verdict),
@@ -266,6 +295,8 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "signatures": list(scan.get("signatures") or [])[:MAX_SIGNATURES],
         "action": action.get("action", str(Action.NONE)),
         "quarantine": action.get("quarantine"),
+        "deletedVersionId": action.get("deletedVersionId"),
+        "tagsDropped": list(action.get("tagsDropped") or []),
         "definitionsVersion": scan.get("definitionsVersion") or definitions.get("version"),
         "definitionsSource": definitions.get("source"),
         "definitionsStale": bool(scan.get("definitionsStale", definitions.get("stale", False))),
@@ -277,21 +308,28 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "executionName": execution.name,
         "executionStartTime": execution.start_time,
     }
+    summary["failed"] = bool(error)
     if error:
         summary["error"] = describe_error(error)
-        if scan.get("verdict"):
-            summary["scanVerdict"] = scan["verdict"]
     return summary
 
 
 def describe_error(error: Any) -> dict[str, str]:
-    """Step Functions' caught error ({"Error", "Cause"}) in a small, stable form."""
+    """Step Functions' caught error ({"Error", "Cause"}) in a small, stable form.
+
+    For a Lambda error the Cause is Lambda's JSON (errorMessage, errorType,
+    stackTrace); only the message is kept.
+    """
     if not isinstance(error, dict):
         return {"error": "Unknown", "cause": str(error)[:1000]}
-    return {
-        "error": str(error.get("Error", "Unknown")),
-        "cause": str(error.get("Cause", ""))[:1000],
-    }
+    cause = str(error.get("Cause", ""))
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and "errorMessage" in parsed:
+            cause = str(parsed["errorMessage"])
+    except ValueError:
+        pass
+    return {"error": str(error.get("Error", "Unknown")), "cause": cause[:1000]}
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ sha256 before it extracts anything, and extracts it safely.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import gzip
 import hashlib
 import io
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from functions.shared.errors import DefinitionsCorrupt
+from botocore.exceptions import ClientError
+
+from functions.shared.errors import DefinitionsCorrupt, ScanEngineUnavailable
 
 TARBALL_NAME = "db.tar.gz"
 MANIFEST_NAME = "manifest.json"
@@ -134,11 +137,14 @@ class PublishResult:
 
 
 def read_manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any] | None:
+    """The current manifest, or ``None`` when there is none yet (404)."""
     _, manifest_key = keys(prefix)
     try:
         body = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
     return json.loads(body)
 
 
@@ -181,7 +187,12 @@ def publish_directory(
         "files": files,
         "signatures": sum(f["signatures"] or 0 for f in files),
     }
-    s3.put_object(Bucket=bucket, Key=tarball_key, Body=tarball, ContentType="application/gzip")
+    written = s3.put_object(
+        Bucket=bucket, Key=tarball_key, Body=tarball, ContentType="application/gzip"
+    )
+    # Readers fetch this exact version of the tarball: a publish that overwrites
+    # the key while a scanner downloads cannot hand it a mismatching file.
+    manifest["tarballVersionId"] = written.get("VersionId")
     s3.put_object(
         Bucket=bucket,
         Key=manifest_key,
@@ -219,5 +230,11 @@ def safe_extract(tarball: Path, target: Path) -> list[str]:
                     shutil.copyfileobj(source, out, 1 << 20)
                 names.append(member.name)
             return names
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as err:
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            # Not the tarball's fault: this container's /tmp is full. Transient:
+            # a retry may land in another container.
+            raise ScanEngineUnavailable(f"no space left to extract definitions: {err}") from err
+        raise DefinitionsCorrupt(f"definitions tarball cannot be read: {err}") from err
+    except (tarfile.TarError, EOFError) as err:
         raise DefinitionsCorrupt(f"definitions tarball cannot be read: {err}") from err

@@ -8,7 +8,7 @@ check, so nothing but that mirror is contacted.
 
 from __future__ import annotations
 
-import getpass
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -38,8 +38,6 @@ class FreshclamSettings:
 def config_text(directory: Path, settings: FreshclamSettings) -> str:
     lines = [
         f"DatabaseDirectory {directory}",
-        # Drop privileges to ourselves: the directory is ours, not clamav's.
-        f"DatabaseOwner {getpass.getuser()}",
         "Foreground yes",
         "Checks 1",
         f"MaxAttempts {settings.attempts}",
@@ -50,6 +48,11 @@ def config_text(directory: Path, settings: FreshclamSettings) -> str:
         "Bytecode yes",
         "LogTime yes",
     ]
+    if os.geteuid() == 0:
+        # As root, freshclam drops to DatabaseOwner (default: clamav), who cannot
+        # write our directory. Lambda runs as an unprivileged user that may have
+        # no passwd entry at all, so the option is set only here.
+        lines.append("DatabaseOwner root")
     if settings.private_mirror:
         lines += [
             f"PrivateMirror {settings.private_mirror}",

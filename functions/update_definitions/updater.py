@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from functions.shared.definitions import (
     PublishResult,
     publish_directory,
@@ -38,18 +40,19 @@ def _seed(s3: Any, bucket: str, prefix: str, target: Path, work: Path) -> str | 
     """Extract the cache's current tarball into ``target``; ``None`` if there is none usable."""
     try:
         manifest = read_manifest(s3, bucket, prefix)
-    except ValueError:
-        return None
+    except (ValueError, ClientError):
+        return None  # no usable cache: freshclam starts from nothing
     if not manifest:
         return None
     tarball = work / "seed.tar.gz"
+    pinned = {"VersionId": manifest["tarballVersionId"]} if manifest.get("tarballVersionId") else {}
     try:
-        s3.download_file(bucket, manifest["key"], str(tarball))
+        s3.download_file(bucket, manifest["key"], str(tarball), ExtraArgs=pinned)
         digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
         if digest != manifest.get("sha256"):
             return None
         safe_extract(tarball, target)
-    except (DefinitionsCorrupt, KeyError, OSError, s3.exceptions.ClientError):
+    except (DefinitionsCorrupt, KeyError, OSError, ClientError):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True, exist_ok=True)
         return None

@@ -73,15 +73,15 @@ class Definitions(Construct):
         )
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
-        grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.objects_arn])
-        )
-        # ListBucket turns a missing manifest into 404 (DefinitionsUnavailable)
-        # instead of 403, limited to the cache prefix.
+        # GetObjectVersion: readers fetch the tarball version the manifest names.
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[self.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DEFINITIONS_PREFIX}/*"]}},
+                actions=["s3:GetObject", "s3:GetObjectVersion"], resources=[self.objects_arn]
             )
+        )
+        # ListBucket turns a missing manifest into 404 (no cache yet) instead of
+        # 403. No s3:prefix condition: a GetObject carries no prefix, so a
+        # conditioned grant would not count. The bucket is the scanner's own.
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
         )

@@ -38,6 +38,7 @@ class Workflow(Construct):
             "DEFINITIONS_BUCKET_NAME": definitions.bucket.bucket_name,
             "DEFINITIONS_PREFIX": definitions.prefix,
             "MAX_OBJECT_SIZE_MB": str(config.max_object_size_mb),
+            "MAX_SCAN_SIZE_MB": str(config.max_scan_size_mb),
             "MAX_DEFINITIONS_AGE_HOURS": str(config.max_definitions_age_hours),
             "QUARANTINE_BUCKET_NAME": config.quarantine_bucket_name or "",
             "WEBHOOK_URL": config.webhook_url or "",
@@ -78,6 +79,15 @@ class Workflow(Construct):
         self.apply_verdict = small("ApplyVerdict", "apply_verdict")
         self.record_audit = small("RecordAudit", "record_audit")
         self.notify_webhook = small("NotifyWebhook", "notify_webhook", WEBHOOK_TIMEOUT_S)
+        if config.webhook_secret_arn:
+            # The signing secret stays in Secrets Manager; the function reads it once.
+            self.notify_webhook.add_environment("WEBHOOK_SECRET_ARN", config.webhook_secret_arn)
+            self.notify_webhook.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[config.webhook_secret_arn],
+                )
+            )
 
         self._grant(config, source, quarantine, table, definitions)
 
@@ -154,8 +164,16 @@ class Workflow(Construct):
         if quarantine is not None:
             self.apply_verdict.add_to_role_policy(
                 iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:PutObjectTagging"],
+                    # GetObject: a retried quarantine checks whether its copy is there.
+                    actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"],
                     resources=[quarantine.arn_for_objects("*")],
+                )
+            )
+        if config.quarantine_bucket_kms_key_arn:
+            self.apply_verdict.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                    resources=[config.quarantine_bucket_kms_key_arn],
                 )
             )
         if config.source_bucket_kms_key_arn:

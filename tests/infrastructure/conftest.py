@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCE_ARN = "arn:aws:s3:::acme-uploads"
 QUARANTINE_ARN = "arn:aws:s3:::acme-quarantine"
 KMS_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+QUARANTINE_KMS_ARN = "arn:aws:kms:eu-west-1:111122223333:key/99999999-12ab-34cd-56ef-1234567890ab"
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:scanner/webhook-AbCdEf"
 
 MINIMAL = {"SOURCE_BUCKET_ARN": SOURCE_ARN}
 EVERYTHING = {
@@ -26,6 +28,8 @@ EVERYTHING = {
     "ACCOUNT_ID": "111122223333",
     "REGION": "eu-west-1",
     "SOURCE_BUCKET_KMS_KEY_ARN": KMS_KEY_ARN,
+    "QUARANTINE_BUCKET_KMS_KEY_ARN": QUARANTINE_KMS_ARN,
+    "WEBHOOK_SECRET_ARN": SECRET_ARN,
     "DEFINITIONS_UPDATE_SCHEDULE": "rate(1 hour)",
     "SCANNER_MEMORY_MB": "4096",
 }

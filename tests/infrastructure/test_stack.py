@@ -8,7 +8,13 @@ import re
 import pytest
 
 import statemachines
-from tests.infrastructure.conftest import KMS_KEY_ARN, QUARANTINE_ARN, SOURCE_ARN
+from tests.infrastructure.conftest import (
+    KMS_KEY_ARN,
+    QUARANTINE_ARN,
+    QUARANTINE_KMS_ARN,
+    SECRET_ARN,
+    SOURCE_ARN,
+)
 
 
 def resources(template: dict, kind: str) -> dict[str, dict]:
@@ -193,7 +199,9 @@ def test_function_sizes(minimal, everything):
     scanner = fns["scan_object"]["Properties"]
     assert scanner["MemorySize"] == 3008
     assert scanner["Timeout"] == 900
-    assert scanner["EphemeralStorage"] == {"Size": 2048}
+    assert scanner["EphemeralStorage"] == {"Size": 4096}
+    env = scanner["Environment"]["Variables"]
+    assert (env["MAX_OBJECT_SIZE_MB"], env["MAX_SCAN_SIZE_MB"]) == ("1024", "2048")
     assert scanner["PackageType"] == "Image"
     for name in ("fetch_definitions", "apply_verdict", "record_audit", "start_scan"):
         assert fns[name]["Properties"]["MemorySize"] <= 512
@@ -211,6 +219,8 @@ def test_every_function_is_traced_and_configured(everything):
         assert env["POWERTOOLS_SERVICE_NAME"] == name.replace("_", "-")
     env = functions_by_handler(everything)["apply_verdict"]["Properties"]["Environment"]
     assert env["Variables"]["QUARANTINE_BUCKET_NAME"] == "acme-quarantine"
+    notify = functions_by_handler(everything)["notify_webhook"]["Properties"]["Environment"]
+    assert notify["Variables"]["WEBHOOK_SECRET_ARN"] == SECRET_ARN
     assert env["Variables"]["WEBHOOK_URL"] == "https://hooks.example.com/scan"
 
 
@@ -257,9 +267,9 @@ def test_audit_table(minimal):
         {"AttributeName": "object", "KeyType": "HASH"},
         {"AttributeName": "scanId", "KeyType": "RANGE"},
     ]
-    [index] = props["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "by-verdict"
-    assert index["KeySchema"][0] == {"AttributeName": "verdict", "KeyType": "HASH"}
+    indexes = {i["IndexName"]: i["KeySchema"] for i in props["GlobalSecondaryIndexes"]}
+    assert indexes["by-verdict"][0] == {"AttributeName": "verdict", "KeyType": "HASH"}
+    assert indexes["failures"][0] == {"AttributeName": "failure", "KeyType": "HASH"}
 
 
 # -- least privilege ------------------------------------------------------------------
@@ -311,7 +321,7 @@ def test_each_function_gets_only_what_it_needs(everything):
     assert data("record_audit") == {"dynamodb:PutItem"}
     assert data("start_scan") >= {"states:StartExecution"}
     assert not {a for a in data("start_scan") if a.startswith(("s3:", "dynamodb:"))}
-    assert data("notify_webhook") == set()
+    assert data("notify_webhook") == {"secretsmanager:GetSecretValue"}
     assert data("scan_object") == {
         "s3:GetObject",
         "s3:GetObjectVersion",
@@ -330,8 +340,13 @@ def test_each_function_gets_only_what_it_needs(everything):
         for s in statements_for(everything, "apply_verdict")
         if s["Resource"] == f"{QUARANTINE_ARN}/*"
     ]
-    assert actions_of(quarantine_writes) == {"s3:PutObject", "s3:PutObjectTagging"}
-    assert data("update_definitions") == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+    assert actions_of(quarantine_writes) == {"s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"}
+    assert data("update_definitions") == {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:PutObject",
+        "s3:ListBucket",
+    }
 
 
 def test_kms_decrypt_on_the_source_key(minimal, everything):
@@ -339,6 +354,12 @@ def test_kms_decrypt_on_the_source_key(minimal, everything):
         kms = [s for s in statements_for(everything, name) if s["Action"] == "kms:Decrypt"]
         assert [s["Resource"] for s in kms] == [KMS_KEY_ARN]
         assert not [s for s in statements_for(minimal, name) if s["Action"] == "kms:Decrypt"]
+    quarantine_kms = [
+        s
+        for s in statements_for(everything, "apply_verdict")
+        if s["Resource"] == QUARANTINE_KMS_ARN
+    ]
+    assert actions_of(quarantine_kms) == {"kms:GenerateDataKey", "kms:Decrypt"}
 
 
 # -- checks that AWS engineers run ----------------------------------------------------------

@@ -305,15 +305,17 @@ def test_webhook_404_is_not_retried_and_the_failure_is_recorded(make_harness, we
     report = harness.scan("hooked.txt", b"hello")
 
     # Decision: the execution fails (visible, re-runnable); the audit item keeps
-    # the verdict (scanVerdict) and says the delivery was rejected.
+    # the verdict, is marked failed, and says the delivery was rejected.
     assert [r["status"] for r in webhook.requests] == [404]
     assert report.status == "FAILED"
     assert report.error == "WebhookRejected"
     assert report.states[-3:] == ["Record Failure", "Notify Failure?", "Scan Failed"]
     [item] = harness.audit_items("hooked.txt")
-    assert item["verdict"] == "error"
-    assert item["scanVerdict"] == "clean"
+    assert item["verdict"] == "clean"
+    assert item["failed"] is True
+    assert item["failure"] == "failed"  # listed by the failures index
     assert item["error"]["error"] == "WebhookRejected"
+    assert item["error"]["cause"] == "webhook answered 404; not retried"
     # The object itself was still handled.
     assert harness.tags("hooked.txt")["scan-status"] == "clean"
 
@@ -344,9 +346,9 @@ def test_dynamodb_failure_takes_the_record_failure_path(harness):
     assert "Record Failure" in report.states
     assert report.error == "AuditWriteFailed"
     [item] = harness.audit_items("audited.txt")
-    assert item["verdict"] == "error"
+    assert item["verdict"] == "clean"
+    assert item["failed"] is True
     assert item["error"]["error"] == "AuditWriteFailed"
-    assert item["scanVerdict"] == "clean"
 
 
 def test_failure_with_no_audit_leaves_a_failed_execution(harness):
@@ -381,7 +383,8 @@ def test_every_failure_is_recorded_or_redrivable(harness):
     assert report.status == "FAILED"
     assert report.error == "ScanEngineUnavailable"
     [item] = harness.audit_items("down.txt")
-    assert item["verdict"] == "error"
+    assert item["verdict"] == "error"  # no verdict was reached
+    assert item["failed"] is True
     assert item["error"]["error"] == "ScanEngineUnavailable"
     # Retried 3 times with growing waits before giving up.
     assert (

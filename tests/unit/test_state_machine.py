@@ -107,5 +107,50 @@ def test_render_refuses_a_missing_value():
 def test_verdict_choice_covers_every_verdict_the_scanner_returns():
     from functions.shared.contracts import Verdict
 
-    routed = {c["StringEquals"] for c in STATES["Which Verdict?"]["Choices"]}
+    choices = STATES["Which Verdict?"]["Choices"]
+    routed = {c["StringEquals"] for c in choices if "StringEquals" in c}
     assert routed == {str(v) for v in Verdict} - {"error"}
+    # A result without a verdict goes to the failure path instead of failing the
+    # Choice itself (States.Runtime, which no Catch sees).
+    assert choices[0] == {
+        "Not": {"Variable": "$.scan.verdict", "IsPresent": True},
+        "Next": "Unknown Verdict",
+    }
+    assert STATES["Which Verdict?"]["Default"] == "Unknown Verdict"
+
+
+# The transient errors each task's code can raise; each must be retried there.
+RAISES = {
+    "Fetch Definitions": {"DefinitionsUnavailable", "ObjectStoreUnavailable"},
+    "Scan Object": {"ScanEngineUnavailable", "ObjectStoreUnavailable", "DefinitionsUnavailable"},
+    "Tag As Clean": {"ObjectStoreUnavailable"},
+    "Quarantine Or Delete": {"ObjectStoreUnavailable"},
+    "Tag As Unscannable": {"ObjectStoreUnavailable"},
+    "Record Audit": {"AuditWriteFailed"},
+    "Record Failure": {"AuditWriteFailed"},
+    "Notify Webhook": {"WebhookDeliveryFailed"},
+    "Notify Webhook Of Failure": {"WebhookDeliveryFailed"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_each_task_retries_the_transient_errors_its_code_raises(name):
+    retried = {e for r in TASKS[name]["Retry"] for e in r["ErrorEquals"]}
+    assert retried >= RAISES[name]
+
+
+def test_corrupt_or_missing_definitions_fall_back_to_freshclam():
+    fetch = {c["ErrorEquals"][0]: c["Next"] for c in STATES["Fetch Definitions"]["Catch"]}
+    scan = {c["ErrorEquals"][0]: c["Next"] for c in STATES["Scan Object"]["Catch"]}
+    assert fetch["DefinitionsUnavailable"] == "Use Freshclam Instead"
+    assert scan["DefinitionsCorrupt"] == "Use Freshclam Instead"
+    corrupt = [
+        r for r in STATES["Scan Object"]["Retry"] if "DefinitionsCorrupt" in r["ErrorEquals"]
+    ]
+    assert corrupt == [], "a corrupt tarball is not retried"
+
+
+def test_tasks_pass_only_what_exists_in_every_state():
+    # JSONPath Parameters that name a missing path fail with States.Runtime, which
+    # no Catch sees; Fetch Definitions runs first and must not depend on input.
+    assert STATES["Fetch Definitions"]["Parameters"] == {"requestedBy.$": "$$.Execution.Name"}
