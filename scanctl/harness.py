@@ -94,6 +94,7 @@ class HarnessOptions:
     definitions_bucket: str = "scanner-definitions"
     table_name: str = "scan-audit"
     versioned: bool = True
+    object_lock: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -161,7 +162,8 @@ class LocalScanner:
         o = self.options
         s3 = self.client("s3")
         for bucket in filter(None, [o.source_bucket, o.quarantine and o.quarantine_bucket]):
-            s3.create_bucket(Bucket=bucket)
+            lock = {"ObjectLockEnabledForBucket": True} if o.object_lock else {}
+            s3.create_bucket(Bucket=bucket, **lock)
             if o.versioned:
                 s3.put_bucket_versioning(
                     Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}

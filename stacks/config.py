@@ -18,6 +18,7 @@ _KMS_KEY_ARN = re.compile(
 _SECRET_ARN = re.compile(
     r"^arn:(aws|aws-cn|aws-us-gov):secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
 )
+_TOPIC_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ENVIRONMENT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,19}$")
@@ -45,6 +46,7 @@ class DeployConfig:
     source_bucket_kms_key_arn: str | None = None
     quarantine_bucket_kms_key_arn: str | None = None
     webhook_secret_arn: str | None = None
+    alarm_topic_arn: str | None = None
     update_schedule: str = "rate(4 hours)"
     scanner_memory_mb: int = 3008
     scanner_timeout_minutes: int = 15
@@ -153,6 +155,7 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         webhook_secret_arn=_match(
             env, "WEBHOOK_SECRET_ARN", _SECRET_ARN, "a Secrets Manager secret ARN"
         ),
+        alarm_topic_arn=_match(env, "ALARM_TOPIC_ARN", _TOPIC_ARN, "an SNS topic ARN"),
         update_schedule=_match(
             env,
             "DEFINITIONS_UPDATE_SCHEDULE",

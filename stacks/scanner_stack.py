@@ -9,6 +9,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.config import DeployConfig
+from stacks.constructs.alarms import Alarms
 from stacks.constructs.audit import Audit
 from stacks.constructs.definitions import Definitions
 from stacks.constructs.ingest import Ingest
@@ -52,6 +53,15 @@ class ScannerStack(Stack):
             source=source,
             state_machine=self.workflow.state_machine,
             common_env=common_env,
+        )
+
+        Alarms(
+            self,
+            "Alarms",
+            dead_letter_queue=self.ingest.dead_letter_queue,
+            state_machine=self.workflow.state_machine,
+            updater=self.definitions.updater,
+            topic_arn=config.alarm_topic_arn,
         )
 
         outputs = {

@@ -15,7 +15,7 @@ from functions.shared.contracts import (
     Tag,
     Verdict,
 )
-from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
+from functions.shared.errors import InvalidInput, ObjectActionRefused, ObjectStoreUnavailable
 from functions.shared.tags import as_query, merge_tags
 
 _GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
@@ -41,7 +41,7 @@ def _call(what: str, obj: ObjectRef, fn: Any, **kwargs: Any) -> Any:
             raise ObjectSuperseded(obj.uri) from err
         if is_transient(err):
             raise ObjectStoreUnavailable(f"{what} {obj.uri} failed: {code}") from err
-        raise
+        raise ObjectActionRefused(f"{what} {obj.uri} refused: {code}: {err}") from err
 
 
 def _none(reason: str) -> dict[str, Any]:

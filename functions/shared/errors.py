@@ -45,6 +45,10 @@ class ScanFailed(ScannerError):
     """ClamAV answered ERROR for this object."""
 
 
+class ObjectActionRefused(ScannerError):
+    """S3 refused a tag, copy or delete (Object Lock, a bucket policy, a KMS key)."""
+
+
 class WebhookRejected(ScannerError):
     """The webhook answered a 4xx other than 408 and 429."""
 

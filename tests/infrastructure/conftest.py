@@ -17,6 +17,7 @@ SOURCE_ARN = "arn:aws:s3:::acme-uploads"
 QUARANTINE_ARN = "arn:aws:s3:::acme-quarantine"
 KMS_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 QUARANTINE_KMS_ARN = "arn:aws:kms:eu-west-1:111122223333:key/99999999-12ab-34cd-56ef-1234567890ab"
+TOPIC_ARN = "arn:aws:sns:eu-west-1:111122223333:scanner-alarms"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:scanner/webhook-AbCdEf"
 
 MINIMAL = {"SOURCE_BUCKET_ARN": SOURCE_ARN}
@@ -30,6 +31,7 @@ EVERYTHING = {
     "SOURCE_BUCKET_KMS_KEY_ARN": KMS_KEY_ARN,
     "QUARANTINE_BUCKET_KMS_KEY_ARN": QUARANTINE_KMS_ARN,
     "WEBHOOK_SECRET_ARN": SECRET_ARN,
+    "ALARM_TOPIC_ARN": TOPIC_ARN,
     "DEFINITIONS_UPDATE_SCHEDULE": "rate(1 hour)",
     "SCANNER_MEMORY_MB": "4096",
 }

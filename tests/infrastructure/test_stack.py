@@ -14,6 +14,7 @@ from tests.infrastructure.conftest import (
     QUARANTINE_KMS_ARN,
     SECRET_ARN,
     SOURCE_ARN,
+    TOPIC_ARN,
 )
 
 
@@ -270,6 +271,23 @@ def test_audit_table(minimal):
     indexes = {i["IndexName"]: i["KeySchema"] for i in props["GlobalSecondaryIndexes"]}
     assert indexes["by-verdict"][0] == {"AttributeName": "verdict", "KeyType": "HASH"}
     assert indexes["failures"][0] == {"AttributeName": "failure", "KeyType": "HASH"}
+
+
+def test_alarms(minimal, everything):
+    names = {
+        a["Properties"]["AlarmDescription"].rsplit(": ", 1)[1]: a["Properties"]
+        for a in resources(minimal, "AWS::CloudWatch::Alarm").values()
+    }
+    assert set(names) == {
+        "DeadLetters",
+        "FailedScans",
+        "DefinitionsUpdateFailed",
+        "StaleDefinitions",
+    }
+    assert names["FailedScans"]["MetricName"] == "ExecutionsFailed"
+    assert "AlarmActions" not in names["FailedScans"]
+    for alarm in resources(everything, "AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [TOPIC_ARN]
 
 
 # -- least privilege ------------------------------------------------------------------

@@ -392,3 +392,80 @@ def test_every_failure_is_recorded_or_redrivable(harness):
         + report.count("TaskFailed", "Scan Object")
         == 4
     )
+
+
+# -- unversioned buckets, locked versions, S3's tag limit ---------------------------------------
+
+
+def test_unversioned_bucket_clean_file_is_tagged(make_harness):
+    harness = make_harness(versioned=False)
+    report = harness.scan("plain.txt", b"hello")
+    assert report.output["object"]["versionId"] is None
+    assert report.output["object"]["sequencer"]
+    assert harness.tags("plain.txt")["scan-status"] == "clean"
+
+
+def test_unversioned_overwrite_before_the_scan_is_superseded_not_mislabelled(make_harness):
+    # GIVEN an unversioned bucket where a clean file is overwritten by EICAR
+    # before the first file's scan ran
+    harness = make_harness(versioned=False)
+    harness.drain()
+    harness.upload("race.txt", b"harmless first upload")
+    harness.upload("race.txt", samples.EICAR)
+
+    reports = harness.wait(harness.drain())
+
+    # THEN the first event's scan sees the content changed and acts on nothing,
+    # and the second event's scan catches EICAR: no clean tag lands on it
+    by_verdict = {r.output["scan"]["verdict"]: r for r in reports}
+    assert set(by_verdict) == {"skipped", "infected"}
+    assert by_verdict["skipped"].output["scan"]["reason"] == "superseded"
+    assert by_verdict["infected"].output["action"]["action"] == "quarantined"
+    s3 = harness.client("s3")
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="uploads", Key="race.txt")
+
+
+def test_unversioned_infected_delete_is_conditional(make_harness):
+    harness = make_harness(versioned=False, quarantine=False)
+    report = harness.scan("bad.com", samples.EICAR)
+    assert report.output["action"]["action"] == "deleted"
+    with pytest.raises(ClientError):
+        harness.client("s3").head_object(Bucket="uploads", Key="bad.com")
+
+
+def test_locked_infected_version_is_tagged_even_though_it_cannot_be_deleted(make_harness):
+    import datetime as dt
+
+    # GIVEN a version under Object Lock (compliance mode)
+    harness = make_harness(object_lock=True)
+    harness.drain()
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    harness.upload(
+        "locked.com", samples.EICAR, ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until
+    )
+
+    [report] = harness.wait(harness.drain())
+
+    # THEN the delete was refused: a failed, recorded run...
+    assert report.status == "FAILED"
+    assert report.error == "ObjectActionRefused"
+    [item] = harness.audit_items("locked.com")
+    assert item["verdict"] == "infected"
+    assert item["failed"] is True
+    # ...but the version says what it is to every reader of its tags
+    version = report.input["object"]["versionId"]
+    assert harness.tags("locked.com", version_id=version)["scan-status"] == "infected"
+
+
+def test_tag_limit_keeps_status_and_records_what_was_dropped(harness):
+    own = {f"k{i}": f"v{i}" for i in range(10)}
+
+    report = harness.scan("tagged.txt", b"hello", tags=own)
+
+    tags = harness.tags("tagged.txt", version_id=report.output["object"]["versionId"])
+    assert len(tags) == 10
+    assert tags["scan-status"] == "clean"
+    assert "k9" not in tags
+    [item] = harness.audit_items("tagged.txt")
+    assert item["tagsDropped"] == ["scan-engine", "scan-time", "k9"]

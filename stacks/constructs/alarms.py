@@ -1,0 +1,61 @@
+"""Alarms: what an operator must hear about without opening a console."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.constants import METRICS_NAMESPACE
+
+
+class Alarms(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        dead_letter_queue: sqs.IQueue,
+        state_machine: sfn.StateMachine,
+        updater: lambda_.IFunction,
+        topic_arn: str | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        five_minutes = Duration.minutes(5)
+        self.alarms = {
+            # A notification no execution was started for: nothing is lost while
+            # it sits in the DLQ (14 days), but someone must look.
+            "DeadLetters": dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=five_minutes, statistic="Maximum"
+            ),
+            # A failed run: recorded in the audit table, re-runnable with scanctl redrive.
+            "FailedScans": state_machine.metric_failed(period=five_minutes, statistic="Sum"),
+            # The cache is not being refreshed; scans go on with older definitions.
+            "DefinitionsUpdateFailed": updater.metric_errors(period=Duration.hours(1)),
+            # Scans ran on definitions older than MAX_DEFINITIONS_AGE_HOURS.
+            "StaleDefinitions": cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="StaleDefinitions",
+                dimensions_map={"service": "fetch-definitions"},
+                period=Duration.hours(1),
+                statistic="Sum",
+            ),
+        }
+        topic = sns.Topic.from_topic_arn(self, "Topic", topic_arn) if topic_arn else None
+        for name, metric in self.alarms.items():
+            alarm = metric.create_alarm(
+                self,
+                name,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=f"S3 virus scanner: {name}",
+            )
+            if topic is not None:
+                alarm.add_alarm_action(actions.SnsAction(topic))

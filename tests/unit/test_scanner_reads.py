@@ -1,0 +1,93 @@
+"""How the scanner reads an object: what S3's answers mean (botocore's Stubber)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from functions.scan_object.scanner import Scanner
+from functions.shared.config import Settings
+from functions.shared.contracts import DefinitionsRef, ObjectRef
+
+DEFS = DefinitionsRef(source="cache", version="v1", bucket="d", key="k", sha256="0" * 64)
+
+
+class NoEngine:
+    """The reads below end before the engine is needed; touching it is a bug."""
+
+    loaded_version = None
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the engine was used: {name}")
+
+
+@pytest.fixture
+def s3():
+    client = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stubber:
+        yield client, stubber
+
+
+def scanner(client, tmp_path: Path) -> Scanner:
+    settings = Settings.from_env({"CLAMAV_WORK_DIR": str(tmp_path), "MAX_OBJECT_SIZE_MB": "1"})
+    return Scanner(client, settings, engine=NoEngine())
+
+
+def test_sse_c_object_is_unscannable_not_gone(s3, tmp_path):
+    # HEAD of an object encrypted with a customer-provided key, without that
+    # key, answers 400: the content cannot be read, so it cannot be called clean,
+    # and it must not be reported as gone either.
+    client, stubber = s3
+    stubber.add_client_error("head_object", service_error_code="400", http_status_code=400)
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "secret.bin", version_id="v"), DEFS)
+    assert (result.verdict, result.reason) == ("unscannable", "encrypted")
+
+
+def test_missing_version_is_gone(s3, tmp_path):
+    client, stubber = s3
+    stubber.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "k", version_id="v"), DEFS)
+    assert (result.verdict, result.reason) == ("skipped", "object-gone")
+
+
+def test_unversioned_read_is_pinned_to_the_events_etag(s3, tmp_path):
+    client, stubber = s3
+    stubber.add_client_error(
+        "head_object",
+        service_error_code="412",
+        http_status_code=412,
+        expected_params={"Bucket": "b", "Key": "k", "IfMatch": '"abc"'},
+    )
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "k", etag="abc"), DEFS)
+    assert (result.verdict, result.reason) == ("skipped", "superseded")
+
+
+def test_access_denied_is_not_a_verdict(s3, tmp_path):
+    client, stubber = s3
+    stubber.add_client_error("head_object", service_error_code="403", http_status_code=403)
+    with pytest.raises(Exception, match="403"):
+        scanner(client, tmp_path).scan(ObjectRef("b", "k", version_id="v"), DEFS)
+
+
+def test_too_large_is_decided_before_any_download(s3, tmp_path):
+    client, stubber = s3
+    stubber.add_response("head_object", {"ContentLength": 2 * 1024 * 1024})
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "big", version_id="v"), DEFS)
+    assert (result.verdict, result.reason) == ("unscannable", "too-large")
+    stubber.assert_no_pending_responses()
+
+
+def test_leftovers_of_a_crashed_invocation_are_removed(tmp_path, s3):
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "objects" / "partial").write_bytes(b"x" * 10)
+    (tmp_path / "defs" / ".extract-1").mkdir(parents=True)
+    (tmp_path / "defs" / "v1").mkdir()
+    scanner(s3[0], tmp_path)
+    assert not (tmp_path / "objects").exists()
+    assert not (tmp_path / "defs" / ".extract-1").exists()
+    assert (tmp_path / "defs" / "v1").is_dir()  # loaded definitions stay
