@@ -52,3 +52,10 @@ synth: setup
 
 clean:
 	rm -rf $(VENV) .make cdk.out .pytest_cache
+
+# Speed and memory are measured here, never asserted in tests.
+bench: setup
+	$(PY) -m bench.run
+
+bench-quick: setup
+	$(PY) -m bench.run --quick --results bench/work/quick-results.json --report bench/work/QUICK.md

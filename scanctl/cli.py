@@ -145,14 +145,26 @@ def _run_and_report(
             _fail(str(bad))
         _say(f"definitions: {choice.description}")
         started = time.monotonic()
+        total = len(targets)
+        done = [0]
+        step = max(100, total // 20)
+
+        def advance(progress: Progress, task: Any, n: int) -> None:
+            progress.advance(task, n)
+            # Without a terminal the bar is not drawn: log a line now and then.
+            before, done[0] = done[0], done[0] + n
+            if not err.is_terminal and (done[0] // step > before // step or done[0] == total):
+                rate = done[0] / max(time.monotonic() - started, 1e-9)
+                _say(f"scanned {done[0]}/{total} ({rate:.1f}/s)")
+
         with _progress() as progress:
-            task = progress.add_task("scanning", total=len(targets))
+            task = progress.add_task("scanning", total=total)
             results = run_local(
                 targets,
                 choice,
                 quarantine=quarantine,
                 webhook_url=webhook,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=lambda n: advance(progress, task, n),
             )
         elapsed = time.monotonic() - started
     if as_json:

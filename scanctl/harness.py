@@ -130,6 +130,7 @@ class LocalScanner:
         self._patches.enter_context(self._route_lambda_to_handlers())
         self._patches.enter_context(self._record_retry_waits())
         self._patches.enter_context(self._complete_s3_events())
+        self._patches.enter_context(self._serialize_asl_parsing())
         try:
             self._create_resources()
         except BaseException:
@@ -339,6 +340,31 @@ class LocalScanner:
             yield
         finally:
             retrier_decl.time = original
+
+    @contextlib.contextmanager
+    def _serialize_asl_parsing(self) -> Iterator[None]:
+        """Parse one definition at a time.
+
+        moto 5.2's ASL Preprocessor keeps its query-language scope stack in a
+        class attribute shared by every instance, and each execution parses the
+        definition in its own thread: executions started together corrupt each
+        other's stack (IndexError) and hang RUNNING. Seen with thousands of
+        executions in flight (scanctl local on 10,000 files).
+        """
+        from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+        original = AmazonStateLanguageParser.parse
+        lock = threading.Lock()
+
+        def parse(definition: str) -> Any:
+            with lock:
+                return original(definition)
+
+        AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            AmazonStateLanguageParser.parse = staticmethod(original)  # type: ignore[method-assign]
 
     @contextlib.contextmanager
     def _complete_s3_events(self) -> Iterator[None]:

@@ -175,6 +175,8 @@ def test_many_small_files_are_all_scanned(runner, tmp_path):
     assert len(rows) == 120
     assert {row["verdict"] for row in rows} == {"clean"}
     assert "120 files in" in result.stderr
+    # No terminal here, so progress comes as lines.
+    assert "scanned 120/120" in result.stderr
 
 
 def test_demo_gets_every_verdict_it_was_made_for(runner):

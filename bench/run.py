@@ -1,0 +1,486 @@
+"""`make bench` / `make bench-quick`: measure the warm engine and the pipeline.
+
+B1 per-object latency: the scan_object handler on a warm engine against the
+   peers' approach, `clamscan -d DB FILE` per object.
+B2 overhead against the raw engine: the handler's engine call (and the whole
+   handler) against `clamdscan --fdpass` on the same clamd and file.
+B3 memory: peak RSS of the scanner's own process per object size (clamd apart).
+B4 cold start: from nothing on disk to the first verdict against clamd's own
+   load time for the same database.
+B5 the whole local pipeline through the state machine harness.
+
+Writes bench/results.json and BENCHMARKS.md. Timings live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scanctl import samples  # noqa: E402
+
+MIB = 1024 * 1024
+SOURCE = "bench-src"
+DEFS = "bench-defs"
+PREFIX = "clamav/defs"
+TARGETS = {
+    "ratio_vs_clamscan_small": (">=", 100.0),
+    "overhead_vs_clamd_large": ("<=", 1.25),
+    "rss_growth_mib": ("<=", 64.0),
+    "cold_start_ratio": ("<=", 1.2),
+}
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+def generate_database(directory: Path, hashes: int, bodies: int, seed: int = 7) -> dict[str, int]:
+    """A database of realistic size: random MD5 hash and body signatures, plus EICAR."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "bench.hdb").open("w") as out:
+        out.write(f"{samples.EICAR_MD5}:{len(samples.EICAR)}:{samples.EICAR_SIGNATURE}\n")
+        for i in range(hashes):
+            out.write(f"{rng.getrandbits(128):032x}:{rng.randint(64, 10_000_000)}:Bench.Hash-{i}\n")
+    with (directory / "bench.ndb").open("w") as out:
+        for i in range(bodies):
+            out.write(f"Bench.Body-{i}:0:*:{rng.getrandbits(160):040x}\n")
+    return {"hash_signatures": hashes + 1, "body_signatures": bodies}
+
+
+def _text(size: int, rng: random.Random) -> bytes:
+    words = [b"invoice", b"total", b"customer", b"shipping", b"order", b"lorem", b"ipsum", b"net"]
+    out = bytearray()
+    while len(out) < size:
+        out += b" ".join(rng.choice(words) for _ in range(12)) + b"\n"
+    return bytes(out[:size])
+
+
+def _zip_of_small_files(count: int, rng: random.Random) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(count):
+            archive.writestr(f"doc-{i:04d}.txt", _text(1024, rng))
+    return buffer.getvalue()
+
+
+def build_corpus(directory: Path, sizes: dict[str, int], zip_files: int) -> dict[str, Path]:
+    rng = random.Random(11)
+    directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}
+    for label, size in sizes.items():
+        files[f"random-{label}"] = b"".join(
+            rng.randbytes(min(MIB, size - off)) for off in range(0, size, MIB)
+        )
+        files[f"text-{label}"] = _text(size, rng)
+    files["zip-many-small"] = _zip_of_small_files(zip_files, rng)
+    nested = samples.zipped("level3.txt", _text(4096, rng))
+    for level in (2, 1):
+        nested = samples.zipped(f"level{level + 1}.zip", nested)
+    files["nested-zips"] = nested
+    files["eicar"] = samples.EICAR
+    paths = {}
+    for name, data in files.items():
+        path = directory / name
+        if not path.exists() or path.stat().st_size != len(data):
+            path.write_bytes(data)
+        paths[name] = path
+    return paths
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=False)
+    return time.perf_counter() - t0
+
+
+def clamav_version() -> str:
+    out = subprocess.run(["clamscan", "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem) / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+# -- the measurements -------------------------------------------------------------------------
+
+
+def clamd_load_time(db: Path, work: Path) -> float:
+    from functions.scan_object.engine import ClamdEngine, Limits
+
+    engine = ClamdEngine(work / "clamd-baseline", Limits(MIB * 1024, MIB * 2048))
+    t0 = time.perf_counter()
+    engine.ensure("baseline", db)
+    elapsed = time.perf_counter() - t0
+    engine.stop()
+    return elapsed
+
+
+def run_worker(
+    endpoint: str, s3: Any, corpus: dict[str, Path], large: set[str], repeats: int, work: Path
+) -> dict[str, Any]:
+    from functions.fetch_definitions.logic import current_definitions
+
+    plan_objects = []
+    for name, path in corpus.items():
+        version = s3.head_object(Bucket=SOURCE, Key=name)["VersionId"]
+        plan_objects.append(
+            {
+                "name": name,
+                "object": {"bucket": SOURCE, "key": name, "versionId": version},
+                "local_path": str(path),
+                "engine_compare": name in large,
+            }
+        )
+    # The first object is the cold-start probe: the smallest one.
+    plan_objects.sort(key=lambda o: corpus[o["name"]].stat().st_size)
+    definitions = current_definitions(s3, DEFS, PREFIX, 48).to_dict()
+    worker_dir = work / "worker"
+    shutil.rmtree(worker_dir, ignore_errors=True)
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DEFINITIONS_BUCKET_NAME": DEFS,
+        "CLAMAV_WORK_DIR": str(worker_dir),
+        "MAX_OBJECT_SIZE_MB": "1024",
+        "MAX_SCAN_SIZE_MB": "2048",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+        "PYTHONPATH": str(REPO),
+    }
+    plan = {"objects": plan_objects, "definitions": definitions, "repeats": repeats}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker"],
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout)
+
+
+def pipeline(db: Path, work: Path, count: int) -> dict[str, Any]:
+    """B5: objects per second and per-object latency through the state machine."""
+    from scanctl.harness import HarnessOptions, LocalScanner
+
+    with LocalScanner(HarnessOptions(work_dir=work / "pipeline")) as harness:
+        harness.publish_definitions(db)
+        harness.drain()
+        harness.scan("warm-up.txt", b"warm the engine")  # load excluded from throughput
+        bodies = [f"pipeline object {i}\n".encode() * 8 for i in range(count)]
+        t0 = time.perf_counter()
+        for i, body in enumerate(bodies):
+            harness.upload(f"p/{i:05d}.txt", body)
+        reports = harness.wait(harness.drain(), timeout_s=3600)
+        elapsed = time.perf_counter() - t0
+        sfn = harness.client("stepfunctions")
+        latencies = []
+        for report in reports:
+            described = sfn.describe_execution(executionArn=report.arn)
+            latencies.append((described["stopDate"] - described["startDate"]).total_seconds())
+    from scanctl.harness import reset_scanner_if
+
+    reset_scanner_if(lambda _: True)
+    latencies.sort()
+    succeeded = sum(1 for r in reports if r.status == "SUCCEEDED")
+    return {
+        "objects": count,
+        "succeeded": succeeded,
+        "seconds": elapsed,
+        "objects_per_s": count / elapsed,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small run (under 2 minutes)")
+    parser.add_argument("--signatures", type=int, help="MD5 hash signatures to generate")
+    parser.add_argument("--body-signatures", type=int, help="body signatures to generate")
+    parser.add_argument("--database", type=Path, help="use this ClamAV database directory")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--pipeline-objects", type=int)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    quick = args.quick
+    hashes = args.signatures or (20_000 if quick else 3_000_000)
+    bodies = args.body_signatures or (2_000 if quick else 150_000)
+    repeats = args.repeats or (3 if quick else 5)
+    pipeline_count = args.pipeline_objects or (20 if quick else 200)
+    if quick:
+        sizes = {"1KB": 1024, "100KB": 100 * 1024, "1MB": MIB, "8MB": 8 * MIB}
+        large_labels = ["8MB"]
+    else:
+        sizes = {"1KB": 1024, "100KB": 100 * 1024, "1MB": MIB, "32MB": 32 * MIB, "256MB": 256 * MIB}
+        large_labels = ["32MB", "256MB"]
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+
+    # The database: the given one, freshclam's, or a generated one of realistic size.
+    system = Path("/var/lib/clamav")
+    if args.database:
+        db, db_info = args.database, {"source": str(args.database)}
+    elif (
+        not quick
+        and system.is_dir()
+        and any(p.suffix in (".cvd", ".cld") for p in system.iterdir())
+    ):
+        db, db_info = system, {"source": str(system)}
+    else:
+        db = work / f"db-{hashes}-{bodies}"
+        marker = db / ".complete"
+        if not marker.exists():
+            shutil.rmtree(db, ignore_errors=True)
+            generate_database(db, hashes, bodies)
+            marker.write_text("ok")
+        db_info = {"source": "generated", "hash_signatures": hashes + 1, "body_signatures": bodies}
+    db_info["bytes"] = sum(p.stat().st_size for p in db.iterdir() if p.is_file())
+
+    corpus = build_corpus(work / "corpus", sizes, zip_files=200 if quick else 1000)
+    small = [n for n, p in corpus.items() if p.stat().st_size <= MIB]
+    large = {f"{kind}-{label}" for kind in ("random", "text") for label in large_labels}
+
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+
+    from functions.shared.definitions import publish_directory
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        for bucket in (SOURCE, DEFS):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        for name, path in corpus.items():
+            s3.upload_file(str(path), SOURCE, name)
+        publish_directory(s3, DEFS, PREFIX, db)
+
+        print("B4 baseline: clamd load time …", file=sys.stderr)
+        clamd_load_s = clamd_load_time(db, work)
+        print("B1-B4: the scanner in its own process …", file=sys.stderr)
+        inside = run_worker(endpoint, s3, corpus, large, repeats, work)
+    finally:
+        server.stop()
+
+    print("B1 peers: clamscan per object …", file=sys.stderr)
+    peers = {}
+    for name in small:
+        # One run each: every run reloads the whole database, which is the point.
+        peers[name] = timed(["clamscan", "--no-summary", "-d", str(db), str(corpus[name])])
+
+    print("B5: the local pipeline …", file=sys.stderr)
+    flow = pipeline(db, work, pipeline_count)
+
+    objects = inside["objects"]
+    b1 = {
+        name: {
+            "handler_s": objects[name]["handler_s"],
+            "clamscan_s": peers[name],
+            "ratio": peers[name] / objects[name]["handler_s"],
+        }
+        for name in small
+    }
+    b2 = {
+        name: {
+            "engine_s": objects[name]["engine_s"],
+            "handler_s": objects[name]["handler_s"],
+            "clamdscan_fdpass_s": objects[name]["clamdscan_fdpass_s"],
+            "engine_ratio": objects[name]["engine_s"] / objects[name]["clamdscan_fdpass_s"],
+            "handler_ratio": objects[name]["handler_s"] / objects[name]["clamdscan_fdpass_s"],
+        }
+        for name in sorted(large)
+    }
+    smallest = min(corpus, key=lambda n: corpus[n].stat().st_size)
+    largest_random = f"random-{large_labels[-1]}"
+    b3 = {
+        name: {"peak_rss_mib": e["peak_rss_mib"], "bytes": corpus[name].stat().st_size}
+        for name, e in objects.items()
+    }
+    rss_growth = objects[largest_random]["peak_rss_mib"] - objects[smallest]["peak_rss_mib"]
+
+    results: dict[str, Any] = {
+        "ratio_vs_clamscan_small": statistics.median(v["ratio"] for v in b1.values()),
+        "overhead_vs_clamd_large": max(v["engine_ratio"] for v in b2.values()),
+        "overhead_vs_clamd_large_handler": max(v["handler_ratio"] for v in b2.values()),
+        "rss_growth_mib": rss_growth,
+        "cold_start_ratio": inside["cold_start_s"] / clamd_load_s,
+        "pipeline_objects_per_s": flow["objects_per_s"],
+        "units": {
+            "*_s": "seconds (median of repeats)",
+            "*_mib": "MiB",
+            "ratio_vs_clamscan_small": "clamscan seconds / handler seconds (median over objects <= 1 MB)",
+            "overhead_vs_clamd_large": "our engine call / clamdscan --fdpass (worst large object)",
+            "overhead_vs_clamd_large_handler": "whole handler incl. S3 download / clamdscan --fdpass",
+            "rss_growth_mib": f"scanner peak RSS at {largest_random} minus at {smallest}",
+            "cold_start_ratio": "first verdict from empty disk / clamd load time of the same database",
+        },
+        "b1_latency": b1,
+        "b2_overhead": b2,
+        "b3_memory": b3,
+        "b3_clamd_peak_rss_mib": inside["clamd_peak_rss_mib"],
+        "b4_cold_start": {"first_verdict_s": inside["cold_start_s"], "clamd_load_s": clamd_load_s},
+        "b5_pipeline": flow,
+        "database": db_info,
+        "clamav": clamav_version(),
+        "machine": machine(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "repeats": repeats,
+    }
+    results["targets"] = {
+        key: {
+            "target": f"{op} {limit}",
+            "value": results[key],
+            "met": results[key] >= limit if op == ">=" else results[key] <= limit,
+        }
+        for key, (op, limit) in TARGETS.items()
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    args.report.write_text(render(results))
+    print(f"wrote {args.results} and {args.report}", file=sys.stderr)
+    return results
+
+
+def render(r: dict[str, Any]) -> str:
+    db = r["database"]
+    sigs = (
+        f"{db.get('hash_signatures', '?'):,} MD5 + {db.get('body_signatures', '?'):,} body signatures"
+        if db["source"] == "generated"
+        else db["source"]
+    )
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run: {r['date']} ({r['mode']} mode, median of {r['repeats']} repeats). "
+        f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, "
+        f"{r['machine']['memory_gib']} GiB, Linux {r['machine']['kernel']}, Python {r['machine']['python']}. "
+        f"Engine: {r['clamav']}. Database: {sigs}, {db['bytes'] / MIB:.0f} MiB on disk.",
+        "",
+        "Produced by `make bench` (`make bench-quick` for the small version); raw figures in",
+        "`bench/results.json`. AWS is emulated (a moto server on 127.0.0.1), so S3 transfer",
+        "times are the emulator's, not S3's.",
+        "",
+        "## Targets",
+        "",
+        "| figure | target | value | met |",
+        "|---|---|---|---|",
+    ]
+    for key, t in r["targets"].items():
+        lines.append(
+            f"| `{key}` | {t['target']} | {t['value']:.2f} | {'yes' if t['met'] else '**no**'} |"
+        )
+    lines += ["", "## B1: per-object latency, warm handler vs `clamscan` per object", ""]
+    lines += ["| object | handler (s) | clamscan (s) | ratio |", "|---|---|---|---|"]
+    for name, v in r["b1_latency"].items():
+        lines.append(
+            f"| {name} | {v['handler_s']:.4f} | {v['clamscan_s']:.2f} | {v['ratio']:.0f}× |"
+        )
+    lines += ["", "## B2: overhead against the raw engine (`clamdscan --fdpass`, same clamd)", ""]
+    lines += [
+        "| object | our engine call (s) | whole handler (s) | clamdscan --fdpass (s) | engine ratio | handler ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in r["b2_overhead"].items():
+        lines.append(
+            f"| {name} | {v['engine_s']:.3f} | {v['handler_s']:.3f} | {v['clamdscan_fdpass_s']:.3f} "
+            f"| {v['engine_ratio']:.2f} | {v['handler_ratio']:.2f} |"
+        )
+    lines += ["", "## B3: peak RSS of the scanner's own process", ""]
+    lines += ["| object | bytes | peak RSS (MiB) |", "|---|---|---|"]
+    for name, v in sorted(r["b3_memory"].items(), key=lambda kv: kv[1]["bytes"]):
+        lines.append(f"| {name} | {v['bytes']:,} | {v['peak_rss_mib']:.1f} |")
+    lines.append(f"\nclamd's own peak RSS: {r['b3_clamd_peak_rss_mib']:.0f} MiB.")
+    b4 = r["b4_cold_start"]
+    lines += [
+        "",
+        "## B4: cold start",
+        "",
+        f"From a scanner with nothing on disk to its first verdict (fetch manifest, download, "
+        f"verify, extract, load, scan): {b4['first_verdict_s']:.2f} s; clamd's own load of the "
+        f"same database: {b4['clamd_load_s']:.2f} s; ratio {r['cold_start_ratio']:.2f}.",
+    ]
+    b5 = r["b5_pipeline"]
+    lines += [
+        "",
+        "## B5: the whole local pipeline (emulated S3, SQS, Step Functions, DynamoDB)",
+        "",
+        f"{b5['objects']} objects in {b5['seconds']:.1f} s: {b5['objects_per_s']:.1f} objects/s; "
+        f"per-object latency p50 {b5['latency_p50_s']:.2f} s, p95 {b5['latency_p95_s']:.2f} s "
+        f"({b5['succeeded']} succeeded).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

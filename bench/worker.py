@@ -1,0 +1,106 @@
+"""The scanner in its own process, as in Lambda: measured from the inside.
+
+Run by bench/run.py with the emulated AWS on a loopback moto server
+(AWS_ENDPOINT_URL), so this process holds only the scanner, not the emulator:
+its peak RSS is the scanner's own. Reads a JSON plan on stdin, writes JSON
+results on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def context(name: str) -> Any:
+    from scanctl.harness import LambdaContext
+
+    return LambdaContext(function_name=name)
+
+
+def main() -> None:
+    plan = json.load(sys.stdin)
+    results: dict[str, Any] = {"objects": {}}
+
+    # B4: from a scanner with nothing on disk to its first verdict.
+    started = time.perf_counter()
+    from functions.scan_object import app
+
+    first = plan["objects"][0]
+    event = {"object": first["object"], "definitions": plan["definitions"]}
+    result = app.lambda_handler(event, context("scan_object"))
+    results["cold_start_s"] = time.perf_counter() - started
+    results["cold_verdict"] = result["verdict"]
+    engine = app.get_scanner().engine
+    results["clamd_pid"] = engine.process.pid
+    results["engine_version"] = engine.engine_version
+
+    repeats = plan["repeats"]
+    for spec in plan["objects"]:
+        event = {"object": spec["object"], "definitions": plan["definitions"]}
+        app.lambda_handler(event, context("scan_object"))  # warm this object's path once
+        times, inside, rss = [], [], []
+        for _ in range(repeats):
+            reset_peak_rss()
+            t0 = time.perf_counter()
+            out = app.lambda_handler(event, context("scan_object"))
+            times.append(time.perf_counter() - t0)
+            inside.append(out["durationMs"] / 1000)
+            rss.append(peak_rss_mib())
+        entry = {
+            "verdict": out["verdict"],
+            "handler_s": statistics.median(times),
+            "scan_result_s": statistics.median(inside),
+            "peak_rss_mib": max(rss),
+        }
+        local = spec.get("local_path")
+        if local and spec.get("engine_compare"):
+            # B2: our engine call against clamdscan --fdpass, same clamd, same file.
+            ours, theirs = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                engine.scan_file(Path(local))
+                ours.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [
+                        "clamdscan",
+                        "--fdpass",
+                        "--no-summary",
+                        f"--config-file={engine.config_path}",
+                        local,
+                    ],
+                    capture_output=True,
+                    check=False,
+                )
+                theirs.append(time.perf_counter() - t0)
+            entry["engine_s"] = statistics.median(ours)
+            entry["clamdscan_fdpass_s"] = statistics.median(theirs)
+        results["objects"][spec["name"]] = entry
+
+    results["clamd_peak_rss_mib"] = peak_rss_mib(engine.process.pid)
+    results["worker_pid"] = os.getpid()
+    engine.stop()
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""bench/cost.py: the transitions it counts come from the ASL, and its totals make sense."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "cost.py"
+_SPEC = importlib.util.spec_from_file_location("bench_cost", _PATH)
+assert _SPEC
+assert _SPEC.loader
+cost = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(cost)
+
+ASL = cost.load_asl()
+
+
+def test_clean_path_without_webhook_visits_exactly_these_states():
+    assert cost.scenario_path(ASL, "clean", webhook=False) == [
+        "Load Settings",
+        "Fetch Definitions",
+        "Scan Object",
+        "Which Verdict?",
+        "Tag As Clean",
+        "Record Audit",
+        "Webhook Configured?",
+        "Done",
+    ]
+
+
+def test_infected_goes_to_quarantine_and_the_webhook_adds_one_transition():
+    clean = cost.scenario_path(ASL, "clean", webhook=False)
+    infected = cost.scenario_path(ASL, "infected", webhook=True)
+    assert "Quarantine Or Delete" in infected
+    assert "Tag As Clean" not in infected
+    assert infected[-2:] == ["Notify Webhook", "Done"]
+    assert len(infected) == len(clean) + 1
+
+
+def test_counts_follow_the_definition_not_a_table():
+    asl = copy.deepcopy(ASL)
+    asl["States"]["Record Audit"]["Next"] = "Pause"
+    asl["States"]["Pause"] = {"Type": "Pass", "Next": "Webhook Configured?"}
+    before = cost.per_object(ASL, cost.MIB, "clean", webhook=False)
+    after = cost.per_object(asl, cost.MIB, "clean", webhook=False)
+    assert after["transitions"] == before["transitions"] + 1
+    extra = after["components"]["Step Functions transitions"]
+    assert extra - before["components"]["Step Functions transitions"] == pytest.approx(
+        cost.price("sfn_standard_transition")
+    )
+
+
+@pytest.mark.parametrize("verdict", ["clean", "infected"])
+def test_totals_are_positive_and_grow_with_object_size(verdict):
+    sizes = [100 * cost.KIB, cost.MIB, 10 * cost.MIB, 100 * cost.MIB]
+    ours = [cost.per_object(ASL, s, verdict, webhook=False) for s in sizes]
+    theirs = [cost.guardduty_per_object(s)["total"] for s in sizes]
+    assert all(v >= 0 for o in ours for v in o["components"].values())
+    totals = [o["total"] for o in ours]
+    assert all(t > 0 for t in totals)
+    assert totals == sorted(totals)
+    assert totals[0] < totals[-1]
+    assert theirs == sorted(theirs)
+    assert theirs[0] < theirs[-1]
+    assert all(v > 0 for v in cost.fixed_monthly().values())
