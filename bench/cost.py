@@ -300,7 +300,10 @@ def walk(
                 result = state.get("Result", state.get("Parameters"))
                 doc = _set(doc, state.get("ResultPath", "$"), _fill(result, substitutions, doc))
         elif kind == "Task":
-            doc = _set(doc, state.get("ResultPath", "$"), task_results.get(name, {}))
+            result = task_results.get(name, {})
+            if "ResultSelector" in state:  # e.g. Record Audit adds the webhook switch
+                result = _fill(state["ResultSelector"], substitutions, result)
+            doc = _set(doc, state.get("ResultPath", "$"), result)
         else:
             raise ValueError(f"{name}: state type {kind} is not modelled")
         if state.get("End"):

@@ -28,7 +28,6 @@ out = Console()
 
 # States every successful run visits: tables show only the deciding ones.
 _COMMON_STATES = {
-    "Load Settings",
     "Fetch Definitions",
     "Scan Object",
     "Which Verdict?",

@@ -3,7 +3,7 @@
 The execution state grows key by key as the steps run (each step writes its
 result under its own ``ResultPath``)::
 
-    {"object": {...}, "trigger": {...}, "settings": {...},
+    {"object": {...}, "trigger": {...},
      "definitions": {...}, "scan": {...}, "action": {...},
      "audit": {...}, "notification": {...}, "error": {...}}
 

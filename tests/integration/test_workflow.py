@@ -17,7 +17,6 @@ from functions.shared.errors import ScanEngineUnavailable
 from scanctl import samples
 
 CLEAN_PATH = [
-    "Load Settings",
     "Fetch Definitions",
     "Scan Object",
     "Which Verdict?",

@@ -20,7 +20,6 @@ ASL = cost.load_asl()
 
 def test_clean_path_without_webhook_visits_exactly_these_states():
     assert cost.scenario_path(ASL, "clean", webhook=False) == [
-        "Load Settings",
         "Fetch Definitions",
         "Scan Object",
         "Which Verdict?",
