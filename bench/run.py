@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for name in sorted(large)
     }
-    smallest = min(corpus, key=lambda n: corpus[n].stat().st_size)
+    smallest = f"random-{next(iter(sizes))}"  # the 1 KB object, as the target is stated
     largest_random = f"random-{large_labels[-1]}"
     b3 = {
         name: {"peak_rss_mib": e["peak_rss_mib"], "bytes": corpus[name].stat().st_size}
@@ -387,7 +387,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "b2_overhead": b2,
         "b3_memory": b3,
         "b3_clamd_peak_rss_mib": inside["clamd_peak_rss_mib"],
-        "b4_cold_start": {"first_verdict_s": inside["cold_start_s"], "clamd_load_s": clamd_load_s},
+        "b4_cold_start": {
+            "first_verdict_s": inside["cold_start_s"],
+            "clamd_load_s": clamd_load_s,
+            "phases": inside["cold_start_phases"],
+        },
         "b5_pipeline": flow,
         "database": db_info,
         "clamav": clamav_version(),
@@ -469,6 +473,30 @@ def render(r: dict[str, Any]) -> str:
         f"verify, extract, load, scan): {b4['first_verdict_s']:.2f} s; clamd's own load of the "
         f"same database: {b4['clamd_load_s']:.2f} s; ratio {r['cold_start_ratio']:.2f}.",
     ]
+    phases = b4.get("phases") or {}
+    if phases:
+        lines.append(
+            "\nWhere the cold start goes: import of the handler "
+            f"{phases.get('import_s', 0):.2f} s, tarball download "
+            f"{phases.get('download_s', 0):.2f} s ({phases.get('tarball_bytes', 0) / MIB:.0f} MiB "
+            f"through the emulator), sha256 {phases.get('verify_s', 0):.2f} s, extraction "
+            f"{phases.get('extract_s', 0):.2f} s, clamd load {phases.get('clamd_load_s', 0):.2f} s; "
+            "the rest is the manifest, the object and the scan."
+        )
+    if not r["targets"]["cold_start_ratio"]["met"]:
+        lines.append(
+            "\n**Why B4 misses 1.2 here.** The ratio divides fixed costs that do not grow with "
+            "the number of signatures (the import, fetching the manifest, downloading and "
+            "unpacking the tarball) by a load time that does. The generated database is text "
+            "(MD5 lines) that gzip shrinks 2:1 and that clamd loads quickly, so the fixed part "
+            "weighs heavily. The official database is ~220 MB of already-compressed .cvd files "
+            "that clamd needs 10-20 s to load; with the fixed costs measured above the ratio would "
+            "be about 1.1-1.3 there. Remaining work, in order of gain: (1) stream the download "
+            "into the sha256 and the extraction in one pass (verifying before clamd loads, "
+            "instead of before extracting), which overlaps the download with decompression and "
+            "drops the tarball's write and re-read; (2) publish the database files uncompressed, "
+            "one object each, fetched in parallel; (3) trim the handler's import (X-Ray SDK)."
+        )
     b5 = r["b5_pipeline"]
     lines += [
         "",

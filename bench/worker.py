@@ -44,12 +44,19 @@ def main() -> None:
     started = time.perf_counter()
     from functions.scan_object import app
 
+    imported = time.perf_counter()
     first = plan["objects"][0]
     event = {"object": first["object"], "definitions": plan["definitions"]}
     result = app.lambda_handler(event, context("scan_object"))
     results["cold_start_s"] = time.perf_counter() - started
     results["cold_verdict"] = result["verdict"]
-    engine = app.get_scanner().engine
+    scanner = app.get_scanner()
+    engine = scanner.engine
+    results["cold_start_phases"] = {
+        **scanner.store.last_fetch,
+        "clamd_load_s": engine.last_load_s,
+        "import_s": imported - started,
+    }
     results["clamd_pid"] = engine.process.pid
     results["engine_version"] = engine.engine_version
 

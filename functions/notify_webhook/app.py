@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError
 from functions.notify_webhook.webhook import build_payload, deliver
 from functions.shared.aws import client
 from functions.shared.config import Settings, load_settings
-from functions.shared.contracts import ExecutionRef
-from functions.shared.errors import InvalidInput, WebhookDeliveryFailed
+from functions.shared.contracts import state_event
+from functions.shared.errors import WebhookDeliveryFailed
 
 logger = Logger()
 tracer = Tracer()
@@ -43,10 +43,7 @@ def signing_secret(settings: Settings) -> str | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    state = event.get("state")
-    if not isinstance(state, dict):
-        raise InvalidInput("state must be the execution state object")
-    execution = ExecutionRef.from_dict(event.get("execution"))
+    state, execution = state_event(event)
     settings = load_settings()
     url = settings.require("webhook_url", "WEBHOOK_URL")
     result = deliver(

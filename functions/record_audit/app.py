@@ -11,8 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.record_audit.audit import build_item, write_item
 from functions.shared.aws import client
 from functions.shared.config import load_settings
-from functions.shared.contracts import ExecutionRef
-from functions.shared.errors import InvalidInput
+from functions.shared.contracts import state_event
 
 logger = Logger()
 tracer = Tracer()
@@ -23,10 +22,7 @@ metrics = Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    state = event.get("state")
-    if not isinstance(state, dict):
-        raise InvalidInput("state must be the execution state object")
-    execution = ExecutionRef.from_dict(event.get("execution"))
+    state, execution = state_event(event)
     item = build_item(state, execution)
     table = load_settings().require("table_name", "DDB_TABLE_NAME")
     key = write_item(client("dynamodb"), table, item)

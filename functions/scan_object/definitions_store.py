@@ -42,6 +42,7 @@ class DefinitionsStore:
         self.root = root
         self.freshclam = freshclam
         self._freshclam: tuple[str, float] | None = None  # (version, when fetched)
+        self.last_fetch: dict[str, float] = {}  # phase timings of the last fetch, for logs
 
     def directory(self, version: str) -> Path:
         return self.root / version
@@ -67,9 +68,18 @@ class DefinitionsStore:
         download = self.root / f".download-{uuid.uuid4().hex}.tar.gz"
         staging = self.root / f".extract-{uuid.uuid4().hex}"
         try:
+            t0 = time.monotonic()
             self._download(ref, download)
+            t1 = time.monotonic()
             self._verify(ref, download)
+            t2 = time.monotonic()
             safe_extract(download, staging)
+            self.last_fetch = {
+                "download_s": t1 - t0,
+                "verify_s": t2 - t1,
+                "extract_s": time.monotonic() - t2,
+                "tarball_bytes": download.stat().st_size,
+            }
             if not database_files(staging):
                 raise DefinitionsCorrupt("definitions tarball holds no database files")
             staging.rename(target)

@@ -108,6 +108,7 @@ class ClamdEngine:
         self.loaded_version: str | None = None
         self.loaded_dir: Path | None = None
         self.engine_version: str | None = None
+        self.last_load_s: float | None = None
         self.starts = 0
         self.reloads = 0
         atexit.register(self.stop)
@@ -122,10 +123,12 @@ class ClamdEngine:
         if self.is_alive() and self.loaded_version == version:
             return
         self._point_db_link(database_dir)
+        started = time.monotonic()
         if self.is_alive():
             self._reload()
         else:
             self._start()
+        self.last_load_s = time.monotonic() - started
         self.loaded_version = version
         self.loaded_dir = database_dir
         self.engine_version = self.version()

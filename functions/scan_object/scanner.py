@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
 import shutil
 import threading
 import time
@@ -27,6 +28,8 @@ from functions.shared.contracts import (
     Verdict,
 )
 from functions.shared.errors import ObjectStoreUnavailable
+
+log = logging.getLogger(__name__)
 
 _GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
 _CHANGED_CODES = {"412", "PreconditionFailed"}
@@ -156,7 +159,17 @@ class Scanner:
         """
         with self._load_lock:
             version, directory = self.store.materialize(definitions)
+            before = self.engine.loaded_version
             self.engine.ensure(version, directory)
+            if before != version:
+                log.info(
+                    "definitions loaded",
+                    extra={
+                        "definitionsVersion": version,
+                        "fetch": self.store.last_fetch,
+                        "loadSeconds": self.engine.last_load_s,
+                    },
+                )
             # The old version is unloaded now: keep only the one clamd holds.
             self.store.prune(keep={version})
             return version

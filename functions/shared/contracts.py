@@ -273,6 +273,16 @@ class ExecutionRef:
         )
 
 
+def state_event(event: Any) -> tuple[dict[str, Any], ExecutionRef]:
+    """The payload of Record Audit, Record Failure and Notify Webhook:
+    ``{"state": <the whole execution state>, "execution": {id, name, startTime}}``.
+    """
+    state = event.get("state") if isinstance(event, dict) else None
+    if not isinstance(state, dict):
+        raise InvalidInput("state must be the execution state object")
+    return state, ExecutionRef.from_dict(event.get("execution"))
+
+
 def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]:
     """The story of one object in one flat document.
 
