@@ -491,11 +491,13 @@ def render(r: dict[str, Any]) -> str:
             "(MD5 lines) that gzip shrinks 2:1 and that clamd loads quickly, so the fixed part "
             "weighs heavily. The official database is ~220 MB of already-compressed .cvd files "
             "that clamd needs 10-20 s to load; with the fixed costs measured above the ratio would "
-            "be about 1.1-1.3 there. Remaining work, in order of gain: (1) stream the download "
-            "into the sha256 and the extraction in one pass (verifying before clamd loads, "
-            "instead of before extracting), which overlaps the download with decompression and "
-            "drops the tarball's write and re-read; (2) publish the database files uncompressed, "
-            "one object each, fetched in parallel; (3) trim the handler's import (X-Ray SDK)."
+            "be about 1.1-1.3 there. Done so far: extraction is one streaming pass (it "
+            "used to decompress the tarball twice: 1.84 s before, at 3 M signatures). Remaining "
+            "work, in order of gain: (1) stream the download into the sha256 and the extraction "
+            "in one pass (verifying before clamd loads, instead of before extracting), which "
+            "overlaps the download with decompression and drops the tarball's write and "
+            "re-read; (2) publish the database files uncompressed, one object each, fetched in "
+            "parallel; (3) trim the handler's import (X-Ray SDK)."
         )
     b5 = r["b5_pipeline"]
     lines += [

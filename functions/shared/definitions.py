@@ -203,38 +203,52 @@ def publish_directory(
     return PublishResult(published=True, manifest=manifest)
 
 
-def safe_extract(tarball: Path, target: Path) -> list[str]:
-    """Extract regular files only, each directly inside ``target``.
+def _check_member(member: tarfile.TarInfo) -> None:
+    name = member.name
+    if not member.isfile():
+        raise DefinitionsCorrupt(f"tarball member {name!r} is not a regular file")
+    if name != os.path.basename(name) or name in ("", ".", ".."):
+        raise DefinitionsCorrupt(f"tarball member {name!r} is not a plain file name")
+    if Path(name).suffix.lower() not in DATABASE_SUFFIXES:
+        raise DefinitionsCorrupt(f"tarball member {name!r} is not a ClamAV database")
 
-    Rejects (DefinitionsCorrupt) members that are links, devices, directories
-    or paths that would land outside ``target``; nothing is written for a
-    rejected tarball because every member is checked before the first write.
+
+def safe_extract(tarball: Path, target: Path) -> list[str]:
+    """Extract regular files only, each directly inside ``target``, in one pass.
+
+    Each member is checked before a byte of it is written: links, devices,
+    directories and names with a path are DefinitionsCorrupt, so nothing can
+    land outside ``target``. On a rejected tarball the files already written
+    are removed. One streaming pass (``r|gz``) decompresses the tarball once;
+    listing the members first would decompress it twice.
     """
     target.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
     try:
-        with tarfile.open(tarball, mode="r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                name = member.name
-                if not member.isfile():
-                    raise DefinitionsCorrupt(f"tarball member {name!r} is not a regular file")
-                if name != os.path.basename(name) or name in ("", ".", ".."):
-                    raise DefinitionsCorrupt(f"tarball member {name!r} is not a plain file name")
-                if Path(name).suffix.lower() not in DATABASE_SUFFIXES:
-                    raise DefinitionsCorrupt(f"tarball member {name!r} is not a ClamAV database")
-            names = []
-            for member in members:
+        with tarfile.open(tarball, mode="r|gz") as tar:
+            for member in tar:
+                _check_member(member)
                 source = tar.extractfile(member)
                 assert source is not None  # regular files always have content
+                names.append(member.name)
                 with source, (target / member.name).open("wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
-                names.append(member.name)
-            return names
+        return names
     except OSError as err:
+        _remove(target, names)
         if err.errno == errno.ENOSPC:
             # Not the tarball's fault: this container's /tmp is full. Transient:
             # a retry may land in another container.
             raise ScanEngineUnavailable(f"no space left to extract definitions: {err}") from err
         raise DefinitionsCorrupt(f"definitions tarball cannot be read: {err}") from err
     except (tarfile.TarError, EOFError) as err:
+        _remove(target, names)
         raise DefinitionsCorrupt(f"definitions tarball cannot be read: {err}") from err
+    except DefinitionsCorrupt:
+        _remove(target, names)
+        raise
+
+
+def _remove(target: Path, names: list[str]) -> None:
+    for name in names:
+        (target / name).unlink(missing_ok=True)
