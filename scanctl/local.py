@@ -156,9 +156,20 @@ def _scan_all(
             version = harness.upload(target.key, body)["VersionId"]
             by_version[version] = target
         for report in harness.wait(harness.drain()):
-            target = by_version.get(report.input.get("object", {}).get("versionId"))
+            target = by_version.pop(report.input.get("object", {}).get("versionId"), None)
             if target is not None:
                 results.append(_result(target, report))
+        for target in by_version.values():
+            # Uploaded, but no execution started (its notification failed): never
+            # leave a file out of the results, and never count it as clean.
+            results.append(
+                FileResult(
+                    file=str(target.path),
+                    key=target.key,
+                    verdict="error",
+                    error="no scan was started for this upload (see the DLQ)",
+                )
+            )
         on_progress(len(chunk))
     return results
 

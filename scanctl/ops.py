@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
@@ -43,13 +42,15 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def parse_s3_uri(uri: str, need_key: bool = False) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """Split by hand: a URL parser would cut keys at '#' or '?', both valid in S3 keys."""
+    if not uri.startswith("s3://"):
         raise OperatorError(f"expected s3://bucket/key, got {uri!r}")
-    key = parsed.path.lstrip("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise OperatorError(f"expected s3://bucket/key, got {uri!r}")
     if need_key and not key:
         raise OperatorError(f"expected s3://bucket/key with a key, got {uri!r}")
-    return parsed.netloc, key
+    return bucket, key
 
 
 @dataclass(frozen=True)
@@ -192,69 +193,91 @@ class RedriveSummary:
 
 
 _RETRY_SUFFIX = re.compile(r"-r(\d+)$")
+# Room for "-r999" after the chain's stem within Step Functions' 80 characters.
+_STEM = MAX_LENGTH - 5
 
 
-def _chain_base(name: str) -> str:
-    return _RETRY_SUFFIX.sub("", name)
+def _stem(name: str) -> str:
+    """The part an execution shares with its retries: ``<stem>-r<n>``."""
+    return _RETRY_SUFFIX.sub("", name)[:_STEM]
 
 
-def _retry_name(base: str, attempt: int) -> str:
-    suffix = f"-r{attempt}"
-    return base[: MAX_LENGTH - len(suffix)] + suffix
+def _execution_arn(state_machine_arn: str, name: str) -> str:
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
 
 
-def _executions(sfn: Any, arn: str, status: str | None = None) -> list[dict[str, Any]]:
-    args = {"stateMachineArn": arn}
-    if status:
-        args["statusFilter"] = status
-    pages = sfn.get_paginator("list_executions").paginate(**args)
-    return [e for page in pages for e in page["executions"]]
+def _unsuccessful_since(sfn: Any, arn: str, cutoff: dt.datetime) -> list[dict[str, Any]]:
+    """FAILED, TIMED_OUT and ABORTED executions started after ``cutoff``.
+
+    Listed per status and newest first, stopping at the cutoff: a busy state
+    machine holds 90 days of executions, and ListExecutions is throttled.
+    """
+    found = []
+    for status in ("FAILED", "TIMED_OUT", "ABORTED"):
+        paginator = sfn.get_paginator("list_executions")
+        for page in paginator.paginate(
+            stateMachineArn=arn, statusFilter=status, PaginationConfig={"PageSize": 1000}
+        ):
+            executions = page["executions"]
+            found += [e for e in executions if e["startDate"] >= cutoff]
+            if executions and executions[-1]["startDate"] < cutoff:
+                break
+    return found
+
+
+def _status(sfn: Any, arn: str) -> str | None:
+    try:
+        return sfn.describe_execution(executionArn=arn)["status"]
+    except ClientError as err:
+        if error_code(err) == "ExecutionDoesNotExist":
+            return None
+        raise
 
 
 def redrive(sfn: Any, state_machine_arn: str, since: dt.timedelta) -> RedriveSummary:
-    """Re-run unsuccessful executions that stopped within ``since``.
+    """Re-run unsuccessful executions that started within ``since``.
 
     Every failure of the scan workflow ends in its ``Scan Failed`` state after
     the failure was recorded, and Step Functions' own redrive would resume at
     that Fail state; so a FAILED execution is re-run as a new execution with the
-    same input, named ``<original>-r<n>``. TIMED_OUT and ABORTED executions are
-    redriven in place (RedriveExecution) where the API allows it.
+    same input, named ``<stem>-r<n>``. TIMED_OUT and ABORTED executions are
+    redriven in place (RedriveExecution) where the API allows it. A chain whose
+    latest retry is running or succeeded is left alone, so running this twice
+    re-runs nothing twice.
     """
     cutoff = dt.datetime.now(dt.UTC) - since
-    everything = _executions(sfn, state_machine_arn)
-    by_name = {e["name"]: e for e in everything}
     summary = RedriveSummary()
-    handled_chains: set[str] = set()
-    for execution in everything:
-        status = execution["status"]
-        if status not in ("FAILED", "TIMED_OUT", "ABORTED"):
+    handled: set[str] = set()
+    for execution in _unsuccessful_since(sfn, state_machine_arn, cutoff):
+        stem = _stem(execution["name"])
+        if stem in handled:
             continue
-        stopped = execution.get("stopDate") or execution.get("startDate")
-        if stopped and stopped < cutoff:
-            continue
-        base = _chain_base(execution["name"])
-        if base in handled_chains:
-            continue
-        handled_chains.add(base)
+        handled.add(stem)
         summary.failed += 1
-        chain = [by_name[n] for n in by_name if n == base or _chain_base(n) == base]
-        if any(e["status"] in ("RUNNING", "SUCCEEDED") for e in chain):
-            summary.already_handled.append(base)
+        # Walk the chain's retries: stem-r1, stem-r2, ... until one does not exist.
+        attempt, settled = 1, False
+        while status := _status(sfn, _execution_arn(state_machine_arn, f"{stem}-r{attempt}")):
+            settled = settled or status in ("RUNNING", "SUCCEEDED")
+            attempt += 1
+        if settled:
+            summary.already_handled.append(execution["name"])
             continue
-        if status != "FAILED" and _redrive_in_place(sfn, execution["executionArn"]):
+        if execution["status"] != "FAILED" and _redrive_in_place(sfn, execution["executionArn"]):
             summary.redriven.append(execution["name"])
             continue
-        attempt = 1 + max(
-            (int(m.group(1)) for e in chain if (m := _RETRY_SUFFIX.search(e["name"]))),
-            default=0,
-        )
         described = sfn.describe_execution(executionArn=execution["executionArn"])
-        new_name = _retry_name(base, attempt)
         payload = json.loads(described.get("input") or "{}")
         payload.setdefault("trigger", {})["retryOf"] = execution["name"]
-        sfn.start_execution(
-            stateMachineArn=state_machine_arn, name=new_name, input=json.dumps(payload)
-        )
+        new_name = f"{stem}-r{attempt}"
+        try:
+            sfn.start_execution(
+                stateMachineArn=state_machine_arn, name=new_name, input=json.dumps(payload)
+            )
+        except ClientError as err:
+            if error_code(err) != "ExecutionAlreadyExists":
+                raise
+            summary.already_handled.append(execution["name"])
+            continue
         summary.restarted.append((execution["name"], new_name))
     return summary
 

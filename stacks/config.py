@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 _BUCKET_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
-_KMS_KEY_ARN = re.compile(
-    r"^arn:(aws|aws-cn|aws-us-gov):kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)$"
-)
+# Key ARNs only: IAM does not authorize the use of a key through its alias ARN.
+_KMS_WHAT = "a KMS key ARN (key/..., not an alias)"
+_KMS_KEY_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+# The complete ARN, with the 6-character suffix Secrets Manager appends: the
+# grant names it exactly.
 _SECRET_ARN = re.compile(
-    r"^arn:(aws|aws-cn|aws-us-gov):secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+    r"^arn:(aws|aws-cn|aws-us-gov):secretsmanager:[a-z0-9-]+:\d{12}:"
+    r"secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
 )
 _TOPIC_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -146,14 +149,18 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         or "dev",
         account=account,
         region=region,
-        source_bucket_kms_key_arn=_match(
-            env, "SOURCE_BUCKET_KMS_KEY_ARN", _KMS_KEY_ARN, "a KMS key or alias ARN"
-        ),
+        source_bucket_kms_key_arn=_match(env, "SOURCE_BUCKET_KMS_KEY_ARN", _KMS_KEY_ARN, _KMS_WHAT),
         quarantine_bucket_kms_key_arn=_match(
-            env, "QUARANTINE_BUCKET_KMS_KEY_ARN", _KMS_KEY_ARN, "a KMS key or alias ARN"
+            env,
+            "QUARANTINE_BUCKET_KMS_KEY_ARN",
+            _KMS_KEY_ARN,
+            _KMS_WHAT,
         ),
         webhook_secret_arn=_match(
-            env, "WEBHOOK_SECRET_ARN", _SECRET_ARN, "a Secrets Manager secret ARN"
+            env,
+            "WEBHOOK_SECRET_ARN",
+            _SECRET_ARN,
+            "a complete Secrets Manager secret ARN (ending in its 6-character suffix)",
         ),
         alarm_topic_arn=_match(env, "ALARM_TOPIC_ARN", _TOPIC_ARN, "an SNS topic ARN"),
         update_schedule=_match(

@@ -15,7 +15,11 @@ from functions.shared.contracts import (
     Tag,
     Verdict,
 )
-from functions.shared.errors import InvalidInput, ObjectActionRefused, ObjectStoreUnavailable
+from functions.shared.errors import (
+    InvalidInput,
+    ObjectActionRefused,
+    ObjectStoreUnavailable,
+)
 from functions.shared.tags import as_query, merge_tags
 
 _GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
@@ -90,14 +94,21 @@ class VerdictApplier:
         """
         if obj.version_id or not obj.etag:
             return
-        _call(
-            "HeadObject",
-            obj,
-            self.s3.head_object,
-            Bucket=obj.bucket,
-            Key=obj.key,
-            IfMatch=obj.quoted_etag,
-        )
+        try:
+            self.s3.head_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.quoted_etag)
+        except ClientError as err:
+            code = error_code(err)
+            if code in _GONE_CODES:
+                raise ObjectGone(obj.uri) from err
+            if code in _CHANGED_CODES:
+                raise ObjectSuperseded(obj.uri) from err
+            if code in ("400", "BadRequest"):
+                # SSE-C: HEAD cannot be answered without the customer's key, so the
+                # content cannot be compared; the unscannable tag still belongs on it.
+                return
+            if is_transient(err):
+                raise ObjectStoreUnavailable(f"HeadObject {obj.uri} failed: {code}") from err
+            raise ObjectActionRefused(f"HeadObject {obj.uri} refused: {code}") from err
 
     @staticmethod
     def _status_tags(scan: ScanResult) -> dict[str, str]:
@@ -135,24 +146,38 @@ class VerdictApplier:
 
     def _infected(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
         signature = scan.signatures[0] if scan.signatures else "unknown"
-        # Tag first: if the delete is refused (Object Lock, a policy), the version
-        # still says it is infected to everything that reads its tags.
-        tagged = self._tag(
-            obj,
-            {
-                Tag.STATUS: str(Verdict.INFECTED),
-                Tag.SIGNATURE: signature,
-                Tag.TIME: scan.scanned_at,
-            },
-        )
+        infected_tags = {
+            Tag.STATUS: str(Verdict.INFECTED),
+            Tag.SIGNATURE: signature,
+            Tag.TIME: scan.scanned_at,
+        }
+        if obj.version_id or not obj.etag:
+            # Versioned: tag first. If the delete is refused (Object Lock, a
+            # policy), the version still says it is infected to every reader.
+            tagged = self._tag(obj, infected_tags)
+            return self._copy_and_delete(obj, signature, scan) | {
+                "tagsDropped": tagged["tagsDropped"]
+            }
+        # Unversioned: a tag write cannot be made conditional, so tagging first
+        # could label content uploaded a moment later. Copy and delete carry
+        # If-Match; only if the delete is refused is the (checked) key tagged.
+        try:
+            return self._copy_and_delete(obj, signature, scan)
+        except ObjectActionRefused:
+            self._check_current(obj)
+            self._tag(obj, infected_tags)
+            raise
+
+    def _copy_and_delete(self, obj: ObjectRef, signature: str, scan: ScanResult) -> dict[str, Any]:
         if not self.quarantine_bucket:
-            return self._delete(obj) | {"tagsDropped": tagged["tagsDropped"]}
+            return self._delete(obj)
         source: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, **obj.version_args}
         condition = {} if obj.version_id or not obj.etag else {"CopySourceIfMatch": obj.quoted_etag}
         tags = {
             Tag.STATUS: str(Verdict.INFECTED),
             Tag.SIGNATURE: signature,
             Tag.SOURCE_BUCKET: obj.bucket,
+            Tag.SOURCE_VERSION: obj.version_id or obj.etag or "unknown",
             Tag.TIME: scan.scanned_at,
         }
         copied = _call(
@@ -179,13 +204,15 @@ class VerdictApplier:
         return {"bucket": self.quarantine_bucket, "key": obj.key, "versionId": None}
 
     def _already_quarantined(self, obj: ObjectRef) -> bool:
+        """Is the quarantine copy there, and a copy of *this* version (not an older one)?"""
         if not self.quarantine_bucket:
             return False
         try:
-            self.s3.head_object(Bucket=self.quarantine_bucket, Key=obj.key)
+            tag_set = self.s3.get_object_tagging(Bucket=self.quarantine_bucket, Key=obj.key)
         except ClientError:
             return False
-        return True
+        tags = {t["Key"]: t["Value"] for t in tag_set["TagSet"]}
+        return tags.get(str(Tag.SOURCE_VERSION)) == (obj.version_id or obj.etag)
 
     def _delete(self, obj: ObjectRef) -> dict[str, Any]:
         # With a VersionId the version itself is removed; without one, a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
@@ -22,7 +23,9 @@ metrics = Metrics()
 
 # Reused across warm invocations: keeps the TLS connection to the receiver alive.
 _session = requests.Session()
-_secret_cache: dict[str, str] = {}
+# (value, fetched at): re-read after a while so a rotated secret takes effect.
+_secret_cache: dict[str, tuple[str, float]] = {}
+SECRET_TTL_S = 900.0
 
 
 def signing_secret(settings: Settings) -> str | None:
@@ -30,13 +33,14 @@ def signing_secret(settings: Settings) -> str | None:
     if settings.webhook_secret or not settings.webhook_secret_arn:
         return settings.webhook_secret
     arn = settings.webhook_secret_arn
-    if arn not in _secret_cache:
+    cached = _secret_cache.get(arn)
+    if cached is None or time.monotonic() - cached[1] > SECRET_TTL_S:
         try:
             value = client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
         except (ClientError, KeyError) as err:
             raise WebhookDeliveryFailed(f"cannot read the webhook secret {arn}: {err}") from err
-        _secret_cache[arn] = value
-    return _secret_cache[arn]
+        cached = _secret_cache[arn] = (value, time.monotonic())
+    return cached[0]
 
 
 @logger.inject_lambda_context

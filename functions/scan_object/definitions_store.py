@@ -26,6 +26,7 @@ from functions.shared.definitions import (
     safe_extract,
 )
 from functions.shared.errors import (
+    CachedTarballMissing,
     DefinitionsCorrupt,
     DefinitionsUnavailable,
     ObjectStoreUnavailable,
@@ -96,7 +97,7 @@ class DefinitionsStore:
             if is_transient(err):
                 raise ObjectStoreUnavailable(f"definitions download throttled: {err}") from err
             code = error_code(err)
-            raise DefinitionsUnavailable(
+            raise CachedTarballMissing(
                 f"definitions tarball s3://{ref.bucket}/{ref.key} unavailable ({code})"
             ) from err
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
@@ -212,6 +212,8 @@ class Scanner:
             if state is _Head.PRESENT:
                 raise
             return state
+        except BotoCoreError as err:  # a dropped or timed-out stream: retried
+            raise ObjectStoreUnavailable(f"GET {obj.uri} failed: {err}") from err
         return _Head.PRESENT
 
     @staticmethod

@@ -73,6 +73,8 @@ class Tag(enum.StrEnum):
     REASON = "scan-reason"
     SIGNATURE = "scan-signature"
     SOURCE_BUCKET = "scan-source-bucket"
+    # On the quarantine copy: which source version (or eTag) it is a copy of.
+    SOURCE_VERSION = "scan-source-version"
 
 
 def _require(data: dict[str, Any], name: str, kind: type, where: str) -> Any:

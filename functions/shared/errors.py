@@ -41,6 +41,10 @@ class DefinitionsCorrupt(ScannerError):
     """The definitions tarball does not match its manifest or is unsafe to extract."""
 
 
+class CachedTarballMissing(ScannerError):
+    """The tarball version the manifest names cannot be fetched (gone, or access denied)."""
+
+
 class ScanFailed(ScannerError):
     """ClamAV answered ERROR for this object."""
 

@@ -58,7 +58,9 @@ def _parse_record(record: object) -> ObjectCreated:
         object=ObjectRef(
             bucket=bucket,
             key=key,
-            version_id=raw.get("versionId") or None,
+            # "null" is the version id of objects written while versioning was off
+            # or suspended: it is overwritten in place, so it pins nothing.
+            version_id=None if raw.get("versionId") in (None, "", "null") else raw["versionId"],
             size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
             etag=raw.get("eTag") or None,
             sequencer=raw.get("sequencer") or None,

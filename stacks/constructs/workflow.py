@@ -164,8 +164,8 @@ class Workflow(Construct):
         if quarantine is not None:
             self.apply_verdict.add_to_role_policy(
                 iam.PolicyStatement(
-                    # GetObject: a retried quarantine checks whether its copy is there.
-                    actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"],
+                    # GetObjectTagging: a retried quarantine checks that its copy is there.
+                    actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObjectTagging"],
                     resources=[quarantine.arn_for_objects("*")],
                 )
             )

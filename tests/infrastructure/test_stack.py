@@ -358,7 +358,11 @@ def test_each_function_gets_only_what_it_needs(everything):
         for s in statements_for(everything, "apply_verdict")
         if s["Resource"] == f"{QUARANTINE_ARN}/*"
     ]
-    assert actions_of(quarantine_writes) == {"s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"}
+    assert actions_of(quarantine_writes) == {
+        "s3:PutObject",
+        "s3:PutObjectTagging",
+        "s3:GetObjectTagging",
+    }
     assert data("update_definitions") == {
         "s3:GetObject",
         "s3:GetObjectVersion",

@@ -319,3 +319,25 @@ def test_history_needs_a_key(runner):
     )
     assert result.exit_code == 2
     assert "with a key" in result.stderr
+
+
+def test_redrive_handles_names_at_the_80_character_limit(harness, runner):
+    # GIVEN a failed execution whose name uses all 80 characters
+    key = "reports/" + "x" * 60 + ".txt"
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=4)
+    failed = harness.scan(key, b"hello")
+    assert len(failed.name) == 80
+
+    first = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    assert first.exit_code == 0, first.output
+    [line] = [x for x in first.stdout.splitlines() if x.startswith("restarted")]
+    new_name = line.rsplit(" as ", 1)[1]
+    assert len(new_name) <= 80
+    assert new_name.endswith("-r1")
+    [rerun] = harness.wait([new_name])
+    assert rerun.status == "SUCCEEDED"
+
+    # WHEN redrive runs again THEN the chain is recognised, nothing restarts, no crash
+    again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    assert again.exit_code == 0, again.output
+    assert "restarted" not in again.stdout

@@ -468,3 +468,24 @@ def test_tag_limit_keeps_status_and_records_what_was_dropped(harness):
     assert "k9" not in tags
     [item] = harness.audit_items("tagged.txt")
     assert item["tagsDropped"] == ["scan-engine", "scan-time", "k9"]
+
+
+def test_a_retried_quarantine_recognises_its_own_copy_only(harness):
+    from functions.apply_verdict.actions import VerdictApplier
+    from functions.shared.contracts import ObjectRef, ScanResult
+
+    # GIVEN an infected version quarantined once (copy made, version deleted)
+    version = harness.upload("twice.com", samples.EICAR)["VersionId"]
+    obj = ObjectRef("uploads", "twice.com", version_id=version)
+    scan = ScanResult(verdict="infected", scanned_at="2026-11-27T12:00:00Z", signatures=["X"])
+    applier = VerdictApplier(harness.client("s3"), "uploads-quarantine")
+    assert applier.apply(obj, scan)["action"] == "quarantined"
+
+    # WHEN the step runs again (its first answer was lost) THEN it knows the copy
+    again = applier.apply(obj, scan)
+    assert again["action"] == "quarantined"
+    assert again["recovered"] is True
+
+    # BUT another version whose key has an older copy in quarantine is not "recovered"
+    other = ObjectRef("uploads", "twice.com", version_id="some-other-version")
+    assert applier.apply(other, scan) == {"action": "none", "reason": "object-gone"}

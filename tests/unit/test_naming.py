@@ -65,3 +65,14 @@ def test_prefix_keeps_rescans_apart_from_events():
     assert rescan.startswith("rescan-20261127T1200-")
     assert rescan != execution_name(obj)
     assert VALID.match(execution_name(obj, prefix="r" * 200))
+
+
+def test_s3_uris_keep_every_key_character():
+    from scanctl.ops import OperatorError, parse_s3_uri
+
+    assert parse_s3_uri("s3://b/a#1?x=2.pdf") == ("b", "a#1?x=2.pdf")
+    assert parse_s3_uri("s3://b") == ("b", "")
+    with pytest.raises(OperatorError):
+        parse_s3_uri("s3://b", need_key=True)
+    with pytest.raises(OperatorError):
+        parse_s3_uri("b/key")

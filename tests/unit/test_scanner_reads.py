@@ -91,3 +91,19 @@ def test_leftovers_of_a_crashed_invocation_are_removed(tmp_path, s3):
     assert not (tmp_path / "objects").exists()
     assert not (tmp_path / "defs" / ".extract-1").exists()
     assert (tmp_path / "defs" / "v1").is_dir()  # loaded definitions stay
+
+
+def test_unversioned_sse_c_object_is_still_tagged_unscannable(s3):
+    from functions.apply_verdict.actions import VerdictApplier
+    from functions.shared.contracts import ScanResult
+
+    # HEAD If-Match cannot be answered for SSE-C without the key (400): the
+    # tagging goes ahead instead of failing the run.
+    client, stubber = s3
+    stubber.add_client_error("head_object", service_error_code="400", http_status_code=400)
+    stubber.add_response("get_object_tagging", {"TagSet": []})
+    stubber.add_response("put_object_tagging", {})
+    scan = ScanResult(verdict="unscannable", reason="encrypted", scanned_at="2026-11-27T12:00:00Z")
+    action = VerdictApplier(client, None).apply(ObjectRef("b", "k", etag="abc"), scan)
+    assert action["action"] == "tagged"
+    assert action["tags"]["scan-reason"] == "encrypted"

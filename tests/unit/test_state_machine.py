@@ -141,9 +141,10 @@ def test_each_task_retries_the_transient_errors_its_code_raises(name):
 
 def test_corrupt_or_missing_definitions_fall_back_to_freshclam():
     fetch = {c["ErrorEquals"][0]: c["Next"] for c in STATES["Fetch Definitions"]["Catch"]}
-    scan = {c["ErrorEquals"][0]: c["Next"] for c in STATES["Scan Object"]["Catch"]}
+    scan = {e: c["Next"] for c in STATES["Scan Object"]["Catch"] for e in c["ErrorEquals"]}
     assert fetch["DefinitionsUnavailable"] == "Use Freshclam Instead"
     assert scan["DefinitionsCorrupt"] == "Use Freshclam Instead"
+    assert scan["CachedTarballMissing"] == "Use Freshclam Instead"
     corrupt = [
         r for r in STATES["Scan Object"]["Retry"] if "DefinitionsCorrupt" in r["ErrorEquals"]
     ]
