@@ -34,11 +34,16 @@ class ObjectSuperseded(Exception):
     """Unversioned bucket: the key now holds other content than what was scanned."""
 
 
-def _call(what: str, obj: ObjectRef, fn: Any, **kwargs: Any) -> Any:
+def _call(
+    what: str, obj: ObjectRef, fn: Any, tolerate: frozenset = frozenset(), **kwargs: Any
+) -> Any:
+    """Call S3; its error codes become our named errors (``tolerate``: return None)."""
     try:
         return fn(**kwargs)
     except ClientError as err:
         code = error_code(err)
+        if code in tolerate:
+            return None
         if code in _GONE_CODES:
             raise ObjectGone(obj.uri) from err
         if code in _CHANGED_CODES:
@@ -94,21 +99,17 @@ class VerdictApplier:
         """
         if obj.version_id or not obj.etag:
             return
-        try:
-            self.s3.head_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.quoted_etag)
-        except ClientError as err:
-            code = error_code(err)
-            if code in _GONE_CODES:
-                raise ObjectGone(obj.uri) from err
-            if code in _CHANGED_CODES:
-                raise ObjectSuperseded(obj.uri) from err
-            if code in ("400", "BadRequest"):
-                # SSE-C: HEAD cannot be answered without the customer's key, so the
-                # content cannot be compared; the unscannable tag still belongs on it.
-                return
-            if is_transient(err):
-                raise ObjectStoreUnavailable(f"HeadObject {obj.uri} failed: {code}") from err
-            raise ObjectActionRefused(f"HeadObject {obj.uri} refused: {code}") from err
+        _call(
+            "HeadObject",
+            obj,
+            self.s3.head_object,
+            # SSE-C: HEAD cannot be answered without the customer's key (400), so
+            # the content cannot be compared; the unscannable tag still belongs on it.
+            tolerate=frozenset({"400", "BadRequest"}),
+            Bucket=obj.bucket,
+            Key=obj.key,
+            IfMatch=obj.quoted_etag,
+        )
 
     @staticmethod
     def _status_tags(scan: ScanResult) -> dict[str, str]:
