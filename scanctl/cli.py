@@ -211,8 +211,13 @@ def _print_results(results: list[Any], expected: dict[str, str] | None) -> None:
 @click.option("--definitions", type=click.Path(path_type=Path))
 @click.option("--no-quarantine", is_flag=True)
 @click.option("--webhook", metavar="URL")
+@click.option("--for", "seconds", type=float, help="Stop after this many seconds.")
 def local_serve(
-    port: int, definitions: Path | None, no_quarantine: bool, webhook: str | None
+    port: int,
+    definitions: Path | None,
+    no_quarantine: bool,
+    webhook: str | None,
+    seconds: float | None,
 ) -> None:
     """Keep the emulated AWS on 127.0.0.1:PORT and scan whatever is uploaded."""
     from scanctl.serve import serve
@@ -224,7 +229,14 @@ def local_serve(
             choice = choose_definitions(definitions, Path(tmp))
         except FileNotFoundError as bad:
             _fail(str(bad))
-        serve(port, choice, Path(tmp), quarantine=not no_quarantine, webhook_url=webhook)
+        serve(
+            port,
+            choice,
+            Path(tmp),
+            quarantine=not no_quarantine,
+            webhook_url=webhook,
+            max_seconds=seconds,
+        )
 
 
 @main.command()

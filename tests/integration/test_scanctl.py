@@ -341,3 +341,50 @@ def test_redrive_handles_names_at_the_80_character_limit(harness, runner):
     again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
     assert again.exit_code == 0, again.output
     assert "restarted" not in again.stdout
+
+
+def test_local_serve_scans_what_is_uploaded_through_its_endpoint(runner):
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    outcome = {}
+
+    def serve():
+        outcome["result"] = runner.invoke(
+            main, ["local", "serve", "--port", str(port), "--for", "12"]
+        )
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    # The upload comes from another process, over HTTP, as `aws --endpoint-url` would:
+    # in this process moto's in-process mock would intercept it.
+    upload = (
+        "import boto3, sys\n"
+        "s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',"
+        " aws_access_key_id='testing', aws_secret_access_key='testing')\n"
+        "s3.put_object(Bucket='uploads', Key='served/eicar.com', Body=sys.stdin.buffer.read())\n"
+    )
+    deadline = time.monotonic() + 10
+    while True:  # until the server is up
+        done = subprocess.run(
+            [sys.executable, "-c", upload, f"http://127.0.0.1:{port}"],
+            input=samples.EICAR,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            break
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.3)
+    thread.join(timeout=60)
+
+    result = outcome["result"]
+    assert result.exit_code == 0, result.output
+    assert "s3://uploads/served/eicar.com: infected quarantined" in result.stdout
+    assert f"emulated AWS on http://127.0.0.1:{port}" in result.stderr
