@@ -464,13 +464,16 @@ class LocalScanner:
 
         Failed records (batchItemFailures) become visible again and, after
         MAX_RECEIVE_COUNT receives, SQS moves them to the DLQ. Returns the
-        names of the executions that exist afterwards and were started here.
+        names of the executions the consumed records started (or found
+        started: a redelivery maps to the same name), in order, once each.
         """
+        from functions.shared.errors import InvalidInput
+        from functions.shared.naming import execution_name
+        from functions.shared.s3event import parse_body
         from functions.start_scan import app as start_app
 
         sqs = self.client("sqs")
-        sfn = self.client("stepfunctions")
-        before = {e["name"] for e in self._list_executions(sfn)}
+        names: dict[str, None] = {}  # ordered set
         for _ in range(max_rounds):
             messages = sqs.receive_message(
                 QueueUrl=self.queue_url,
@@ -483,18 +486,18 @@ class LocalScanner:
             response = self._call(start_app, "start_scan", event)
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
             for message in messages:
-                if message["MessageId"] not in failed:
-                    sqs.delete_message(
-                        QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                    )
-        after = self._list_executions(sfn)
-        return [e["name"] for e in after if e["name"] not in before]
-
-    def _list_executions(self, sfn: Any) -> list[dict[str, Any]]:
-        pages = sfn.get_paginator("list_executions").paginate(
-            stateMachineArn=self.state_machine_arn
-        )
-        return [e for page in pages for e in page["executions"]]
+                if message["MessageId"] in failed:
+                    continue
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                # The names are derived as start_scan derives them; listing every
+                # execution instead would make each drain slower than the last.
+                try:
+                    events = parse_body(message["Body"])
+                except InvalidInput:
+                    continue
+                for event in events:
+                    names.setdefault(execution_name(event.object))
+        return list(names)
 
     def start(self, input_: dict[str, Any], name: str | None = None) -> str:
         name = name or f"manual-{uuid.uuid4().hex[:12]}"
