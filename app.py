@@ -24,23 +24,9 @@ def main() -> None:
         sys.exit(2)
 
     # Imported after the configuration check: a bad value answers instantly.
-    import aws_cdk as cdk
-    from cdk_nag import AwsSolutionsChecks
+    from stacks.app import build_app
 
-    from stacks.scanner_stack import ScannerStack
-
-    app = cdk.App()
-    env_kwargs = {}
-    if config.account or config.region:
-        env_kwargs["env"] = cdk.Environment(account=config.account, region=config.region)
-    ScannerStack(
-        app,
-        f"S3VirusScanner-{config.environment}",
-        config=config,
-        description="S3 virus scanner: ClamAV on Step Functions with a warm engine",
-        **env_kwargs,
-    )
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    app, _ = build_app(config)
     app.synth()
 
 

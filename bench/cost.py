@@ -152,13 +152,14 @@ WORKLOAD: dict[str, Any] = {
     "free_ephemeral_mb": 512,
     # S3 requests made by the Task in each state. "get" = GET-tier (GET, HEAD,
     # GetObjectTagging), "put" = PUT-tier (PutObjectTagging, CopyObject),
-    # "get_per_part" = one GET per started part of part_bytes (boto3's
-    # download_file: one plain GET under 8 MiB, ranged 8 MiB GETs above).
+    # "get_per_part" = one GET per started part of part_bytes (one plain GET up
+    # to 8 MiB; above that boto3's download_file: ranged 8 MiB GETs, after a
+    # HeadObject of its own, "get_if_multipart").
     "part_bytes": 8 * MIB,
     "s3_requests_by_state": {
         "Fetch Definitions": {"get": 2},  # GetObject manifest + HeadObject tarball
-        # Our HeadObject + download_file's own HeadObject (versioned buckets), then the GETs.
-        "Scan Object": {"get": 2, "get_per_part": 1},
+        # Our HeadObject, then the GETs (and download_file's HeadObject above 8 MiB).
+        "Scan Object": {"get": 1, "get_per_part": 1, "get_if_multipart": 1},
         "Tag As Clean": {"get": 1, "put": 1},  # GetObjectTagging + PutObjectTagging
         "Tag As Unscannable": {"get": 1, "put": 1},
         # Tag first (Get+PutObjectTagging), CopyObject to quarantine, DeleteObject (free).
@@ -372,6 +373,7 @@ def per_object(asl: dict[str, Any], size: int, verdict: str, webhook: bool) -> d
         s3 = WORKLOAD["s3_requests_by_state"].get(name, {})
         parts = max(1, math.ceil(size / WORKLOAD["part_bytes"]))
         gets += s3.get("get", 0) + s3.get("get_per_part", 0) * parts
+        gets += s3.get("get_if_multipart", 0) if parts > 1 else 0
         puts += s3.get("put", 0)
     sqs_requests = 1 + 2 / batch  # SendMessage (from S3) + ReceiveMessage + DeleteMessageBatch
     components = {

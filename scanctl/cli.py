@@ -279,12 +279,16 @@ def _clients(endpoint_url: str | None, region: str | None, *services: str) -> li
 
 
 def _deployment(
-    stack: str, arn: str | None, table: str | None, endpoint_url: str | None, region: str | None
+    stack: str,
+    state_machine_arn: str | None,
+    table: str | None,
+    endpoint_url: str | None,
+    region: str | None,
 ) -> Any:
     from scanctl.ops import resolve_deployment
 
     [cfn] = _clients(endpoint_url, region, "cloudformation")
-    return resolve_deployment(cfn, stack, arn, table)
+    return resolve_deployment(cfn, stack, state_machine_arn, table)
 
 
 def _operator(fn: Any) -> Any:
@@ -319,9 +323,7 @@ def rescan(uri: str, dry_run: bool, rate: float, **aws: Any) -> None:
     from scanctl.ops import rescan as do_rescan
 
     bucket, prefix = parse_s3_uri(uri)
-    deployment = _deployment(
-        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
-    )
+    deployment = _deployment(**aws)
     s3, sfn = _clients(aws["endpoint_url"], aws["region"], "s3", "stepfunctions")
     with _progress() as progress:
         task = progress.add_task("listing and starting" if not dry_run else "listing", total=None)
@@ -357,9 +359,7 @@ def redrive(since: str, **aws: Any) -> None:
     from scanctl.ops import redrive as do_redrive
 
     window = parse_duration(since)
-    deployment = _deployment(
-        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
-    )
+    deployment = _deployment(**aws)
     [sfn] = _clients(aws["endpoint_url"], aws["region"], "stepfunctions")
     summary = do_redrive(sfn, deployment.state_machine_arn, window)
     for original, new in summary.restarted:
@@ -410,9 +410,7 @@ def history(uri: str, as_json: bool, **aws: Any) -> None:
     from scanctl.ops import parse_s3_uri
 
     bucket, key = parse_s3_uri(uri, need_key=True)
-    deployment = _deployment(
-        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
-    )
+    deployment = _deployment(**aws)
     [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
     items = read_history(ddb, deployment.table_name, bucket, key)
     if not items:
@@ -439,9 +437,7 @@ def recent(verdict: str, failed: bool, since: str, limit: int, as_json: bool, **
     from scanctl.ops import recent as read_recent
 
     window = parse_duration(since)
-    deployment = _deployment(
-        aws["stack"], aws["state_machine_arn"], aws["table"], aws["endpoint_url"], aws["region"]
-    )
+    deployment = _deployment(**aws)
     [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
     items = read_recent(ddb, deployment.table_name, verdict, window, limit, failed=failed)
     if failed:

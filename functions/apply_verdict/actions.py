@@ -6,7 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from functions.shared.aws import error_code, is_transient
+from functions.shared.aws import CHANGED_CODES, GONE_CODES, error_code, is_transient
 from functions.shared.contracts import (
     Action,
     ObjectRef,
@@ -21,9 +21,6 @@ from functions.shared.errors import (
     ObjectStoreUnavailable,
 )
 from functions.shared.tags import as_query, merge_tags
-
-_GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
-_CHANGED_CODES = {"412", "PreconditionFailed"}
 
 
 class ObjectGone(Exception):
@@ -44,9 +41,9 @@ def _call(
         code = error_code(err)
         if code in tolerate:
             return None
-        if code in _GONE_CODES:
+        if code in GONE_CODES:
             raise ObjectGone(obj.uri) from err
-        if code in _CHANGED_CODES:
+        if code in CHANGED_CODES:
             raise ObjectSuperseded(obj.uri) from err
         if is_transient(err):
             raise ObjectStoreUnavailable(f"{what} {obj.uri} failed: {code}") from err

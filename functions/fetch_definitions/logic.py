@@ -9,13 +9,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from functions.shared.aws import error_code, is_transient
+from functions.shared.clock import parse_iso
 from functions.shared.contracts import DefinitionsRef, DefinitionsSource
 from functions.shared.definitions import keys
 from functions.shared.errors import DefinitionsUnavailable
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def current_definitions(
@@ -39,7 +36,7 @@ def current_definitions(
         manifest = json.loads(body)
         version = str(manifest["version"])
         sha256 = str(manifest["sha256"])
-        created = _parse_time(str(manifest["createdAt"]))
+        created = parse_iso(str(manifest["createdAt"]))
         key = str(manifest.get("key") or tarball_key)
         tarball_version = manifest.get("tarballVersionId")
         pinned = {"VersionId": str(tarball_version)} if tarball_version else {}

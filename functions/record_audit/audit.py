@@ -9,7 +9,6 @@ in time order with a single Query, and the same execution recorded twice
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from decimal import Decimal
 from typing import Any
@@ -18,6 +17,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from functions.shared.aws import error_code, is_transient
+from functions.shared.clock import utc_now_iso
 from functions.shared.contracts import ExecutionRef, result_summary
 from functions.shared.errors import AuditWriteFailed
 
@@ -46,7 +46,7 @@ def build_item(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]
         "versionId": obj["versionId"],
         "objectSize": obj["size"],
         "eTag": obj["eTag"],
-        "recordedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "recordedAt": utc_now_iso(),
         **summary,
     }
     if summary.get("failed"):

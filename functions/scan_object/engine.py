@@ -19,7 +19,6 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import shutil
 import signal
@@ -31,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.shared.errors import ScanEngineUnavailable, ScanFailed
-
-log = logging.getLogger(__name__)
 
 _SOCKET_TIMEOUT_S = 900.0
 _PR_SET_PDEATHSIG = 1
@@ -106,7 +103,6 @@ class ClamdEngine:
         self.tmp_dir = work_dir / "tmp"
         self.process: subprocess.Popen | None = None
         self.loaded_version: str | None = None
-        self.loaded_dir: Path | None = None
         self.engine_version: str | None = None
         self.last_load_s: float | None = None
         self.starts = 0
@@ -130,7 +126,6 @@ class ClamdEngine:
             self._start()
         self.last_load_s = time.monotonic() - started
         self.loaded_version = version
-        self.loaded_dir = database_dir
         self.engine_version = self.version()
 
     def _point_db_link(self, database_dir: Path) -> None:

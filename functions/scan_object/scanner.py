@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import logging
 import shutil
@@ -17,7 +16,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
-from functions.shared.aws import error_code, is_transient
+from functions.shared.aws import CHANGED_CODES, GONE_CODES, error_code, is_transient
+from functions.shared.clock import utc_now_iso
 from functions.shared.config import Settings
 from functions.shared.contracts import (
     DefinitionsRef,
@@ -31,12 +31,14 @@ from functions.shared.errors import ObjectStoreUnavailable
 
 log = logging.getLogger(__name__)
 
-_GONE_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NotFound"}
-_CHANGED_CODES = {"412", "PreconditionFailed"}
 # HEAD has no body, so botocore reports its errors by status. A 400 on HEAD of
 # an object we may read is what S3 answers for SSE-C (customer-provided key)
 # objects: the content is encrypted with a key we do not have.
 _CUSTOMER_KEY_CODES = {"400", "BadRequest", "InvalidRequest"}
+
+
+# Up to the transfer manager's multipart threshold a single GET is as fast.
+SINGLE_GET_MAX_BYTES = 8 * 1024 * 1024
 
 
 class _Head(enum.Enum):
@@ -44,10 +46,6 @@ class _Head(enum.Enum):
     GONE = "gone"
     SUPERSEDED = "superseded"
     CUSTOMER_KEY = "customer-key"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def classify(raw: RawResult) -> tuple[Verdict, str | None]:
@@ -105,7 +103,7 @@ class Scanner:
             return ScanResult(
                 verdict=verdict,
                 reason=reason,
-                scanned_at=_now(),
+                scanned_at=utc_now_iso("milliseconds"),
                 definitions_version=extra.pop("definitions_version", definitions.version),
                 definitions_stale=definitions.stale,
                 duration_ms=int((time.monotonic() - started) * 1000),
@@ -132,7 +130,7 @@ class Scanner:
             # with fetching and loading the definitions.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as pool:
                 loading = pool.submit(self.load, definitions)
-                state = self._download(obj, path)
+                state = self._download(obj, path, size)
                 version = loading.result()
             if state is not _Head.PRESENT:
                 reason = (
@@ -196,14 +194,15 @@ class Scanner:
             return state, 0
         return _Head.PRESENT, int(head["ContentLength"])
 
-    def _download(self, obj: ObjectRef, path: Path) -> _Head:
+    def _download(self, obj: ObjectRef, path: Path, size: int) -> _Head:
         try:
-            if obj.version_id or not obj.etag:
-                # A version id pins the content: parallel ranged GETs are safe.
+            if obj.version_id and size > SINGLE_GET_MAX_BYTES:
+                # A version id pins the content, so parallel ranged GETs are safe.
                 self.s3.download_file(obj.bucket, obj.key, str(path), ExtraArgs=obj.version_args)
             else:
-                # Unversioned: one GET conditional on the event's eTag (the
-                # transfer manager does not pass IfMatch through).
+                # One GET, pinned (version id, or If-Match on the eTag, which the
+                # transfer manager would not pass through). It also spares the
+                # HEAD the transfer manager sends first: we already made one.
                 body = self.s3.get_object(Bucket=obj.bucket, Key=obj.key, **obj.pin_args)["Body"]
                 with body, path.open("wb") as out:
                     shutil.copyfileobj(body, out, 8 * 1024 * 1024)
@@ -220,9 +219,9 @@ class Scanner:
     def _read_error(obj: ObjectRef, what: str, err: ClientError) -> _Head:
         """What a failed read says about the object; PRESENT means: re-raise."""
         code = error_code(err)
-        if code in _GONE_CODES:
+        if code in GONE_CODES:
             return _Head.GONE
-        if code in _CHANGED_CODES:
+        if code in CHANGED_CODES:
             return _Head.SUPERSEDED
         if what == "HEAD" and code in _CUSTOMER_KEY_CODES:
             return _Head.CUSTOMER_KEY

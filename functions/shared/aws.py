@@ -37,6 +37,12 @@ THROTTLING_CODES = frozenset(
 )
 
 
+# What S3 answers for a key or version that is not there, and for a failed
+# If-Match (the object changed since the event).
+GONE_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
+CHANGED_CODES = frozenset({"412", "PreconditionFailed"})
+
+
 def error_code(err: Exception) -> str:
     response = getattr(err, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))

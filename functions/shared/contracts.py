@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from functions.shared.errors import InvalidInput
@@ -342,7 +342,3 @@ def describe_error(error: Any) -> dict[str, str]:
     except ValueError:
         pass
     return {"error": str(error.get("Error", "Unknown")), "cause": cause[:1000]}
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)

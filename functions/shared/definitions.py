@@ -7,7 +7,6 @@ sha256 before it extracts anything, and extracts it safely.
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import gzip
 import hashlib
@@ -24,6 +23,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from functions.shared.aws import GONE_CODES, error_code
+from functions.shared.clock import utc_now_iso
 from functions.shared.errors import DefinitionsCorrupt, ScanEngineUnavailable
 
 TARBALL_NAME = "db.tar.gz"
@@ -39,10 +40,6 @@ DATABASE_SUFFIXES = frozenset(
         ".info", ".cfg", ".yar", ".yara", ".pwdb", ".ioc", ".sign",
     }
 )  # fmt: skip
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def keys(prefix: str) -> tuple[str, str]:
@@ -142,7 +139,7 @@ def read_manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any] | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if error_code(err) in GONE_CODES:
             return None
         raise
     return json.loads(body)
@@ -182,7 +179,7 @@ def publish_directory(
         "key": tarball_key,
         "sha256": hashlib.sha256(tarball).hexdigest(),
         "size": len(tarball),
-        "createdAt": now_iso(),
+        "createdAt": utc_now_iso(),
         "engineVersion": engine_version,
         "files": files,
         "signatures": sum(f["signatures"] or 0 for f in files),

@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from functions.shared.clock import parse_iso
 from functions.shared.definitions import (
     PublishResult,
     publish_directory,
@@ -82,7 +83,7 @@ def update_definitions(
                 f"freshclam failed; the cache is unchanged. {err}"
             ) from err
         result: PublishResult = publish_directory(s3, bucket, prefix, databases, engine_version)
-    created = dt.datetime.fromisoformat(result.manifest["createdAt"].replace("Z", "+00:00"))
+    created = parse_iso(result.manifest["createdAt"])
     return UpdateResult(
         published=result.published,
         version=result.manifest["version"],

@@ -91,7 +91,8 @@ class Workflow(Construct):
 
         self._grant(config, source, quarantine, table, definitions)
 
-        functions = {
+        # Keyed like statemachines.FUNCTION_PLACEHOLDERS: the folder under functions/.
+        self.by_name = {
             "fetch_definitions": self.fetch_definitions,
             "scan_object": self.scan_object,
             "apply_verdict": self.apply_verdict,
@@ -109,7 +110,7 @@ class Workflow(Construct):
             # file itself, and cfn-lint can validate it.
             definition_body=sfn.DefinitionBody.from_string(statemachines.definition_text()),
             definition_substitutions=statemachines.substitutions(
-                {name: fn.function_arn for name, fn in functions.items()},
+                {name: fn.function_arn for name, fn in self.by_name.items()},
                 webhook_configured=bool(config.webhook_url),
             ),
             logs=sfn.LogOptions(
@@ -118,7 +119,7 @@ class Workflow(Construct):
             tracing_enabled=True,
             comment="Scan one S3 object version with ClamAV",
         )
-        for fn in functions.values():
+        for fn in self.by_name.values():
             self.state_machine.role.add_to_principal_policy(
                 iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[fn.function_arn])
             )
@@ -188,10 +189,4 @@ class Workflow(Construct):
 
     @property
     def functions(self) -> list[lambda_.Function]:
-        return [
-            self.fetch_definitions,
-            self.scan_object,
-            self.apply_verdict,
-            self.record_audit,
-            self.notify_webhook,
-        ]
+        return list(self.by_name.values())

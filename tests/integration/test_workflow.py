@@ -370,6 +370,7 @@ def test_lambda_service_error_is_retried(harness):
 
     report = harness.scan("hiccup.txt", b"hello")
 
+    assert report.count("LambdaFunctionFailed", "Tag As Clean") == 1  # the fault did fire
     assert report.status == "SUCCEEDED"
     assert harness.tags("hiccup.txt")["scan-status"] == "clean"
 
