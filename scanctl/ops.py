@@ -14,7 +14,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from functions.record_audit.audit import (
+from functions.record_audit.schema import (
     BY_VERDICT_INDEX,
     FAILURE_KEY,
     FAILURES_INDEX,

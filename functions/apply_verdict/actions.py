@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.aws import CHANGED_CODES, GONE_CODES, error_code, is_transient
 from functions.shared.contracts import (
@@ -19,8 +20,16 @@ from functions.shared.errors import (
     InvalidInput,
     ObjectActionRefused,
     ObjectStoreUnavailable,
+    ScannerError,
 )
 from functions.shared.tags import as_query, merge_tags
+
+log = logging.getLogger(__name__)
+
+# HEAD cannot be answered for an SSE-C object without the customer's key
+# (400), nor for one the scanner was refused (403); the unscannable tag still
+# belongs on such objects, so their eTag check is skipped.
+_UNREADABLE_HEAD = frozenset({"400", "BadRequest", "403", "AccessDenied"})
 
 
 class ObjectGone(Exception):
@@ -37,6 +46,8 @@ def _call(
     """Call S3; its error codes become our named errors (``tolerate``: return None)."""
     try:
         return fn(**kwargs)
+    except BotoCoreError as err:  # no connection, a read timeout: retried
+        raise ObjectStoreUnavailable(f"{what} {obj.uri} failed: {err}") from err
     except ClientError as err:
         code = error_code(err)
         if code in tolerate:
@@ -54,6 +65,10 @@ def _none(reason: str) -> dict[str, Any]:
     return {"action": str(Action.NONE), "reason": reason}
 
 
+# Quarantine bucket -> its versioning status, read once per container.
+_versioning: dict[str, str] = {}
+
+
 class VerdictApplier:
     def __init__(self, s3: Any, quarantine_bucket: str | None) -> None:
         self.s3 = s3
@@ -65,7 +80,7 @@ class VerdictApplier:
         if scan.verdict not in (Verdict.CLEAN, Verdict.UNSCANNABLE, Verdict.INFECTED):
             raise InvalidInput(f"no action for verdict {scan.verdict!r}")
         try:
-            self._check_current(obj)
+            self._check_current(obj, unreadable_ok=scan.verdict == Verdict.UNSCANNABLE)
             if scan.verdict == Verdict.CLEAN:
                 return self._tag(obj, self._status_tags(scan))
             if scan.verdict == Verdict.UNSCANNABLE:
@@ -77,17 +92,20 @@ class VerdictApplier:
         except ObjectSuperseded:
             return _none(str(SkipReason.SUPERSEDED))
         except ObjectGone:
-            if scan.verdict == Verdict.INFECTED and self._already_quarantined(obj):
+            copy_version = (
+                self._already_quarantined(obj) if scan.verdict == Verdict.INFECTED else None
+            )
+            if copy_version is not None:
                 # A retry after a delete whose answer was lost: the work is done.
                 return {
                     "action": str(Action.QUARANTINED),
-                    "quarantine": self._quarantine_location(obj),
+                    "quarantine": self._quarantine_location(obj, copy_version or None),
                     "deletedVersionId": obj.version_id,
                     "recovered": True,
                 }
             return _none(str(SkipReason.OBJECT_GONE))
 
-    def _check_current(self, obj: ObjectRef) -> None:
+    def _check_current(self, obj: ObjectRef, unreadable_ok: bool = False) -> None:
         """Unversioned bucket: act only if the key still holds what was scanned.
 
         Versioned buckets need no check: every call names the version. Between
@@ -100,9 +118,7 @@ class VerdictApplier:
             "HeadObject",
             obj,
             self.s3.head_object,
-            # SSE-C: HEAD cannot be answered without the customer's key (400), so
-            # the content cannot be compared; the unscannable tag still belongs on it.
-            tolerate=frozenset({"400", "BadRequest"}),
+            tolerate=_UNREADABLE_HEAD if unreadable_ok else frozenset(),
             Bucket=obj.bucket,
             Key=obj.key,
             IfMatch=obj.quoted_etag,
@@ -143,6 +159,14 @@ class VerdictApplier:
         }
 
     def _infected(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
+        """Quarantine (or delete) the version; if that fails, it still says infected.
+
+        Whatever stops the copy or the delete (a refusal, throttling that
+        outlasts the retries, anything), the exact object is tagged
+        ``scan-status=infected`` before the error reaches the state machine, so
+        no reader mistakes it for unscanned or clean while the execution waits
+        for an operator. The error's message says whether that tag landed.
+        """
         signature = scan.signatures[0] if scan.signatures else "unknown"
         infected_tags = {
             Tag.STATUS: str(Verdict.INFECTED),
@@ -151,20 +175,33 @@ class VerdictApplier:
         }
         if obj.version_id or not obj.etag:
             # Versioned: tag first. If the delete is refused (Object Lock, a
-            # policy), the version still says it is infected to every reader.
+            # policy), the version already says it is infected to every reader.
             tagged = self._tag(obj, infected_tags)
-            return self._copy_and_delete(obj, signature, scan) | {
-                "tagsDropped": tagged["tagsDropped"]
-            }
+            try:
+                return self._copy_and_delete(obj, signature, scan) | {
+                    "tagsDropped": tagged["tagsDropped"]
+                }
+            except ScannerError as err:
+                raise type(err)(f"{err}; the version is tagged scan-status=infected") from err
         # Unversioned: a tag write cannot be made conditional, so tagging first
         # could label content uploaded a moment later. Copy and delete carry
-        # If-Match; only if the delete is refused is the (checked) key tagged.
+        # If-Match; only when they fail is the (checked) key tagged.
         try:
             return self._copy_and_delete(obj, signature, scan)
-        except ObjectActionRefused:
+        except ScannerError as err:
+            raise type(err)(f"{err}; {self._mark_infected(obj, infected_tags)}") from err
+
+    def _mark_infected(self, obj: ObjectRef, tags: dict[str, str]) -> str:
+        """Best effort after a failed quarantine: what happened, for the error message."""
+        try:
             self._check_current(obj)
-            self._tag(obj, infected_tags)
-            raise
+            self._tag(obj, tags)
+        except ObjectSuperseded:
+            return "the key was overwritten meanwhile, so it was not tagged"
+        except (ObjectGone, ScannerError) as err:
+            log.error("could not mark %s infected: %s", obj.uri, err)
+            return f"the object could NOT be tagged scan-status=infected either ({err})"
+        return "the object is tagged scan-status=infected"
 
     def _copy_and_delete(self, obj: ObjectRef, signature: str, scan: ScanResult) -> dict[str, Any]:
         if not self.quarantine_bucket:
@@ -194,23 +231,58 @@ class VerdictApplier:
         deleted = self._delete(obj)
         return {
             "action": str(Action.QUARANTINED),
-            "quarantine": self._quarantine_location(obj) | {"versionId": copied.get("VersionId")},
+            "quarantine": self._quarantine_location(obj, copied.get("VersionId")),
             "deletedVersionId": deleted["deletedVersionId"],
         }
 
-    def _quarantine_location(self, obj: ObjectRef) -> dict[str, Any]:
-        return {"bucket": self.quarantine_bucket, "key": obj.key, "versionId": None}
+    def _quarantine_location(self, obj: ObjectRef, version_id: str | None) -> dict[str, Any]:
+        assert self.quarantine_bucket is not None
+        return {
+            "bucket": self.quarantine_bucket,
+            "key": obj.key,
+            "versionId": version_id,
+            "bucketVersioning": self.quarantine_versioning(),
+        }
 
-    def _already_quarantined(self, obj: ObjectRef) -> bool:
-        """Is the quarantine copy there, and a copy of *this* version (not an older one)?"""
+    def quarantine_versioning(self) -> str:
+        """``Enabled``, ``Suspended`` or ``Disabled``; read once per container.
+
+        Copies keep the source key, so only a versioned quarantine bucket keeps
+        every infected version's copy: without versioning a second infected
+        upload of one key overwrites the first one's evidence. That is logged
+        once and recorded with every quarantine.
+        """
+        bucket = self.quarantine_bucket
+        assert bucket is not None
+        if bucket not in _versioning:
+            try:
+                status = self.s3.get_bucket_versioning(Bucket=bucket).get("Status") or "Disabled"
+            except (ClientError, BotoCoreError) as err:
+                log.warning("cannot read the versioning of %s: %s", bucket, err)
+                return "Unknown"
+            if status != "Enabled":
+                log.warning(
+                    "quarantine bucket %s is not versioned (%s): a later infected upload of a "
+                    "key overwrites the earlier copy; enable versioning to keep every copy",
+                    bucket,
+                    status,
+                )
+            _versioning[bucket] = status
+        return _versioning[bucket]
+
+    def _already_quarantined(self, obj: ObjectRef) -> str | None:
+        """The copy's version id ("" if unversioned) if the quarantine holds a copy
+        of *this* version (not an older one), else None."""
         if not self.quarantine_bucket:
-            return False
+            return None
         try:
             tag_set = self.s3.get_object_tagging(Bucket=self.quarantine_bucket, Key=obj.key)
-        except ClientError:
-            return False
+        except (ClientError, BotoCoreError):
+            return None
         tags = {t["Key"]: t["Value"] for t in tag_set["TagSet"]}
-        return tags.get(str(Tag.SOURCE_VERSION)) == (obj.version_id or obj.etag)
+        if tags.get(str(Tag.SOURCE_VERSION)) != (obj.version_id or obj.etag):
+            return None
+        return tag_set.get("VersionId") or ""
 
     def _delete(self, obj: ObjectRef) -> dict[str, Any]:
         # With a VersionId the version itself is removed; without one, a

@@ -16,17 +16,11 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from functions.record_audit.schema import FAILURE_KEY, PARTITION_KEY, SORT_KEY
 from functions.shared.aws import error_code, is_transient
 from functions.shared.clock import utc_now_iso
 from functions.shared.contracts import ExecutionRef, result_summary
 from functions.shared.errors import AuditWriteFailed
-
-BY_VERDICT_INDEX = "by-verdict"
-# Sparse: only failed runs carry the key attribute, so this lists exactly them.
-FAILURES_INDEX = "failures"
-FAILURE_KEY = "failure"
-PARTITION_KEY = "object"
-SORT_KEY = "scanId"
 
 _serializer = TypeSerializer()
 

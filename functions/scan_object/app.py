@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -30,6 +31,19 @@ def get_scanner() -> Scanner:
         if _scanner is None:
             _scanner = Scanner(client("s3"), load_settings())
         return _scanner
+
+
+def reset_scanner(when: Callable[[Scanner], bool] = lambda scanner: True) -> None:
+    """Drop the warm scanner (stopping its clamd) if ``when`` says it no longer fits.
+
+    Lambda never needs this (a container's settings do not change); local runs
+    and tests that change the settings between harnesses do.
+    """
+    global _scanner
+    with _scanner_lock:
+        if _scanner is not None and when(_scanner):
+            _scanner.engine.stop()
+            _scanner = None
 
 
 def _warm_up() -> None:

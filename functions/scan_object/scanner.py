@@ -16,7 +16,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
-from functions.shared.aws import CHANGED_CODES, GONE_CODES, error_code, is_transient
+from functions.shared.aws import (
+    ARCHIVED_CODES,
+    CHANGED_CODES,
+    GONE_CODES,
+    error_code,
+    is_denied,
+    is_transient,
+)
 from functions.shared.clock import utc_now_iso
 from functions.shared.config import Settings
 from functions.shared.contracts import (
@@ -35,6 +42,10 @@ log = logging.getLogger(__name__)
 # an object we may read is what S3 answers for SSE-C (customer-provided key)
 # objects: the content is encrypted with a key we do not have.
 _CUSTOMER_KEY_CODES = {"400", "BadRequest", "InvalidRequest"}
+# Storage classes and Intelligent-Tiering tiers whose content must be restored
+# before it can be read (Glacier Instant Retrieval reads like Standard).
+_ARCHIVE_CLASSES = {"GLACIER", "DEEP_ARCHIVE"}
+_ARCHIVE_TIERS = {"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"}
 
 
 # Up to the transfer manager's multipart threshold a single GET is as fast.
@@ -46,6 +57,31 @@ class _Head(enum.Enum):
     GONE = "gone"
     SUPERSEDED = "superseded"
     CUSTOMER_KEY = "customer-key"
+    ARCHIVED = "archived"
+    DENIED = "denied"
+
+
+# A read that ends the scan without content, and the verdict it gets.
+_UNREADABLE: dict[_Head, tuple[Verdict, str]] = {
+    _Head.GONE: (Verdict.SKIPPED, str(SkipReason.OBJECT_GONE)),
+    _Head.SUPERSEDED: (Verdict.SKIPPED, str(SkipReason.SUPERSEDED)),
+    _Head.CUSTOMER_KEY: (Verdict.UNSCANNABLE, str(UnscannableReason.ENCRYPTED)),
+    _Head.ARCHIVED: (Verdict.UNSCANNABLE, str(UnscannableReason.ARCHIVED)),
+    _Head.DENIED: (Verdict.UNSCANNABLE, str(UnscannableReason.ACCESS_DENIED)),
+}
+
+
+def is_archived(head: dict[str, Any]) -> bool:
+    """Content that cannot be read until restored (HEAD tells without a GET).
+
+    A completed restore (``Restore: ongoing-request="false", ...``) makes a
+    Glacier object readable until its expiry: that is the moment it is scanned.
+    """
+    if head.get("ArchiveStatus") in _ARCHIVE_TIERS:
+        return True
+    if head.get("StorageClass") not in _ARCHIVE_CLASSES:
+        return False
+    return 'ongoing-request="false"' not in (head.get("Restore") or "")
 
 
 def classify(raw: RawResult) -> tuple[Verdict, str | None]:
@@ -113,12 +149,8 @@ class Scanner:
         if obj.key.endswith("/") and (obj.size or 0) == 0:
             return result(Verdict.SKIPPED, str(SkipReason.FOLDER_MARKER))
         state, size = self._head(obj)
-        if state is _Head.GONE:
-            return result(Verdict.SKIPPED, str(SkipReason.OBJECT_GONE))
-        if state is _Head.SUPERSEDED:
-            return result(Verdict.SKIPPED, str(SkipReason.SUPERSEDED))
-        if state is _Head.CUSTOMER_KEY:
-            return result(Verdict.UNSCANNABLE, str(UnscannableReason.ENCRYPTED))
+        if state is not _Head.PRESENT:
+            return result(*_UNREADABLE[state])
         if size > self.settings.max_object_bytes:
             # Never downloaded: ClamAV would skip it, and we must not call that clean.
             return result(Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE))
@@ -133,10 +165,7 @@ class Scanner:
                 state = self._download(obj, path, size)
                 version = loading.result()
             if state is not _Head.PRESENT:
-                reason = (
-                    SkipReason.SUPERSEDED if state is _Head.SUPERSEDED else SkipReason.OBJECT_GONE
-                )
-                return result(Verdict.SKIPPED, str(reason))
+                return result(*_UNREADABLE[state])
             raw = self.engine.scan_file(path)
         finally:
             path.unlink(missing_ok=True)
@@ -192,6 +221,10 @@ class Scanner:
             if state is _Head.PRESENT:
                 raise
             return state, 0
+        except BotoCoreError as err:  # no connection, a timeout: retried
+            raise ObjectStoreUnavailable(f"HEAD {obj.uri} failed: {err}") from err
+        if is_archived(head):
+            return _Head.ARCHIVED, 0
         return _Head.PRESENT, int(head["ContentLength"])
 
     def _download(self, obj: ObjectRef, path: Path, size: int) -> _Head:
@@ -225,6 +258,10 @@ class Scanner:
             return _Head.SUPERSEDED
         if what == "HEAD" and code in _CUSTOMER_KEY_CODES:
             return _Head.CUSTOMER_KEY
+        if code in ARCHIVED_CODES:
+            return _Head.ARCHIVED
+        if is_denied(err):
+            return _Head.DENIED
         if is_transient(err):
             raise ObjectStoreUnavailable(f"{what} {obj.uri} throttled: {code}") from err
         return _Head.PRESENT

@@ -41,6 +41,18 @@ THROTTLING_CODES = frozenset(
 # If-Match (the object changed since the event).
 GONE_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
 CHANGED_CODES = frozenset({"412", "PreconditionFailed"})
+# The content exists but may not be read: a policy, or a KMS key the reader may
+# not use (S3 answers AccessDenied for most of those; some KMS states carry
+# their own code).
+DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden"})
+# An archived object (Glacier Flexible Retrieval, Deep Archive, an
+# Intelligent-Tiering archive tier) that was not restored.
+ARCHIVED_CODES = frozenset({"InvalidObjectState"})
+
+
+def is_denied(err: Exception) -> bool:
+    code = error_code(err)
+    return code in DENIED_CODES or code.startswith("KMS.")
 
 
 def error_code(err: Exception) -> str:

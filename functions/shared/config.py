@@ -65,6 +65,7 @@ def validate_webhook_url(name: str, raw: str, allow_loopback_http: bool = True) 
 
 @dataclass(frozen=True)
 class Settings:
+    source_bucket: str | None
     table_name: str | None
     quarantine_bucket: str | None
     webhook_url: str | None
@@ -92,6 +93,7 @@ class Settings:
         max_mb = _int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, CLAMAV_MAX_FILE_BYTES // MIB)
         prefix = env.get("DEFINITIONS_PREFIX", "clamav/defs").strip().strip("/")
         return cls(
+            source_bucket=env.get("SOURCE_BUCKET_NAME", "").strip() or None,
             table_name=env.get("DDB_TABLE_NAME", "").strip() or None,
             quarantine_bucket=env.get("QUARANTINE_BUCKET_NAME", "").strip() or None,
             webhook_url=webhook_url,

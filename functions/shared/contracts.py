@@ -36,6 +36,12 @@ class UnscannableReason(enum.StrEnum):
     TOO_LARGE = "too-large"
     ENCRYPTED = "encrypted"
     LIMITS_EXCEEDED = "limits-exceeded"
+    # In an archive storage class (Glacier Flexible Retrieval, Deep Archive, or
+    # an Intelligent-Tiering archive tier) and not restored: it cannot be read
+    # until someone restores it, and the restore's event brings it back here.
+    ARCHIVED = "archived"
+    # S3 or KMS refused the scanner the content (403, a KMS key it may not use).
+    ACCESS_DENIED = "access-denied"
 
 
 class SkipReason(enum.StrEnum):

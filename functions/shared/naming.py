@@ -25,17 +25,17 @@ def _readable(text: str, room: int) -> str:
     return slug[-room:].lstrip("_-") if room > 0 else ""
 
 
-def execution_name(obj: ObjectRef, prefix: str = "") -> str:
+def execution_name(obj: ObjectRef, prefix: str = "", salt: str = "") -> str:
     """``[prefix-]<key slice>-<hash>`` for one object version.
 
     The hash covers bucket, key and the version's identity: its versionId, or
     for unversioned buckets the event's sequencer (each overwrite has a new
-    one), or failing both its eTag.
+    one), or failing both its eTag; and ``salt``, which tells apart several
+    scans of one version that must each run (restores, rescans).
     """
     identity = obj.version_id or obj.sequencer or obj.etag or ""
-    digest = hashlib.sha256("\0".join((obj.bucket, obj.key, identity)).encode("utf-8")).hexdigest()[
-        :_HASH_LENGTH
-    ]
+    parts = (obj.bucket, obj.key, identity, salt) if salt else (obj.bucket, obj.key, identity)
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:_HASH_LENGTH]
     head = _UNSAFE.sub("_", prefix).strip("_-")[:24]
     head = f"{head}-" if head else ""
     room = MAX_LENGTH - len(head) - _HASH_LENGTH - 1

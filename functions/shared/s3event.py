@@ -8,8 +8,12 @@ from urllib.parse import unquote_plus
 
 from functions.shared.contracts import ObjectRef, TriggerSource
 from functions.shared.errors import InvalidInput
+from functions.shared.naming import execution_name
 
 TEST_EVENT = "s3:TestEvent"
+# A restored archived object: readable now, so it is scanned now (its upload's
+# scan could only call it unscannable/archived).
+RESTORE_COMPLETED = "ObjectRestore:Completed"
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,22 @@ class ObjectCreated:
     object: ObjectRef
     event_time: str | None
     event_name: str
+
+    @property
+    def is_restore(self) -> bool:
+        return self.event_name == RESTORE_COMPLETED
+
+    @property
+    def execution_name(self) -> str:
+        """Deterministic per event: a redelivery maps to the same execution.
+
+        A restore scans a version its upload already saw (as archived), so
+        its name differs from the upload's; the event time tells one restore
+        of a version from a later one.
+        """
+        if self.is_restore:
+            return execution_name(self.object, prefix="restored", salt=self.event_time or "")
+        return execution_name(self.object)
 
 
 def parse_body(body: str) -> list[ObjectCreated]:
@@ -43,8 +63,8 @@ def _parse_record(record: object) -> ObjectCreated:
     if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
         raise InvalidInput("record is not an S3 event record")
     event_name = str(record.get("eventName", ""))
-    if not event_name.startswith("ObjectCreated:"):
-        raise InvalidInput(f"record is {event_name!r}, not ObjectCreated")
+    if not (event_name.startswith("ObjectCreated:") or event_name == RESTORE_COMPLETED):
+        raise InvalidInput(f"record is {event_name!r}, not ObjectCreated or {RESTORE_COMPLETED}")
     try:
         s3 = record["s3"]
         bucket = s3["bucket"]["name"]

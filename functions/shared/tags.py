@@ -1,12 +1,16 @@
 """S3 object tags written by the scanner, and the rule for S3's limit of 10.
 
-The rule, in order, when the merged set would exceed 10 tags:
+The rule, in order:
 
-1. The object's own tags are kept and our tags are set (ours replace any
-   existing tag with the same key, so a rescan updates them in place).
-2. Our optional tags are dropped first, last-listed first (``scan-engine``,
+1. Every ``scan-*`` key already on the object is removed, whoever wrote it:
+   an uploader's forged ``scan-status=clean`` or ``scan-reason``, or what an
+   earlier scan left (a rescan from unscannable to clean drops the old
+   ``scan-reason``). Only what this scan writes carries the prefix afterwards.
+2. The object's other tags are kept and ours are added. When the merged set
+   would exceed 10 tags:
+3. Our optional tags are dropped first, last-listed first (``scan-engine``,
    then ``scan-time``, then the reason or signature).
-3. ``scan-status`` is never dropped: bucket policies and downstream readers
+4. ``scan-status`` is never dropped: bucket policies and downstream readers
    gate on it. If the object already carries 10 tags of its own, the ones
    that sort last by key are dropped to make room for it.
 
@@ -22,6 +26,8 @@ from urllib.parse import urlencode
 from functions.shared.contracts import Tag
 
 S3_MAX_TAGS = 10
+# Every tag key this scanner writes starts with this; nobody else's may.
+OUR_PREFIX = "scan-"
 S3_MAX_VALUE_LENGTH = 256
 _ALLOWED_VALUE_CHARS = set(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 +-=._:/@"
@@ -44,7 +50,7 @@ def merge_tags(existing: list[dict[str, str]], ours: dict[str, str]) -> MergedTa
     """Merge our tags (status first, most important first) into the existing set."""
     if Tag.STATUS not in ours:
         raise ValueError("our tags must include scan-status")
-    own = [t for t in existing if t["Key"] not in ours]
+    own = [t for t in existing if not is_ours(t["Key"])]
     ordered_ours = [(k, v) for k, v in ours.items()]
     dropped: list[str] = []
     # Drop our optional tags, least important (last) first.
@@ -59,6 +65,11 @@ def merge_tags(existing: list[dict[str, str]], ours: dict[str, str]) -> MergedTa
         own = [t for t in own if t["Key"] in kept]
     merged = own + [{"Key": k, "Value": tag_value(v)} for k, v in ordered_ours]
     return MergedTags(tags=merged, dropped=dropped)
+
+
+def is_ours(key: str) -> bool:
+    """A key in our namespace: removed from every object before we write ours."""
+    return key.lower().startswith(OUR_PREFIX)
 
 
 def as_query(tags: dict[str, str]) -> str:

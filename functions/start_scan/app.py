@@ -42,8 +42,19 @@ def record_handler(record: SQSRecord) -> None:
     if not events:
         logger.info("S3 test event ignored", extra={"messageId": record.message_id})
         return
-    arn = load_settings().require("state_machine_arn", "STATE_MACHINE_ARN")
+    settings = load_settings()
+    arn = settings.require("state_machine_arn", "STATE_MACHINE_ARN")
+    source = settings.require("source_bucket", "SOURCE_BUCKET_NAME")
     for event in events:
+        if event.object.bucket != source:
+            # The queue accepts only this account's S3, but a misdirected or
+            # forged message must not make us read, tag or delete elsewhere.
+            logger.warning(
+                "event for a bucket other than the source ignored",
+                extra={"object": event.object.uri, "messageId": record.message_id},
+            )
+            metrics.add_metric(name="ForeignBucketEvents", unit=MetricUnit.Count, value=1)
+            continue
         started = start_scan(client("stepfunctions"), arn, event, record.message_id)
         metrics.add_metric(
             name="DuplicateEvents" if started.already_existed else "ExecutionsStarted",

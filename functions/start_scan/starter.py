@@ -10,7 +10,6 @@ from botocore.exceptions import ClientError
 
 from functions.shared.aws import error_code, is_transient
 from functions.shared.errors import StartExecutionThrottled
-from functions.shared.naming import execution_name
 from functions.shared.s3event import ObjectCreated, execution_input
 
 
@@ -26,7 +25,7 @@ def start_scan(sfn: Any, state_machine_arn: str, event: ObjectCreated, message_i
     The name is derived from the object version, so a redelivered message lands
     on ExecutionAlreadyExists instead of scanning twice.
     """
-    name = execution_name(event.object)
+    name = event.execution_name
     try:
         sfn.start_execution(
             stateMachineArn=state_machine_arn,

@@ -6,13 +6,7 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
-from functions.record_audit.audit import (
-    BY_VERDICT_INDEX,
-    FAILURE_KEY,
-    FAILURES_INDEX,
-    PARTITION_KEY,
-    SORT_KEY,
-)
+from functions.record_audit.schema import INDEXES, PARTITION_KEY, SORT_KEY
 
 
 class Audit(Construct):
@@ -34,15 +28,14 @@ class Audit(Construct):
             # The audit trail outlives the stack.
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.table.add_global_secondary_index(
-            index_name=BY_VERDICT_INDEX,
-            partition_key=dynamodb.Attribute(name="verdict", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name=SORT_KEY, type=dynamodb.AttributeType.STRING),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
-        self.table.add_global_secondary_index(
-            index_name=FAILURES_INDEX,
-            partition_key=dynamodb.Attribute(name=FAILURE_KEY, type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name=SORT_KEY, type=dynamodb.AttributeType.STRING),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
+        for index in INDEXES:
+            self.table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=dynamodb.Attribute(
+                    name=index.partition_key, type=dynamodb.AttributeType.STRING
+                ),
+                sort_key=dynamodb.Attribute(
+                    name=index.sort_key, type=dynamodb.AttributeType.STRING
+                ),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )

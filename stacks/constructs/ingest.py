@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import Aws, Duration
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -18,6 +19,44 @@ from stacks.constants import (
     STARTER_TIMEOUT_S,
 )
 from stacks.constructs.functions import step_function
+
+
+@jsii.implements(s3.IBucketNotificationDestination)
+class _QueueForThisAccount:
+    """The scan queue as a notification destination, for this account's S3 only.
+
+    CDK's ``SqsDestination`` pins only ``aws:SourceArn``, and a bucket ARN
+    carries no account: a bucket of the same name in another account (after
+    this one is deleted, say) could then fill the queue. ``aws:SourceAccount``
+    closes that.
+    """
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self.queue = queue
+        self._granted = False
+
+    def bind(self, _scope: Construct, bucket: s3.IBucket) -> s3.BucketNotificationDestinationConfig:
+        if not self._granted:  # one statement, however many event types
+            self._grant(bucket)
+        return s3.BucketNotificationDestinationConfig(
+            arn=self.queue.queue_arn,
+            type=s3.BucketNotificationDestinationType.QUEUE,
+            dependencies=[self.queue],
+        )
+
+    def _grant(self, bucket: s3.IBucket) -> None:
+        self._granted = True
+        self.queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                resources=[self.queue.queue_arn],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": bucket.bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                },
+            )
+        )
 
 
 class Ingest(Construct):
@@ -50,16 +89,23 @@ class Ingest(Construct):
                 queue=self.dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT
             ),
         )
-        # On an imported bucket CDK's notification handler adds this rule next to
-        # the bucket's existing ones instead of replacing them.
-        source.add_event_notification(s3.EventType.OBJECT_CREATED, s3n.SqsDestination(self.queue))
+        # On an imported bucket CDK's notification handler adds these rules next
+        # to the bucket's existing ones instead of replacing them. A completed
+        # restore makes an archived object readable: it is scanned then.
+        destination = _QueueForThisAccount(self.queue)
+        source.add_event_notification(s3.EventType.OBJECT_CREATED, destination)
+        source.add_event_notification(s3.EventType.OBJECT_RESTORE_COMPLETED, destination)
 
         self.starter = step_function(
             self,
             "StartScan",
             name="start_scan",
             target="steps",
-            environment={**common_env, "STATE_MACHINE_ARN": state_machine.state_machine_arn},
+            environment={
+                **common_env,
+                "STATE_MACHINE_ARN": state_machine.state_machine_arn,
+                "SOURCE_BUCKET_NAME": source.bucket_name,
+            },
             memory_mb=STARTER_MEMORY_MB,
             timeout=Duration.seconds(STARTER_TIMEOUT_S),
         )

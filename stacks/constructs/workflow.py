@@ -41,7 +41,6 @@ class Workflow(Construct):
             "MAX_SCAN_SIZE_MB": str(config.max_scan_size_mb),
             "MAX_DEFINITIONS_AGE_HOURS": str(config.max_definitions_age_hours),
             "QUARANTINE_BUCKET_NAME": config.quarantine_bucket_name or "",
-            "WEBHOOK_URL": config.webhook_url or "",
         }
 
         def small(cid: str, name: str, timeout_s: int = STEP_TIMEOUT_S) -> lambda_.Function:
@@ -79,6 +78,9 @@ class Workflow(Construct):
         self.apply_verdict = small("ApplyVerdict", "apply_verdict")
         self.record_audit = small("RecordAudit", "record_audit")
         self.notify_webhook = small("NotifyWebhook", "notify_webhook", WEBHOOK_TIMEOUT_S)
+        # The URL is often a credential itself (Slack's, say): only the function
+        # that posts to it sees it.
+        self.notify_webhook.add_environment("WEBHOOK_URL", config.webhook_url or "")
         if config.webhook_secret_arn:
             # The signing secret stays in Secrets Manager; the function reads it once.
             self.notify_webhook.add_environment("WEBHOOK_SECRET_ARN", config.webhook_secret_arn)

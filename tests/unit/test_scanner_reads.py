@@ -67,11 +67,42 @@ def test_unversioned_read_is_pinned_to_the_events_etag(s3, tmp_path):
     assert (result.verdict, result.reason) == ("skipped", "superseded")
 
 
-def test_access_denied_is_not_a_verdict(s3, tmp_path):
+@pytest.mark.parametrize("code", ["403", "AccessDenied", "KMS.DisabledException"])
+def test_content_the_scanner_may_not_read_is_unscannable_access_denied(s3, tmp_path, code):
+    # A bucket policy or a KMS key the scanner may not use: never clean, never
+    # a failed run that leaves the object untagged.
     client, stubber = s3
-    stubber.add_client_error("head_object", service_error_code="403", http_status_code=403)
-    with pytest.raises(Exception, match="403"):
-        scanner(client, tmp_path).scan(ObjectRef("b", "k", version_id="v"), DEFS)
+    stubber.add_client_error("head_object", service_error_code=code, http_status_code=403)
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "k", version_id="v"), DEFS)
+    assert (result.verdict, result.reason) == ("unscannable", "access-denied")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"StorageClass": "GLACIER"},
+        {"StorageClass": "DEEP_ARCHIVE"},
+        {"StorageClass": "GLACIER", "Restore": 'ongoing-request="true"'},
+        {"StorageClass": "INTELLIGENT_TIERING", "ArchiveStatus": "ARCHIVE_ACCESS"},
+        {"StorageClass": "INTELLIGENT_TIERING", "ArchiveStatus": "DEEP_ARCHIVE_ACCESS"},
+    ],
+)
+def test_archived_object_is_unscannable_without_a_download(s3, tmp_path, head):
+    client, stubber = s3
+    stubber.add_response("head_object", {"ContentLength": 10, **head})
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "cold", version_id="v"), DEFS)
+    assert (result.verdict, result.reason) == ("unscannable", "archived")
+    stubber.assert_no_pending_responses()
+
+
+def test_restored_and_instantly_readable_objects_are_not_archived():
+    from functions.scan_object.scanner import is_archived
+
+    restored = 'ongoing-request="false", expiry-date="Fri, 21 Dec 2026 00:00:00 GMT"'
+    assert not is_archived({"StorageClass": "GLACIER", "Restore": restored})
+    assert not is_archived({"StorageClass": "GLACIER_IR"})
+    assert not is_archived({"StorageClass": "INTELLIGENT_TIERING"})
+    assert not is_archived({})
 
 
 def test_too_large_is_decided_before_any_download(s3, tmp_path):

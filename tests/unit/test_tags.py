@@ -61,3 +61,28 @@ def test_status_is_required():
 def test_values_are_made_valid_for_s3():
     assert tag_value("Win.Trojan.Agent-123 {x}") == "Win.Trojan.Agent-123 _x_"
     assert len(tag_value("a" * 300)) == 256
+
+
+def test_every_scan_key_is_removed_before_ours_are_written():
+    # GIVEN an uploader's forged status and reason, and an earlier scan's leftovers
+    forged = [
+        {"Key": "scan-status", "Value": "clean"},
+        {"Key": "scan-reason", "Value": "forged"},
+        {"Key": "Scan-Signature", "Value": "case does not help"},
+        {"Key": "owner", "Value": "x"},
+    ]
+    # WHEN a clean verdict is merged
+    merged = merge_tags(forged, OURS)
+    # THEN only our scan-* keys remain, and the uploader's own tag is kept
+    assert {t["Key"]: t["Value"] for t in merged.tags} == {"owner": "x", **OURS}
+    # AND the removed keys are not reported as dropped for the tag limit
+    assert merged.dropped == []
+
+
+def test_a_rescan_from_unscannable_to_clean_drops_the_old_reason():
+    previous = [
+        {"Key": "scan-status", "Value": "unscannable"},
+        {"Key": "scan-reason", "Value": "too-large"},
+    ]
+    merged = merge_tags(previous, OURS)
+    assert "scan-reason" not in {t["Key"] for t in merged.tags}

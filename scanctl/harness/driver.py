@@ -1,0 +1,255 @@
+"""``LocalScanner``: the deployment in moto, driven like AWS drives it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from scanctl.harness import resources, seams
+from scanctl.harness.environment import ACCOUNT_ID, BASE_ENV, REGION, Environment
+from scanctl.harness.invoker import Invoker
+from scanctl.harness.reports import ExecutionReport, read_report
+from scanctl.harness.resources import MAX_RECEIVE_COUNT, HarnessOptions
+
+__all__ = ["MAX_RECEIVE_COUNT", "HarnessOptions", "LocalScanner"]
+
+
+class LocalScanner:
+    """Create everything, run scans, report what happened.
+
+    Use as a context manager; it starts moto's ``mock_aws`` unless one is
+    already active (``own_mock=False``).
+    """
+
+    def __init__(self, options: HarnessOptions, own_mock: bool = True) -> None:
+        self.options = options
+        self.own_mock = own_mock
+        self.retry_waits: list[float] = []
+        self.invoker = Invoker()
+        self.deployment = resources.Deployment()
+        self._env = Environment()
+        self._patches: contextlib.ExitStack | None = None
+
+    # -- set-up --------------------------------------------------------------
+
+    def __enter__(self) -> LocalScanner:
+        self._env.set(BASE_ENV)
+        self._patches = contextlib.ExitStack()
+        if self.own_mock:
+            from moto import mock_aws
+
+            self._patches.enter_context(
+                mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+            )
+        self._patches.enter_context(seams.route_lambda(self.invoker.invoke))
+        self._patches.enter_context(seams.record_retry_waits(self.retry_waits))
+        self._patches.enter_context(seams.complete_s3_events())
+        self._patches.enter_context(seams.serialize_asl_parsing())
+        try:
+            self._create()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._patches is not None:
+            self._patches.close()
+            self._patches = None
+        self._env.restore()
+
+    def _create(self) -> None:
+        from functions.scan_object.app import reset_scanner
+        from functions.shared.config import load_settings
+
+        o = self.options
+        resources.create_storage(self.client, o)
+        resources.create_ingest(self.client, o, self.deployment)
+        env = resources.function_env(o)
+        self._env.set(env)
+        # A warm scanner from an earlier harness keeps its clamd only if it fits.
+        settings = load_settings()
+        reset_scanner(lambda scanner: scanner.settings != settings)
+        resources.create_functions(self.client, env, self.deployment)
+        self.invoker.function_arns = self.deployment.function_arns
+        resources.create_state_machine(self.client, o, self.deployment)
+        self._env.set({"STATE_MACHINE_ARN": self.state_machine_arn})
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION)
+
+    # Names the tests and tools read.
+    @property
+    def queue_url(self) -> str:
+        return self.deployment.queue_url
+
+    @property
+    def dlq_url(self) -> str:
+        return self.deployment.dlq_url
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.deployment.state_machine_arn
+
+    @property
+    def function_arns(self) -> dict[str, str]:
+        return self.deployment.function_arns
+
+    @property
+    def invocations(self) -> list[str]:
+        return self.invoker.invocations
+
+    def fail_next(self, function: str, error: BaseException, times: int = 1) -> None:
+        """Make the next ``times`` invocations of ``function`` raise ``error``.
+
+        For faults no real component here can produce (Lambda's own service
+        errors); prefer a real fault (a dead clamd, an HTTP 500) where one exists.
+        """
+        self.invoker.fail_next(function, error, times)
+
+    # -- using it ---------------------------------------------------------------
+
+    def publish_definitions(self, directory: Path) -> dict[str, Any]:
+        from functions.shared.config import load_settings
+        from functions.shared.definitions import publish_directory
+
+        result = publish_directory(
+            self.client("s3"),
+            self.options.definitions_bucket,
+            load_settings().definitions_prefix,
+            directory,
+        )
+        return result.manifest
+
+    def upload(
+        self, key: str, body: bytes, tags: dict[str, str] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        from urllib.parse import urlencode
+
+        args: dict[str, Any] = {"Bucket": self.options.source_bucket, "Key": key, "Body": body}
+        if tags:
+            args["Tagging"] = urlencode(tags)
+        args.update(extra)
+        return self.client("s3").put_object(**args)
+
+    def drain(self, max_rounds: int = 100) -> list[str]:
+        """Feed the queue to start_scan like Lambda's SQS event source does.
+
+        Failed records (batchItemFailures) become visible again and, after
+        MAX_RECEIVE_COUNT receives, SQS moves them to the DLQ. Returns the
+        names of the executions the consumed records started (or found
+        started: a redelivery maps to the same name), in order, once each.
+        """
+        from functions.shared.errors import InvalidInput
+        from functions.shared.s3event import parse_body
+        from functions.start_scan import app as start_app
+
+        sqs = self.client("sqs")
+        names: dict[str, None] = {}  # ordered set
+        for _ in range(max_rounds):
+            messages = sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+            ).get("Messages", [])
+            if not messages:
+                break
+            event = {"Records": [_sqs_record(m, self.queue_url) for m in messages]}
+            response = self.invoker.call(start_app, "start_scan", event)
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+            for message in messages:
+                if message["MessageId"] in failed:
+                    continue
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                # The names are derived as start_scan derives them; listing every
+                # execution instead would make each drain slower than the last.
+                try:
+                    events = parse_body(message["Body"])
+                except InvalidInput:
+                    continue
+                for parsed in events:
+                    if parsed.object.bucket == self.options.source_bucket:
+                        names.setdefault(parsed.execution_name)
+        return list(names)
+
+    def start(self, input_: dict[str, Any], name: str | None = None) -> str:
+        name = name or f"manual-{uuid.uuid4().hex[:12]}"
+        self.client("stepfunctions").start_execution(
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(input_)
+        )
+        return name
+
+    def execution_arn(self, name: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def wait(self, names: list[str], timeout_s: float = 120.0) -> list[ExecutionReport]:
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout_s
+        reports = []
+        for name in names:
+            arn = self.execution_arn(name)
+            while True:
+                described = sfn.describe_execution(executionArn=arn)
+                if described["status"] != "RUNNING":
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"execution {name} still running after {timeout_s}s")
+                time.sleep(0.01)
+            reports.append(read_report(sfn, described))
+        return reports
+
+    def scan(self, key: str, body: bytes, **upload_args: Any) -> ExecutionReport:
+        """Upload one object and follow it to the end of its execution."""
+        self.upload(key, body, **upload_args)
+        names = self.drain()
+        if len(names) != 1:
+            raise AssertionError(f"expected one execution for {key}, got {names}")
+        return self.wait(names)[0]
+
+    # -- reading results ------------------------------------------------------------
+
+    def audit_items(self, key: str) -> list[dict[str, Any]]:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        deserialize = TypeDeserializer().deserialize
+        items = self.client("dynamodb").query(
+            TableName=self.options.table_name,
+            KeyConditionExpression="#o = :o",
+            ExpressionAttributeNames={"#o": "object"},
+            ExpressionAttributeValues={":o": {"S": f"s3://{self.options.source_bucket}/{key}"}},
+        )["Items"]
+        return [{k: deserialize(v) for k, v in item.items()} for item in items]
+
+    def tags(
+        self, key: str, version_id: str | None = None, bucket: str | None = None
+    ) -> dict[str, str]:
+        args: dict[str, Any] = {"Bucket": bucket or self.options.source_bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        tag_set = self.client("s3").get_object_tagging(**args)["TagSet"]
+        return {t["Key"]: t["Value"] for t in tag_set}
+
+    def dlq_messages(self) -> list[dict[str, Any]]:
+        return (
+            self.client("sqs")
+            .receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, AttributeNames=["All"])
+            .get("Messages", [])
+        )
+
+
+def _sqs_record(message: dict[str, Any], queue_url: str) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {},
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{queue_url.rsplit('/', 1)[-1]}",
+        "awsRegion": REGION,
+    }

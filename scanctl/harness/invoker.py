@@ -1,0 +1,88 @@
+"""Lambda invocations, in-process: the real handler, one invocation per function at a time."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LambdaContext:
+    """What Powertools reads from Lambda's context object."""
+
+    function_name: str
+    memory_limit_in_mb: int = 128
+    invoked_function_arn: str = ""
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+class Invoker:
+    """Runs ``functions.<name>.app.lambda_handler`` as Lambda would.
+
+    One lock per function: a Lambda container runs one invocation at a time,
+    and the scanner's warm clamd relies on it. Faults queued with
+    ``fail_next`` are raised instead of running the handler.
+    """
+
+    def __init__(self) -> None:
+        self.function_arns: dict[str, str] = {}
+        self.invocations: list[str] = []
+        self._faults: dict[str, list[BaseException]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def fail_next(self, function: str, error: BaseException, times: int = 1) -> None:
+        with self._guard:
+            self._faults.setdefault(function, []).extend([error] * times)
+
+    def clear_faults(self) -> None:
+        with self._guard:
+            self._faults.clear()
+
+    def _next_fault(self, name: str) -> BaseException | None:
+        with self._guard:
+            faults = self._faults.get(name)
+            return faults.pop(0) if faults else None
+
+    def invoke(self, name: str, event: Any) -> tuple[str, bool]:
+        """(payload, is_error) as Lambda's Invoke reports them."""
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            self.invocations.append(name)
+            try:
+                fault = self._next_fault(name)
+                if fault is not None:
+                    raise fault
+                module = importlib.import_module(f"functions.{name}.app")
+                result = self.call(module, name, event if event is not None else {})
+                return json.dumps(result), False
+            except Exception as err:  # noqa: BLE001 - reported to the caller like Lambda does
+                payload = {
+                    "errorType": type(err).__name__,
+                    "errorMessage": str(err),
+                    "stackTrace": traceback.format_exception(err)[-3:],
+                }
+                return json.dumps(payload), True
+
+    def call(self, module: Any, name: str, event: Any) -> Any:
+        """The handler itself, with a context; no fault injection, no lock."""
+        context = LambdaContext(
+            function_name=name, invoked_function_arn=self.function_arns.get(name, "")
+        )
+        try:
+            return module.lambda_handler(event, context)
+        finally:
+            # With metrics disabled Powertools never flushes, and at 100 buffered
+            # values it prints them anyway: drop them after each invocation.
+            metrics = getattr(module, "metrics", None)
+            if metrics is not None:
+                metrics.clear_metrics()

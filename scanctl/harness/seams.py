@@ -1,0 +1,102 @@
+"""Patches of moto's private APIs, each a context manager.
+
+moto is pinned exactly (requirements-dev.txt) because these reach into it.
+Each says what real AWS does that moto 5.2 does not, or what it does wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def route_lambda(invoke: Callable[[str, Any], tuple[str, bool]]) -> Iterator[None]:
+    """Lambda invocations run our handler in-process instead of a Docker container."""
+    from moto.awslambda.models import LambdaFunction
+
+    def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
+        payload, is_error = invoke(function.function_name.replace("-", "_"), event)
+        return payload, is_error, ""
+
+    original = LambdaFunction._invoke_lambda
+    LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        LambdaFunction._invoke_lambda = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def record_retry_waits(waits: list[float]) -> Iterator[None]:
+    """Retry intervals are recorded, not slept: a retried execution takes milliseconds."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    class _Clock:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+
+    original = retrier_decl.time
+    retrier_decl.time = _Clock  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        retrier_decl.time = original
+
+
+@contextlib.contextmanager
+def serialize_asl_parsing() -> Iterator[None]:
+    """Parse one definition at a time.
+
+    moto 5.2's ASL Preprocessor keeps its query-language scope stack in a
+    class attribute shared by every instance, and each execution parses the
+    definition in its own thread: executions started together corrupt each
+    other's stack (IndexError) and hang RUNNING. Seen with thousands of
+    executions in flight (scanctl local on 10,000 files).
+    """
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    original = AmazonStateLanguageParser.parse
+    lock = threading.Lock()
+
+    def parse(definition: str) -> Any:
+        with lock:
+            return original(definition)
+
+    AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AmazonStateLanguageParser.parse = staticmethod(original)  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def complete_s3_events() -> Iterator[None]:
+    """Add what real S3 puts in a notification and moto leaves out.
+
+    S3 sends the ``versionId`` of the new version (versioned buckets) and a
+    ``sequencer`` that orders events for one key; moto 5.2 sends neither,
+    and the scanner relies on both.
+    """
+    from moto.s3 import notifications
+
+    original = notifications._get_s3_event
+    counter = iter(range(1, 1 << 62))
+
+    def get_s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> Any:
+        event = original(event_name, bucket, key, notification_id)
+        obj = event["Records"][0]["s3"]["object"]
+        if getattr(bucket, "is_versioned", False) and getattr(key, "version_id", None):
+            obj["versionId"] = key.version_id
+        obj["sequencer"] = f"{int(time.time() * 1000):012X}{next(counter):08X}"
+        return event
+
+    notifications._get_s3_event = get_s3_event
+    try:
+        yield
+    finally:
+        notifications._get_s3_event = original
