@@ -350,6 +350,63 @@ def rescan(uri: str, dry_run: bool, rate: float, **aws: Any) -> None:
 
 
 @main.command()
+@click.argument("uri")
+@click.option(
+    "--apply", is_flag=True, help="Merge the statements into the bucket's policy (by Sid)."
+)
+@click.option("--dry-run", is_flag=True, help="With --apply: show the change, write nothing.")
+@click.option("--reader-role", multiple=True, help="A scanner role that reads objects.")
+@click.option("--tagging-role", multiple=True, help="A scanner role that writes scan-* tags.")
+@click.option(
+    "--unscanned-reader",
+    multiple=True,
+    help="An IAM role or user ARN that may read objects that are not clean (admins, replication).",
+)
+@_aws_options
+@_operator
+def policy(
+    uri: str,
+    apply: bool,
+    dry_run: bool,
+    reader_role: tuple[str, ...],
+    tagging_role: tuple[str, ...],
+    unscanned_reader: tuple[str, ...],
+    **aws: Any,
+) -> None:
+    """The access gate for s3://BUCKET: print its statements, or merge them in.
+
+    Without --apply, prints the statements as JSON. The scanner's roles come
+    from the stack's outputs unless given.
+    """
+    from functions.shared.access_gate import statements
+    from scanctl.ops import gate_roles, merge_gate, parse_s3_uri
+
+    bucket, _ = parse_s3_uri(uri)
+    if dry_run and not apply:
+        _fail("--dry-run goes with --apply")
+    deployment = None
+    if not (reader_role and tagging_role):
+        deployment = _deployment(**aws)
+    readers, taggers = gate_roles(deployment, reader_role, tagging_role)
+    gate = statements(
+        bucket,
+        scanner_roles=readers,
+        tagging_roles=taggers,
+        unscanned_readers=list(unscanned_reader),
+    )
+    if not apply:
+        click.echo(json.dumps(gate, indent=2))
+        return
+    [s3] = _clients(aws["endpoint_url"], aws["region"], "s3")
+    change = merge_gate(s3, bucket, gate, apply=not dry_run)
+    if not change.changed:
+        _say(f"s3://{bucket}: the policy already holds the gate; nothing changed")
+        return
+    click.echo(change.diff())
+    _say(f"s3://{bucket}: {'would change (dry run)' if dry_run else 'policy updated'}")
+
+
+@main.command()
 @click.option("--since", default="24h", show_default=True, help="How far back, e.g. 30m, 24h, 7d.")
 @_aws_options
 @_operator

@@ -57,6 +57,7 @@ def parse_s3_uri(uri: str, need_key: bool = False) -> tuple[str, str]:
 class Deployment:
     state_machine_arn: str | None
     table_name: str | None
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_deployment(
@@ -76,7 +77,66 @@ def resolve_deployment(
     return Deployment(
         state_machine_arn or outputs.get("StateMachineArn"),
         table or outputs.get("AuditTableName"),
+        outputs,
     )
+
+
+# -- the access gate --------------------------------------------------------------------------
+
+
+def gate_roles(
+    deployment: Deployment | None, readers: tuple[str, ...], taggers: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """The scanner's reading and tagging roles: given, or the stack's outputs."""
+    outputs = deployment.outputs if deployment else {}
+    readers = readers or tuple(filter(None, outputs.get("AccessGateReaderRoleArns", "").split(",")))
+    taggers = taggers or tuple(
+        filter(None, outputs.get("AccessGateTaggingRoleArns", "").split(","))
+    )
+    if not readers or not taggers:
+        raise OperatorError(
+            "the scanner's roles are unknown: deploy the stack (its outputs name them) or "
+            "pass --reader-role and --tagging-role"
+        )
+    return list(readers), list(taggers)
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def diff(self) -> str:
+        import difflib
+
+        def lines(policy: dict[str, Any] | None) -> list[str]:
+            return json.dumps(policy, indent=2, sort_keys=True).splitlines() if policy else []
+
+        return "\n".join(
+            difflib.unified_diff(
+                lines(self.before), lines(self.after), "current", "with the gate", lineterm=""
+            )
+        )
+
+
+def merge_gate(s3: Any, bucket: str, statements: list[dict[str, Any]], apply: bool) -> PolicyChange:
+    """Merge the gate into the bucket's policy by Sid; write it only if ``apply``."""
+    from functions.shared.access_gate import merge
+
+    try:
+        current = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as err:
+        if error_code(err) != "NoSuchBucketPolicy":
+            raise
+        current = None
+    change = PolicyChange(current, merge(current, statements))
+    if apply and change.changed:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(change.after))
+    return change
 
 
 # -- rescan -------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ _TOPIC_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):sns:[a-z0-9-]+:\d{12}:[A-
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ENVIRONMENT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,19}$")
+# Principals in a bucket policy condition on aws:PrincipalArn: IAM roles and users
+# (wildcards allowed, as ArnLike allows them) or an account's root.
+_PRINCIPAL_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:(root|(role|user)/[A-Za-z0-9+=,.@_/*-]+)$"
+)
 _SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
 
 # ClamAV cannot scan a single file of 2 GiB or more.
@@ -58,6 +63,8 @@ class DeployConfig:
     max_definitions_age_hours: int = 48
     database_mirror: str = "database.clamav.net"
     private_mirror: str | None = None
+    protect_source_bucket: bool = False
+    unscanned_readers: tuple[str, ...] = ()
 
     @staticmethod
     def bucket_name(arn: str) -> str:
@@ -114,6 +121,29 @@ def _match(env: Mapping[str, str], name: str, pattern: re.Pattern, what: str) ->
     if value is not None and not pattern.match(value):
         raise DeployConfigError(f"{name} must be {what}, got {value!r}.")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise DeployConfigError(f"{name} must be true or false, got {value!r}.")
+    return value.lower() == "true"
+
+
+def _principal_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    value = _get(env, name)
+    if value is None:
+        return ()
+    arns = tuple(a.strip() for a in value.split(",") if a.strip())
+    for arn in arns:
+        if not _PRINCIPAL_ARN.match(arn):
+            raise DeployConfigError(
+                f"{name} must be a comma-separated list of IAM role or user ARNs "
+                f"(arn:aws:iam::123456789012:role/name), got {arn!r}."
+            )
+    return arns
 
 
 def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
@@ -177,7 +207,14 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         max_definitions_age_hours=_int(env, "MAX_DEFINITIONS_AGE_HOURS", 48, 1, 8760),
         database_mirror=_get(env, "CLAMAV_DATABASE_MIRROR") or "database.clamav.net",
         private_mirror=_get(env, "CLAMAV_PRIVATE_MIRROR"),
+        protect_source_bucket=_bool(env, "PROTECT_SOURCE_BUCKET", False),
+        unscanned_readers=_principal_arns(env, "UNSCANNED_READERS"),
     )
+    if config.unscanned_readers and not config.protect_source_bucket:
+        raise DeployConfigError(
+            "UNSCANNED_READERS is set but PROTECT_SOURCE_BUCKET is not true (the readers are "
+            "exempted from the access gate, which only PROTECT_SOURCE_BUCKET=true attaches)."
+        )
     if config.webhook_secret_arn and not config.webhook_url:
         raise DeployConfigError("WEBHOOK_SECRET_ARN is set but WEBHOOK_URL is not.")
     if config.quarantine_bucket_kms_key_arn and not config.quarantine_bucket_arn:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import Aws, CfnOutput, Fn, Stack
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.config import DeployConfig
+from stacks.constructs.access_gate import AccessGate
 from stacks.constructs.alarms import Alarms
 from stacks.constructs.audit import Audit
 from stacks.constructs.definitions import Definitions
@@ -55,6 +56,20 @@ class ScannerStack(Stack):
             common_env=common_env,
         )
 
+        # The roles the access gate exempts: they read unscanned objects, and
+        # they alone write scan-* tags.
+        reader_roles = [fn.role for fn in self.workflow.object_readers]
+        tagging_roles = [fn.role for fn in self.workflow.object_taggers]
+        if config.protect_source_bucket:
+            AccessGate(
+                self,
+                "AccessGate",
+                bucket=source,
+                reader_roles=reader_roles,
+                tagging_roles=tagging_roles,
+                unscanned_readers=config.unscanned_readers,
+            )
+
         Alarms(
             self,
             "Alarms",
@@ -70,6 +85,9 @@ class ScannerStack(Stack):
             "ScanQueueUrl": self.ingest.queue.queue_url,
             "DeadLetterQueueUrl": self.ingest.dead_letter_queue.queue_url,
             "DefinitionsBucketName": self.definitions.bucket.bucket_name,
+            # For `scanctl policy`, which builds the gate's statements from them.
+            "AccessGateReaderRoleArns": Fn.join(",", [r.role_arn for r in reader_roles]),
+            "AccessGateTaggingRoleArns": Fn.join(",", [r.role_arn for r in tagging_roles]),
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

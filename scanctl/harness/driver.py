@@ -51,6 +51,7 @@ class LocalScanner:
         self._patches.enter_context(seams.record_retry_waits(self.retry_waits))
         self._patches.enter_context(seams.complete_s3_events())
         self._patches.enter_context(seams.serialize_asl_parsing())
+        self._patches.enter_context(seams.ignore_bucket_policies())
         try:
             self._create()
         except BaseException:

@@ -100,3 +100,25 @@ def complete_s3_events() -> Iterator[None]:
         yield
     finally:
         notifications._get_s3_event = original
+
+
+@contextlib.contextmanager
+def ignore_bucket_policies() -> Iterator[None]:
+    """Bucket policies are stored and returned, but not enforced.
+
+    moto 5.2 evaluates a bucket policy by the HTTP method alone (any GET on a
+    key is ``s3:GetObject``, tagging included) and treats every condition key
+    it does not know as failed, so under the access gate's conditional Denies
+    it refuses the scanner itself everything. Real S3 evaluates the
+    conditions; the gate's statements are checked by a policy linter in the
+    tests instead.
+    """
+    from moto.iam.access_control import PermissionResult
+    from moto.s3.models import FakeBucket
+
+    original = FakeBucket.get_permission
+    FakeBucket.get_permission = lambda self, action, resource: PermissionResult.NEUTRAL  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FakeBucket.get_permission = original  # type: ignore[method-assign]

@@ -192,3 +192,13 @@ class Workflow(Construct):
     @property
     def functions(self) -> list[lambda_.Function]:
         return list(self.by_name.values())
+
+    @property
+    def object_readers(self) -> list[lambda_.Function]:
+        """Functions that read source objects before they are clean (HEAD, GET, copy)."""
+        return [self.scan_object, self.apply_verdict]
+
+    @property
+    def object_taggers(self) -> list[lambda_.Function]:
+        """Functions that write scan-* tags on source objects."""
+        return [self.apply_verdict]

@@ -19,6 +19,7 @@ KMS_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-12
 QUARANTINE_KMS_ARN = "arn:aws:kms:eu-west-1:111122223333:key/99999999-12ab-34cd-56ef-1234567890ab"
 TOPIC_ARN = "arn:aws:sns:eu-west-1:111122223333:scanner-alarms"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:scanner/webhook-AbCdEf"
+ADMIN_ARN = "arn:aws:iam::111122223333:role/storage-admin"
 
 MINIMAL = {"SOURCE_BUCKET_ARN": SOURCE_ARN}
 EVERYTHING = {
@@ -34,6 +35,8 @@ EVERYTHING = {
     "ALARM_TOPIC_ARN": TOPIC_ARN,
     "DEFINITIONS_UPDATE_SCHEDULE": "rate(1 hour)",
     "SCANNER_MEMORY_MB": "4096",
+    "PROTECT_SOURCE_BUCKET": "true",
+    "UNSCANNED_READERS": ADMIN_ARN,
 }
 
 

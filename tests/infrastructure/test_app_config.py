@@ -43,6 +43,25 @@ from tests.infrastructure.conftest import SOURCE_ARN, run_app
             {"SOURCE_BUCKET_ARN": SOURCE_ARN, "MAX_OBJECT_SIZE_MB": "2000"},
             "SCANNER_EPHEMERAL_STORAGE_MB",
         ),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "PROTECT_SOURCE_BUCKET": "yes"},
+            "PROTECT_SOURCE_BUCKET",
+        ),
+        (
+            {
+                "SOURCE_BUCKET_ARN": SOURCE_ARN,
+                "PROTECT_SOURCE_BUCKET": "true",
+                "UNSCANNED_READERS": "arn:aws:iam::111122223333:role/admin,alice",
+            },
+            "UNSCANNED_READERS",
+        ),
+        (
+            {
+                "SOURCE_BUCKET_ARN": SOURCE_ARN,
+                "UNSCANNED_READERS": "arn:aws:iam::111122223333:role/admin",
+            },
+            "UNSCANNED_READERS",
+        ),
     ],
 )
 def test_bad_configuration_is_one_clear_sentence(tmp_path, env, variable):

@@ -8,7 +8,9 @@ import re
 import pytest
 
 import statemachines
+from functions.shared import access_gate
 from tests.infrastructure.conftest import (
+    ADMIN_ARN,
     KMS_KEY_ARN,
     QUARANTINE_ARN,
     QUARANTINE_KMS_ARN,
@@ -122,8 +124,35 @@ def test_notification_keeps_the_buckets_existing_rules(minimal):
     assert notification["BucketName"] == "acme-uploads"
     # Managed=false: CDK's handler merges with the rules the bucket already has.
     assert notification["Managed"] is False
-    [queue_rule] = notification["NotificationConfiguration"]["QueueConfigurations"]
-    assert queue_rule["Events"] == ["s3:ObjectCreated:*"]
+    rules = notification["NotificationConfiguration"]["QueueConfigurations"]
+    # New objects, and archived ones once a restore makes them readable.
+    assert sorted(e for rule in rules for e in rule["Events"]) == [
+        "s3:ObjectCreated:*",
+        "s3:ObjectRestore:Completed",
+    ]
+
+
+def test_only_this_accounts_s3_may_send_to_the_queue(minimal):
+    # A bucket ARN carries no account: aws:SourceArn alone would let a bucket of
+    # the same name in another account fill the queue.
+    statements = [
+        s
+        for policy in resources(minimal, "AWS::SQS::QueuePolicy").values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Principal") == {"Service": "s3.amazonaws.com"}
+    ]
+    [statement] = statements
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == SOURCE_ARN
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_webhook_url_reaches_only_notify_webhook(everything):
+    for name, fn in functions_by_handler(everything).items():
+        variables = fn["Properties"].get("Environment", {}).get("Variables", {})
+        if name == "notify_webhook":
+            assert variables["WEBHOOK_URL"] == "https://hooks.example.com/scan"
+        else:
+            assert "WEBHOOK_URL" not in variables, name
 
 
 # -- workflow ---------------------------------------------------------------------
@@ -222,7 +251,7 @@ def test_every_function_is_traced_and_configured(everything):
     assert env["Variables"]["QUARANTINE_BUCKET_NAME"] == "acme-quarantine"
     notify = functions_by_handler(everything)["notify_webhook"]["Properties"]["Environment"]
     assert notify["Variables"]["WEBHOOK_SECRET_ARN"] == SECRET_ARN
-    assert env["Variables"]["WEBHOOK_URL"] == "https://hooks.example.com/scan"
+    assert notify["Variables"]["WEBHOOK_URL"] == "https://hooks.example.com/scan"
 
 
 # -- definitions and audit ----------------------------------------------------------
@@ -444,3 +473,36 @@ def test_cfn_lint_sees_the_state_machine_definition(synths, tmp_path):
     assert any(m.rule.id == "E3601" and "often" in m.message for m in matches), [
         m.message for m in matches
     ]
+
+
+# -- the access gate ------------------------------------------------------------------
+
+
+def source_bucket_policies(template: dict) -> list[dict]:
+    return [
+        r["Properties"]
+        for r in resources(template, "AWS::S3::BucketPolicy").values()
+        if r["Properties"]["Bucket"] == "acme-uploads"
+    ]
+
+
+def test_the_access_gate_is_attached_only_when_asked(minimal, everything):
+    assert source_bucket_policies(minimal) == []
+    [policy] = source_bucket_policies(everything)
+    assert policy["Bucket"] == "acme-uploads"
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {*access_gate.SIDS, "S3VirusScannerTlsOnly"}
+    by_handler = functions_by_handler(everything)
+    role = {name: {"Fn::GetAtt": [role_of(by_handler[name]), "Arn"]} for name in by_handler}
+    readers = statements[access_gate.READ_SID]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert role["scan_object"] in readers
+    assert role["apply_verdict"] in readers
+    assert ADMIN_ARN in readers
+    taggers = statements[access_gate.SCAN_TAGS_SID]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert taggers == [role["apply_verdict"]]
+    assert statements[access_gate.READ_SID]["Resource"] == f"{SOURCE_ARN}/*"
+
+
+def test_the_roles_the_gate_names_are_stack_outputs(minimal):
+    # scanctl policy builds the same statements from them (the gate off, merged by hand).
+    assert {"AccessGateReaderRoleArns", "AccessGateTaggingRoleArns"} <= set(minimal["Outputs"])

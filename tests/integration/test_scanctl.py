@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -382,9 +383,94 @@ def test_local_serve_scans_what_is_uploaded_through_its_endpoint(runner):
             break
         assert time.monotonic() < deadline, done.stderr
         time.sleep(0.3)
+    # The access gate, merged into the served bucket's policy over HTTP as well.
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    endpoint = ["--endpoint-url", f"http://127.0.0.1:{port}", "--region", "us-east-1"]
+    policy = subprocess.run(
+        [sys.executable, "-m", "scanctl", "policy", "s3://uploads", "--apply", *ROLES, *endpoint],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    again = subprocess.run(
+        [sys.executable, "-m", "scanctl", "policy", "s3://uploads", "--apply", *ROLES, *endpoint],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     thread.join(timeout=60)
 
     result = outcome["result"]
     assert result.exit_code == 0, result.output
     assert "s3://uploads/served/eicar.com: infected quarantined" in result.stdout
     assert f"emulated AWS on http://127.0.0.1:{port}" in result.stderr
+    assert policy.returncode == 0, policy.stderr
+    assert "policy updated" in policy.stderr
+    assert "nothing changed" in again.stderr
+
+
+# -- scanctl policy -----------------------------------------------------------------------------
+
+ROLE = "arn:aws:iam::123456789012:role/scanner-local"
+ROLES = ["--reader-role", ROLE, "--tagging-role", ROLE]
+
+
+def test_policy_prints_the_gate_as_json(runner):
+    result = runner.invoke(main, ["policy", "s3://uploads", *ROLES])
+    assert result.exit_code == 0, result.output
+    statements = json.loads(result.stdout)
+    assert [s["Sid"] for s in statements] == [
+        "S3VirusScannerReadOnlyWhenClean",
+        "S3VirusScannerNoScanTagsFromOthers",
+        "S3VirusScannerOnlyTheScannerTags",
+    ]
+    assert statements[0]["Resource"] == "arn:aws:s3:::uploads/*"
+
+
+def test_policy_apply_merges_by_sid_and_is_idempotent(harness, runner):
+    # GIVEN a bucket whose policy has a statement of its own
+    s3 = harness.client("s3")
+    own = {
+        "Sid": "KeepMe",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:DeleteBucket",
+        "Resource": "arn:aws:s3:::uploads",
+    }
+    s3.put_bucket_policy(
+        Bucket="uploads", Policy=json.dumps({"Version": "2012-10-17", "Statement": [own]})
+    )
+    args = ["policy", "s3://uploads", "--apply", *ROLES, "--unscanned-reader", ROLE]
+
+    # WHEN a dry run shows the change THEN nothing is written
+    dry = runner.invoke(main, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert '+    "Sid": "S3VirusScannerReadOnlyWhenClean"' in dry.stdout
+    assert len(json.loads(s3.get_bucket_policy(Bucket="uploads")["Policy"])["Statement"]) == 1
+
+    # WHEN it is applied THEN the gate is added and the bucket's own statement kept
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    statements = json.loads(s3.get_bucket_policy(Bucket="uploads")["Policy"])["Statement"]
+    assert [s["Sid"] for s in statements] == [
+        "KeepMe",
+        "S3VirusScannerReadOnlyWhenClean",
+        "S3VirusScannerNoScanTagsFromOthers",
+        "S3VirusScannerOnlyTheScannerTags",
+    ]
+
+    # AND a second run changes nothing
+    second = runner.invoke(main, args)
+    assert second.exit_code == 0
+    assert "nothing changed" in second.stderr
+    assert second.stdout == ""
+
+
+def test_policy_without_roles_or_stack_is_one_clear_line(runner):
+    result = runner.invoke(
+        main, ["policy", "s3://uploads", "--stack", "nope", "--endpoint-url", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
