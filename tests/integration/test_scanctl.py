@@ -447,7 +447,7 @@ def test_policy_apply_merges_by_sid_and_is_idempotent(harness, runner):
     # WHEN a dry run shows the change THEN nothing is written
     dry = runner.invoke(main, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert '+    "Sid": "S3VirusScannerReadOnlyWhenClean"' in dry.stdout
+    assert '+      "Sid": "S3VirusScannerReadOnlyWhenClean"' in dry.stdout
     assert len(json.loads(s3.get_bucket_policy(Bucket="uploads")["Policy"])["Statement"]) == 1
 
     # WHEN it is applied THEN the gate is added and the bucket's own statement kept
