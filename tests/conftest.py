@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,17 +84,37 @@ def harness(make_harness: Any) -> Any:
     return make_harness()
 
 
+WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLXRlc3RzLW9ubHktMzI="  # 32 bytes
+
+
 @dataclass
 class Receiver:
-    """A real HTTP server on 127.0.0.1 that records what it receives."""
+    """A real HTTP server on 127.0.0.1 that records what it receives.
+
+    With ``secret`` set it verifies every request as a receiver would, with
+    the ``standardwebhooks`` library, and records the verdict as ``verified``.
+    """
 
     url: str
     responses: list[int] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    secret: str | None = None
+    delay_s: float = 0.0
 
     def answer(self, *statuses: int) -> None:
         """Statuses for the next requests, in order; afterwards 200."""
         self.responses.extend(statuses)
+
+    def verify(self, headers: dict[str, str], body: bytes) -> str:
+        from standardwebhooks import Webhook, WebhookVerificationError
+
+        if not self.secret:
+            return "no secret"
+        try:
+            Webhook(self.secret).verify(body, headers)
+        except (WebhookVerificationError, ValueError) as err:
+            return f"refused: {err}"
+        return "ok"
 
 
 @pytest.fixture
@@ -104,11 +125,19 @@ def webhook() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = dict(self.headers)
             with lock:
                 status = receiver.responses.pop(0) if receiver.responses else 200
                 receiver.requests.append(
-                    {"headers": dict(self.headers), "body": body, "status": status}
+                    {
+                        "headers": headers,
+                        "body": body,
+                        "status": status,
+                        "verified": receiver.verify(headers, body),
+                    }
                 )
+            if receiver.delay_s:
+                time.sleep(receiver.delay_s)
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from functions.notify_webhook.webhook import build_payload, deliver
+from functions.notify_webhook.webhook import build_payload, deliver, message_id
 from functions.shared.aws import client
 from functions.shared.config import Settings, load_settings
 from functions.shared.contracts import state_event
@@ -29,7 +29,7 @@ SECRET_TTL_S = 900.0
 
 
 def signing_secret(settings: Settings) -> str | None:
-    """WEBHOOK_SECRET (local runs), or the Secrets Manager secret, read once."""
+    """WEBHOOK_SECRET (local runs), or the Secrets Manager secret, re-read after a while."""
     if settings.webhook_secret or not settings.webhook_secret_arn:
         return settings.webhook_secret
     arn = settings.webhook_secret_arn
@@ -50,11 +50,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     state, execution = state_event(event)
     settings = load_settings()
     url = settings.require("webhook_url", "WEBHOOK_URL")
+    payload = build_payload(state, execution)
     result = deliver(
         _session,
         url,
-        build_payload(state, execution),
-        delivery_id=execution.name,
+        payload,
+        msg_id=message_id(execution.name, payload["event"], execution.redrive_count),
         secret=signing_secret(settings),
         timeout_s=settings.webhook_timeout_s,
     )

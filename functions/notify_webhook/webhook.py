@@ -1,17 +1,21 @@
-"""POST the scan result to the configured webhook.
+"""POST the scan result to the configured webhook, signed as Standard Webhooks specifies.
 
 Body: the same summary the audit item is built from (``result_summary``),
-plus ``event`` (``scan.completed`` or ``scan.failed``). With a secret, the
-request carries ``X-Scan-Timestamp`` and ``X-Scan-Signature:
-sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``, so a receiver can check
-both origin and freshness. ``X-Scan-Delivery`` is the execution name: the same
-for every retry of one delivery, so receivers can de-duplicate.
+plus ``event`` (``scan.completed`` or ``scan.failed``).
+
+Headers (https://www.standardwebhooks.com, so receivers verify with the
+``standardwebhooks`` library that exists for every common language):
+
+- ``webhook-id``: the message id. The same for every retry of one message
+  (receivers de-duplicate on it), different between the completed and the
+  failed notice of one execution, and between the failed notices of its redrives.
+- ``webhook-timestamp``: seconds since the epoch; receivers refuse stale ones.
+- ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``
+  with the key decoded from the ``whsec_<base64>`` secret (only with a secret).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -20,40 +24,44 @@ import requests
 
 from functions.shared.contracts import ExecutionRef, result_summary
 from functions.shared.errors import WebhookDeliveryFailed, WebhookRejected
+from functions.shared.signing import sign, signing_key
 
-USER_AGENT = "s3-virus-scanner-webhook/1"
+USER_AGENT = "s3-virus-scanner-webhook/2"
 RETRYABLE_STATUS = {408, 429}
+COMPLETED = "scan.completed"
+FAILED = "scan.failed"
 
 
 def build_payload(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]:
     summary = result_summary(state, execution)
-    summary["event"] = "scan.failed" if summary["failed"] else "scan.completed"
+    summary["event"] = FAILED if summary["failed"] else COMPLETED
     return summary
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
+def message_id(execution_name: str, event: str, redrive_count: int = 0) -> str:
+    """Stable per message: retries share it, distinct notices do not."""
+    kind = event.removeprefix("scan.")
+    return f"{execution_name}.{kind}" + (f".{redrive_count}" if event == FAILED else "")
 
 
 def deliver(
     session: requests.Session,
     url: str,
     payload: dict[str, Any],
-    delivery_id: str,
+    msg_id: str,
     secret: str | None,
     timeout_s: float,
 ) -> dict[str, Any]:
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    timestamp = str(int(time.time()))
+    timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Scan-Delivery": delivery_id,
-        "X-Scan-Timestamp": timestamp,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
     }
     if secret:
-        headers["X-Scan-Signature"] = sign(secret, timestamp, body)
+        headers["webhook-signature"] = sign(signing_key(secret), msg_id, timestamp, body)
     started = time.monotonic()
     try:
         response = session.post(
@@ -68,6 +76,7 @@ def deliver(
         return {
             "delivered": True,
             "status": status,
+            "messageId": msg_id,
             "durationMs": int((time.monotonic() - started) * 1000),
         }
     if status >= 500 or status in RETRYABLE_STATUS:

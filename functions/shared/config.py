@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from functions.shared.errors import ConfigurationError
 from functions.shared.freshclam import FreshclamSettings
+from functions.shared.signing import signing_key
 
 # ClamAV cannot scan a single file of 2 GiB or more (its size fields are 32-bit).
 CLAMAV_MAX_FILE_BYTES = 2 * 1024**3 - 1
@@ -90,6 +91,9 @@ class Settings:
         webhook_url = env.get("WEBHOOK_URL", "").strip() or None
         if webhook_url:
             validate_webhook_url("WEBHOOK_URL", webhook_url)
+        webhook_secret = env.get("WEBHOOK_SECRET") or None
+        if webhook_secret:
+            signing_key(webhook_secret, "WEBHOOK_SECRET")
         max_mb = _int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, CLAMAV_MAX_FILE_BYTES // MIB)
         prefix = env.get("DEFINITIONS_PREFIX", "clamav/defs").strip().strip("/")
         return cls(
@@ -97,7 +101,7 @@ class Settings:
             table_name=env.get("DDB_TABLE_NAME", "").strip() or None,
             quarantine_bucket=env.get("QUARANTINE_BUCKET_NAME", "").strip() or None,
             webhook_url=webhook_url,
-            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_secret=webhook_secret,
             webhook_secret_arn=env.get("WEBHOOK_SECRET_ARN", "").strip() or None,
             webhook_timeout_s=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 60.0),
             definitions_bucket=env.get("DEFINITIONS_BUCKET_NAME", "").strip() or None,

@@ -269,15 +269,21 @@ class ExecutionRef:
     arn: str
     name: str
     start_time: str
+    # How many times the console's Redrive (RedriveExecution) resumed it.
+    redrive_count: int = 0
 
     @classmethod
     def from_dict(cls, data: Any) -> ExecutionRef:
         if not isinstance(data, dict):
             raise InvalidInput(f"execution must be a JSON object, got {data!r}")
+        redrives = data.get("redriveCount") or 0
+        if not isinstance(redrives, int) or redrives < 0:
+            raise InvalidInput(f"execution.redriveCount must be a count, got {redrives!r}")
         return cls(
             arn=_require(data, "id", str, "execution"),
             name=_require(data, "name", str, "execution"),
             start_time=_require(data, "startTime", str, "execution"),
+            redrive_count=redrives,
         )
 
 

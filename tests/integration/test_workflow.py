@@ -6,8 +6,6 @@ drains the queue through start_scan and follows the execution to its end.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 
 import pytest
@@ -15,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from functions.shared.errors import ScanEngineUnavailable
 from scanctl import samples
+from tests.conftest import WEBHOOK_SECRET
 
 CLEAN_PATH = [
     "Fetch Definitions",
@@ -30,7 +29,8 @@ CLEAN_PATH = [
 
 def test_clean_file_is_tagged_audited_and_announced(make_harness, webhook):
     # GIVEN a source bucket with a webhook configured, and an object with tags of its own
-    harness = make_harness(webhook_url=webhook.url, webhook_secret="s3cret")
+    webhook.secret = WEBHOOK_SECRET
+    harness = make_harness(webhook_url=webhook.url, webhook_secret=WEBHOOK_SECRET)
 
     # WHEN a clean file is uploaded
     report = harness.scan("reports/q3 summary.txt", b"all good\n", tags={"team": "finance"})
@@ -52,18 +52,15 @@ def test_clean_file_is_tagged_audited_and_announced(make_harness, webhook):
     assert item["versionId"] == version
     assert item["executionArn"] == report.arn
     assert item["definitionsVersion"] == report.output["definitions"]["version"]
-    # AND the webhook received the result, signed
+    # AND the webhook received the result, signed as Standard Webhooks says:
+    # the receiver's standardwebhooks library accepted it
     [request] = webhook.requests
+    assert request["verified"] == "ok"
     body = json.loads(request["body"])
+    assert body["event"] == "scan.completed"
     assert body["verdict"] == "clean"
     assert body["object"]["key"] == "reports/q3 summary.txt"
     assert body["executionArn"] == report.arn
-    expected = hmac.new(
-        b"s3cret",
-        request["headers"]["X-Scan-Timestamp"].encode() + b"." + request["body"],
-        hashlib.sha256,
-    ).hexdigest()
-    assert request["headers"]["X-Scan-Signature"] == f"sha256={expected}"
 
 
 @pytest.mark.parametrize(
@@ -293,8 +290,8 @@ def test_webhook_500_twice_then_200_is_delivered_on_the_third_try(make_harness, 
     )
     assert failures == 2
     assert report.output["notification"]["delivered"] is True
-    # Every try carried the same delivery id, so the receiver can de-duplicate.
-    assert len({r["headers"]["X-Scan-Delivery"] for r in webhook.requests}) == 1
+    # Every try carried the same message id, so the receiver can de-duplicate.
+    assert len({r["headers"]["webhook-id"] for r in webhook.requests}) == 1
 
 
 def test_webhook_404_is_not_retried_and_the_failure_is_recorded(make_harness, webhook):
