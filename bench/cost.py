@@ -26,7 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ASL_PATH = Path(__file__).resolve().parent.parent / "statemachines" / "scan_object.asl.json"
+ROOT = Path(__file__).resolve().parent.parent
+ASL_PATH = ROOT / "statemachines" / "scan_object.asl.json"
+sys.path.insert(0, str(ROOT))
+import statemachines  # noqa: E402 - the one place that derives the deployed variant
+
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 
 # On-demand list prices, us-east-1, USD. "status": "aws" = read on an AWS page;
@@ -314,10 +318,11 @@ def walk(
 
 
 def scenario_path(asl: dict[str, Any], verdict: str, webhook: bool) -> list[str]:
+    """The states one object enters in the deployed variant (with or without the webhook)."""
     return walk(
-        asl,
+        statemachines.derive(asl, webhook),
         task_results={"Scan Object": {"verdict": verdict}},
-        substitutions={"WebhookConfigured": "true" if webhook else "false"},
+        substitutions={},
     )
 
 

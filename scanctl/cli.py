@@ -408,25 +408,41 @@ def policy(
 
 @main.command()
 @click.option("--since", default="24h", show_default=True, help="How far back, e.g. 30m, 24h, 7d.")
+@click.option(
+    "--as-new",
+    is_flag=True,
+    help="Start new executions (<name>-r<n>) instead of redriving in place.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be re-run; change nothing.")
 @_aws_options
 @_operator
-def redrive(since: str, **aws: Any) -> None:
-    """Re-run executions that failed, timed out or were aborted."""
+def redrive(since: str, as_new: bool, dry_run: bool, **aws: Any) -> None:
+    """Re-run executions that failed, timed out or were aborted.
+
+    Within 14 days of their start they are redriven in place, as the console's
+    Redrive does: same execution, resumed at the state that failed. Older ones
+    (or all, with --as-new) start again as new executions with the same input.
+    """
     from scanctl.ops import parse_duration
     from scanctl.ops import redrive as do_redrive
 
     window = parse_duration(since)
     deployment = _deployment(**aws)
     [sfn] = _clients(aws["endpoint_url"], aws["region"], "stepfunctions")
-    summary = do_redrive(sfn, deployment.state_machine_arn, window)
-    for original, new in summary.restarted:
-        click.echo(f"restarted {original} as {new}")
+    summary = do_redrive(sfn, deployment.state_machine_arn, window, as_new=as_new, dry_run=dry_run)
+    would = "would be " if dry_run else ""
     for name in summary.redriven:
-        click.echo(f"redriven {name}")
+        click.echo(f"{would}redriven {name}")
+    for original, new in summary.restarted:
+        click.echo(f"{would}restarted {original} as {new}")
+    for name, why in summary.not_redrivable:
+        click.echo(f"not redrivable {name}: {why}")
     _say(
-        f"{summary.failed} unsuccessful executions in the last {since}: "
-        f"{len(summary.restarted)} restarted, {len(summary.redriven)} redriven, "
+        f"{summary.unsuccessful} unsuccessful executions in the last {since}: "
+        f"{len(summary.redriven)} {would}redriven, {len(summary.restarted)} {would}restarted, "
+        f"{len(summary.not_redrivable)} not redrivable, "
         f"{len(summary.already_handled)} already re-run"
+        + (f", {summary.throttled} throttled retries" if summary.throttled else "")
     )
 
 

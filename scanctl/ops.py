@@ -243,13 +243,18 @@ def _start(
 
 # -- redrive -----------------------------------------------------------------------------------
 
+# Step Functions redrives Standard executions that stopped within this window.
+REDRIVE_WINDOW = dt.timedelta(days=14)
+
 
 @dataclass
 class RedriveSummary:
-    failed: int = 0
-    restarted: list[tuple[str, str]] = field(default_factory=list)  # (original, new)
+    unsuccessful: int = 0
     redriven: list[str] = field(default_factory=list)
+    restarted: list[tuple[str, str]] = field(default_factory=list)  # (original, new)
+    not_redrivable: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
     already_handled: list[str] = field(default_factory=list)
+    throttled: int = 0
 
 
 _RETRY_SUFFIX = re.compile(r"-r(\d+)$")
@@ -258,7 +263,7 @@ _STEM = MAX_LENGTH - 5
 
 
 def _stem(name: str) -> str:
-    """The part an execution shares with its retries: ``<stem>-r<n>``."""
+    """The part an execution shares with its re-runs: ``<stem>-r<n>``."""
     return _RETRY_SUFFIX.sub("", name)[:_STEM]
 
 
@@ -294,60 +299,125 @@ def _status(sfn: Any, arn: str) -> str | None:
         raise
 
 
-def redrive(sfn: Any, state_machine_arn: str, since: dt.timedelta) -> RedriveSummary:
-    """Re-run unsuccessful executions that started within ``since``.
+def _throttled(
+    call: Callable[[], Any], summary: RedriveSummary, sleep: Callable[[float], None]
+) -> Any:
+    """``call()``, backing off while Step Functions throttles."""
+    delay = 0.5
+    for attempt in range(8):
+        try:
+            return call()
+        except ClientError as err:
+            if error_code(err) not in _THROTTLED or attempt == 7:
+                raise
+            summary.throttled += 1
+            sleep(delay)
+            delay = min(delay * 2, 20.0)
+    return None
 
-    Every failure of the scan workflow ends in its ``Scan Failed`` state after
-    the failure was recorded, and Step Functions' own redrive would resume at
-    that Fail state; so a FAILED execution is re-run as a new execution with the
-    same input, named ``<stem>-r<n>``. TIMED_OUT and ABORTED executions are
-    redriven in place (RedriveExecution) where the API allows it. A chain whose
-    latest retry is running or succeeded is left alone, so running this twice
-    re-runs nothing twice.
+
+def redrive(
+    sfn: Any,
+    state_machine_arn: str,
+    since: dt.timedelta,
+    *,
+    as_new: bool = False,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RedriveSummary:
+    """Re-run the unsuccessful executions that started within ``since``.
+
+    Within Step Functions' 14 days, RedriveExecution: the console's Redrive,
+    in bulk. The execution keeps its ARN and resumes at the state that failed,
+    with the results of the states before it (a scanned object is not scanned
+    again). Older ones, or all with ``as_new``, start again as new executions
+    with the same input, named ``<stem>-r<n>``; a chain whose latest re-run is
+    running or succeeded is left alone, so running this twice re-runs nothing
+    twice.
     """
-    cutoff = dt.datetime.now(dt.UTC) - since
+    now = now or dt.datetime.now(dt.UTC)
     summary = RedriveSummary()
     handled: set[str] = set()
-    for execution in _unsuccessful_since(sfn, state_machine_arn, cutoff):
+    for execution in _unsuccessful_since(sfn, state_machine_arn, now - since):
         stem = _stem(execution["name"])
         if stem in handled:
             continue
         handled.add(stem)
-        summary.failed += 1
-        # Walk the chain's retries: stem-r1, stem-r2, ... until one does not exist.
-        attempt, settled = 1, False
-        while status := _status(sfn, _execution_arn(state_machine_arn, f"{stem}-r{attempt}")):
-            settled = settled or status in ("RUNNING", "SUCCEEDED")
-            attempt += 1
-        if settled:
-            summary.already_handled.append(execution["name"])
-            continue
-        if execution["status"] != "FAILED" and _redrive_in_place(sfn, execution["executionArn"]):
-            summary.redriven.append(execution["name"])
-            continue
-        described = sfn.describe_execution(executionArn=execution["executionArn"])
-        payload = json.loads(described.get("input") or "{}")
-        payload.setdefault("trigger", {})["retryOf"] = execution["name"]
-        new_name = f"{stem}-r{attempt}"
-        try:
-            sfn.start_execution(
-                stateMachineArn=state_machine_arn, name=new_name, input=json.dumps(payload)
-            )
-        except ClientError as err:
-            if error_code(err) != "ExecutionAlreadyExists":
-                raise
-            summary.already_handled.append(execution["name"])
-            continue
-        summary.restarted.append((execution["name"], new_name))
+        summary.unsuccessful += 1
+        if not as_new and now - execution["startDate"] < REDRIVE_WINDOW:
+            _redrive_one(sfn, execution, summary, dry_run, sleep)
+        else:
+            _restart_one(sfn, state_machine_arn, execution, stem, summary, dry_run, sleep)
     return summary
 
 
-def _redrive_in_place(sfn: Any, arn: str) -> bool:
+def _redrive_one(
+    sfn: Any,
+    execution: dict[str, Any],
+    summary: RedriveSummary,
+    dry_run: bool,
+    sleep: Callable[[float], None],
+) -> None:
+    name, arn = execution["name"], execution["executionArn"]
+    if dry_run:
+        summary.redriven.append(name)
+        return
+    described = sfn.describe_execution(executionArn=arn)
+    # The same token for the same redrive: a retried call cannot redrive twice.
+    token = f"{uuid.uuid5(uuid.NAMESPACE_URL, arn).hex}-{described.get('redriveCount', 0)}"
     try:
-        sfn.redrive_execution(executionArn=arn, clientToken=uuid.uuid4().hex)
-    except (ClientError, AttributeError):
-        return False
-    return True
+        _throttled(
+            lambda: sfn.redrive_execution(executionArn=arn, clientToken=token), summary, sleep
+        )
+    except ClientError as err:
+        code = error_code(err)
+        if code not in ("ExecutionNotRedrivable", "ExecutionLimitExceeded"):
+            raise
+        message = err.response.get("Error", {}).get("Message") or code
+        summary.not_redrivable.append((name, f"{code}: {message}"))
+        return
+    summary.redriven.append(name)
+
+
+def _restart_one(
+    sfn: Any,
+    state_machine_arn: str,
+    execution: dict[str, Any],
+    stem: str,
+    summary: RedriveSummary,
+    dry_run: bool,
+    sleep: Callable[[float], None],
+) -> None:
+    # Walk the chain's re-runs: stem-r1, stem-r2, ... until one does not exist.
+    attempt, settled = 1, False
+    while status := _status(sfn, _execution_arn(state_machine_arn, f"{stem}-r{attempt}")):
+        settled = settled or status in ("RUNNING", "SUCCEEDED")
+        attempt += 1
+    if settled:
+        summary.already_handled.append(execution["name"])
+        return
+    new_name = f"{stem}-r{attempt}"
+    if dry_run:
+        summary.restarted.append((execution["name"], new_name))
+        return
+    described = sfn.describe_execution(executionArn=execution["executionArn"])
+    payload = json.loads(described.get("input") or "{}")
+    payload.setdefault("trigger", {})["retryOf"] = execution["name"]
+    try:
+        _throttled(
+            lambda: sfn.start_execution(
+                stateMachineArn=state_machine_arn, name=new_name, input=json.dumps(payload)
+            ),
+            summary,
+            sleep,
+        )
+    except ClientError as err:
+        if error_code(err) != "ExecutionAlreadyExists":
+            raise
+        summary.already_handled.append(execution["name"])
+        return
+    summary.restarted.append((execution["name"], new_name))
 
 
 # -- history ------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def _function(fn: lambda_.Function) -> None:
 
 def acknowledge_findings(stack: ScannerStack) -> None:
     workflow, definitions, ingest = stack.workflow, stack.definitions, stack.ingest
-    for fn in [*workflow.functions, definitions.updater, ingest.starter]:
+    failures = stack.failures
+    for fn in [*workflow.functions, definitions.updater, ingest.starter, failures.recorder]:
         _function(fn)
 
     cache_objects = (
@@ -82,6 +83,19 @@ def acknowledge_findings(stack: ScannerStack) -> None:
             "Quarantined objects keep their original key; only PutObject and PutObjectTagging.",
         )
 
+    _ack(
+        failures.recorder,
+        source_objects,
+        "The failure recorder marks the object of a failed scan (scan-status=error, or infected "
+        "when that verdict was reached but not applied): an eTag-checked HEAD and the object's "
+        "tags, on whichever key failed. No delete, no copy.",
+    )
+    _ack(
+        failures.dead_letter_queue,
+        "AwsSolutions-SQS3",
+        "This queue is itself a dead-letter queue: the failure rule's target DLQ and the "
+        "recorder's on-failure destination. An alarm watches its depth.",
+    )
     _ack(
         workflow.state_machine,
         "AwsSolutions-IAM5[Resource::*]",

@@ -13,6 +13,7 @@ from stacks.constructs.access_gate import AccessGate
 from stacks.constructs.alarms import Alarms
 from stacks.constructs.audit import Audit
 from stacks.constructs.definitions import Definitions
+from stacks.constructs.failure_recording import FailureRecording
 from stacks.constructs.ingest import Ingest
 from stacks.constructs.workflow import Workflow
 from stacks.nag import acknowledge_findings
@@ -56,10 +57,20 @@ class ScannerStack(Stack):
             common_env=common_env,
         )
 
+        self.failures = FailureRecording(
+            self,
+            "FailureRecording",
+            state_machine=self.workflow.state_machine,
+            source=source,
+            table=self.audit.table,
+            notify_webhook=self.workflow.notify_webhook,
+            common_env=common_env,
+        )
+
         # The roles the access gate exempts: they read unscanned objects, and
-        # they alone write scan-* tags.
-        reader_roles = [fn.role for fn in self.workflow.object_readers]
-        tagging_roles = [fn.role for fn in self.workflow.object_taggers]
+        # they alone write scan-* tags (the recorder marks failed scans).
+        reader_roles = [fn.role for fn in [*self.workflow.object_readers, self.failures.recorder]]
+        tagging_roles = [fn.role for fn in [*self.workflow.object_taggers, self.failures.recorder]]
         if config.protect_source_bucket:
             AccessGate(
                 self,
@@ -74,6 +85,7 @@ class ScannerStack(Stack):
             self,
             "Alarms",
             dead_letter_queue=self.ingest.dead_letter_queue,
+            failure_dead_letter_queue=self.failures.dead_letter_queue,
             state_machine=self.workflow.state_machine,
             updater=self.definitions.updater,
             topic_arn=config.alarm_topic_arn,

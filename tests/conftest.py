@@ -152,3 +152,63 @@ def webhook() -> Iterator[Receiver]:
     yield receiver
     server.shutdown()
     server.server_close()
+
+
+@dataclass
+class AwsFaults:
+    """Make the handlers' own boto3 clients fail an operation, as AWS would answer it."""
+
+    registered: list[tuple[Any, str, Any]] = field(default_factory=list)
+
+    def fail(
+        self, service: str, operation: str, code: str, times: int = 1_000, **where: str
+    ) -> list[dict]:
+        """The next ``times`` calls of ``operation`` (whose parameters match ``where``)
+        answer ``code``; returns the calls that failed."""
+        from botocore.exceptions import ClientError
+
+        from functions.shared import aws
+
+        seen: list[dict] = []
+
+        def hook(params: dict, **_: Any) -> None:
+            if any(params.get(k) != v for k, v in where.items()):
+                return
+            if len(seen) < times:
+                seen.append(params)
+                raise ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+        client = aws.client(service)
+        event = f"provide-client-params.{service}.{operation}"
+        client.meta.events.register(event, hook)
+        self.registered.append((client, event, hook))
+        return seen
+
+    def raise_(self, service: str, operation: str, error: Exception, times: int = 1) -> list:
+        """The next ``times`` calls raise ``error`` (a dropped connection, say)."""
+        from functions.shared import aws
+
+        seen: list[dict] = []
+
+        def hook(params: dict, **_: Any) -> None:
+            if len(seen) < times:
+                seen.append(params)
+                raise error
+
+        client = aws.client(service)
+        event = f"provide-client-params.{service}.{operation}"
+        client.meta.events.register(event, hook)
+        self.registered.append((client, event, hook))
+        return seen
+
+    def clear(self) -> None:
+        for client, event, hook in self.registered:
+            client.meta.events.unregister(event, hook)
+        self.registered.clear()
+
+
+@pytest.fixture
+def aws_faults() -> Iterator[AwsFaults]:
+    faults = AwsFaults()
+    yield faults
+    faults.clear()

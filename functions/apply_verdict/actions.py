@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -65,8 +66,15 @@ def _none(reason: str) -> dict[str, Any]:
     return {"action": str(Action.NONE), "reason": reason}
 
 
-# Quarantine bucket -> its versioning status, read once per container.
-_versioning: dict[str, str] = {}
+# Quarantine bucket -> (its versioning status, when read): read once in a while,
+# so a bucket whose versioning is switched on is seen as such within minutes.
+_versioning: dict[str, tuple[str, float]] = {}
+VERSIONING_TTL_S = 900.0
+
+
+def forget_bucket_facts() -> None:
+    """Drop what was learnt about buckets (local runs recreate them between harnesses)."""
+    _versioning.clear()
 
 
 class VerdictApplier:
@@ -193,15 +201,44 @@ class VerdictApplier:
 
     def _mark_infected(self, obj: ObjectRef, tags: dict[str, str]) -> str:
         """Best effort after a failed quarantine: what happened, for the error message."""
+        return self._mark(obj, tags)[1]
+
+    def _mark(self, obj: ObjectRef, tags: dict[str, str]) -> tuple[bool, str]:
+        """Tag the (checked) object with ``tags``; (whether it worked, what happened)."""
+        status = tags[Tag.STATUS]
         try:
-            self._check_current(obj)
+            self._check_current(obj, unreadable_ok=True)
             self._tag(obj, tags)
         except ObjectSuperseded:
-            return "the key was overwritten meanwhile, so it was not tagged"
-        except (ObjectGone, ScannerError) as err:
-            log.error("could not mark %s infected: %s", obj.uri, err)
-            return f"the object could NOT be tagged scan-status=infected either ({err})"
-        return "the object is tagged scan-status=infected"
+            return False, "the key was overwritten meanwhile, so it was not tagged"
+        except ObjectGone:
+            return False, "the object is gone, so it was not tagged"
+        except ScannerError as err:
+            log.error("could not mark %s %s: %s", obj.uri, status, err)
+            return False, f"the object could NOT be tagged scan-status={status} either ({err})"
+        return True, f"the object is tagged scan-status={status}"
+
+    def mark_unfinished(
+        self, obj: ObjectRef, scan: dict[str, Any] | None, error: str, when: str
+    ) -> dict[str, Any]:
+        """After a failed execution whose verdict was never applied: say so on the object.
+
+        Whatever the object carried is replaced (every ``scan-*`` key goes, as
+        always): an infected verdict is tagged ``infected``; no verdict, or one
+        whose tagging failed, ``scan-status=error`` with the error's name as
+        the reason. A forged ``clean`` never outlives a failed scan, and a
+        redrive that succeeds writes the real verdict over this.
+        """
+        verdict = (scan or {}).get("verdict")
+        if verdict == Verdict.SKIPPED:
+            return {"markedAs": None, "note": "skipped: there is nothing to mark"}
+        if verdict == Verdict.INFECTED:
+            signatures = (scan or {}).get("signatures") or ["unknown"]
+            tags = {Tag.STATUS: str(Verdict.INFECTED), Tag.SIGNATURE: signatures[0], Tag.TIME: when}
+        else:
+            tags = {Tag.STATUS: str(Verdict.ERROR), Tag.REASON: error, Tag.TIME: when}
+        marked, note = self._mark(obj, {str(k): v for k, v in tags.items()})
+        return {"markedAs": tags[Tag.STATUS] if marked else None, "note": note}
 
     def _copy_and_delete(self, obj: ObjectRef, signature: str, scan: ScanResult) -> dict[str, Any]:
         if not self.quarantine_bucket:
@@ -254,21 +291,22 @@ class VerdictApplier:
         """
         bucket = self.quarantine_bucket
         assert bucket is not None
-        if bucket not in _versioning:
+        known = _versioning.get(bucket)
+        if known is None or time.monotonic() - known[1] > VERSIONING_TTL_S:
             try:
                 status = self.s3.get_bucket_versioning(Bucket=bucket).get("Status") or "Disabled"
             except (ClientError, BotoCoreError) as err:
                 log.warning("cannot read the versioning of %s: %s", bucket, err)
                 return "Unknown"
-            if status != "Enabled":
+            if status != "Enabled" and (known is None or known[0] != status):
                 log.warning(
                     "quarantine bucket %s is not versioned (%s): a later infected upload of a "
                     "key overwrites the earlier copy; enable versioning to keep every copy",
                     bucket,
                     status,
                 )
-            _versioning[bucket] = status
-        return _versioning[bucket]
+            known = _versioning[bucket] = (status, time.monotonic())
+        return known[0]
 
     def _already_quarantined(self, obj: ObjectRef) -> str | None:
         """The copy's version id ("" if unversioned) if the quarantine holds a copy

@@ -76,6 +76,7 @@ class Settings:
     definitions_bucket: str | None
     definitions_prefix: str
     state_machine_arn: str | None
+    notify_function: str | None
     max_object_bytes: int
     max_scan_bytes: int
     max_definitions_age_hours: float
@@ -107,6 +108,8 @@ class Settings:
             definitions_bucket=env.get("DEFINITIONS_BUCKET_NAME", "").strip() or None,
             definitions_prefix=prefix or "clamav/defs",
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip() or None,
+            # The Notify Webhook function, for the failure recorder's notices.
+            notify_function=env.get("NOTIFY_WEBHOOK_FUNCTION", "").strip() or None,
             max_object_bytes=min(max_mb * MIB, CLAMAV_MAX_FILE_BYTES),
             # What ClamAV may extract from one object (archives expand); its temp
             # files share /tmp with the object, so the stack derives this from

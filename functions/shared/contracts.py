@@ -331,6 +331,7 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "executionArn": execution.arn,
         "executionName": execution.name,
         "executionStartTime": execution.start_time,
+        "redriveCount": execution.redrive_count,
     }
     summary["failed"] = bool(error)
     if error:

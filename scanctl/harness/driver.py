@@ -11,11 +11,12 @@ from typing import Any
 
 import boto3
 
-from scanctl.harness import resources, seams
+from scanctl.harness import redrive, resources, seams
 from scanctl.harness.environment import ACCOUNT_ID, BASE_ENV, REGION, Environment
 from scanctl.harness.invoker import Invoker
 from scanctl.harness.reports import ExecutionReport, read_report
 from scanctl.harness.resources import MAX_RECEIVE_COUNT, HarnessOptions
+from scanctl.harness.status_events import StatusChanges
 
 __all__ = ["MAX_RECEIVE_COUNT", "HarnessOptions", "LocalScanner"]
 
@@ -33,6 +34,7 @@ class LocalScanner:
         self.retry_waits: list[float] = []
         self.invoker = Invoker()
         self.deployment = resources.Deployment()
+        self.status_changes = StatusChanges(self._record_failure)
         self._env = Environment()
         self._patches: contextlib.ExitStack | None = None
 
@@ -52,6 +54,9 @@ class LocalScanner:
         self._patches.enter_context(seams.complete_s3_events())
         self._patches.enter_context(seams.serialize_asl_parsing())
         self._patches.enter_context(seams.ignore_bucket_policies())
+        self._patches.enter_context(seams.tag_archived_objects())
+        self._patches.enter_context(redrive.emulate_redrive())
+        self._patches.enter_context(self.status_changes.emitted())
         try:
             self._create()
         except BaseException:
@@ -66,17 +71,20 @@ class LocalScanner:
         self._env.restore()
 
     def _create(self) -> None:
+        from functions.apply_verdict.actions import forget_bucket_facts
         from functions.scan_object.app import reset_scanner
         from functions.shared.config import load_settings
 
         o = self.options
         resources.create_storage(self.client, o)
         resources.create_ingest(self.client, o, self.deployment)
+        resources.create_failure_dlq(self.client, self.deployment)
         env = resources.function_env(o)
         self._env.set(env)
         # A warm scanner from an earlier harness keeps its clamd only if it fits.
         settings = load_settings()
         reset_scanner(lambda scanner: scanner.settings != settings)
+        forget_bucket_facts()  # the buckets are new
         resources.create_functions(self.client, env, self.deployment)
         self.invoker.function_arns = self.deployment.function_arns
         resources.create_state_machine(self.client, o, self.deployment)
@@ -105,6 +113,30 @@ class LocalScanner:
     @property
     def invocations(self) -> list[str]:
         return self.invoker.invocations
+
+    @property
+    def failure_dlq_url(self) -> str:
+        return self.deployment.failure_dlq_url
+
+    # Lambda's asynchronous invocation: the first try and two retries.
+    ASYNC_ATTEMPTS = 3
+
+    def _record_failure(self, event: dict[str, Any]) -> None:
+        """The status-change rule's target: the recorder, invoked as Lambda invokes it
+        asynchronously; an event it failed three times goes to its DLQ."""
+        if self._patches is None:
+            return  # an execution that outlived its harness: nobody is listening
+        for _ in range(self.ASYNC_ATTEMPTS):
+            payload, is_error = self.invoker.invoke("record_failure", event)
+            if not is_error:
+                return
+        self.client("sqs").send_message(
+            QueueUrl=self.failure_dlq_url,
+            MessageBody=json.dumps(event),
+            MessageAttributes={
+                "ErrorMessage": {"DataType": "String", "StringValue": payload[:1000]}
+            },
+        )
 
     def fail_next(self, function: str, error: BaseException, times: int = 1) -> None:
         """Make the next ``times`` invocations of ``function`` raise ``error``.
@@ -200,8 +232,17 @@ class LocalScanner:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"execution {name} still running after {timeout_s}s")
                 time.sleep(0.01)
+            if described["status"] in self.status_changes.statuses:
+                # As an operator would find it: the failure recorded.
+                remaining = max(deadline - time.monotonic(), 1.0)
+                self.status_changes.wait_recorded(arn, described["redriveCount"], remaining)
             reports.append(read_report(sfn, described))
         return reports
+
+    def redrive(self, name: str) -> ExecutionReport:
+        """The console's Redrive, and the execution followed to its end again."""
+        self.client("stepfunctions").redrive_execution(executionArn=self.execution_arn(name))
+        return self.wait([name])[0]
 
     def scan(self, key: str, body: bytes, **upload_args: Any) -> ExecutionReport:
         """Upload one object and follow it to the end of its execution."""

@@ -35,6 +35,7 @@ class HarnessOptions:
 class Deployment:
     queue_url: str = ""
     dlq_url: str = ""
+    failure_dlq_url: str = ""
     state_machine_arn: str = ""
     function_arns: dict[str, str] = field(default_factory=dict)
 
@@ -47,6 +48,8 @@ def function_env(o: HarnessOptions) -> dict[str, str]:
         "QUARANTINE_BUCKET_NAME": o.quarantine_bucket if o.quarantine else "",
         "WEBHOOK_URL": o.webhook_url or "",
         "WEBHOOK_SECRET": o.webhook_secret or "",
+        # The failure recorder sends its notices through Notify Webhook.
+        "NOTIFY_WEBHOOK_FUNCTION": "notify-webhook" if o.webhook_url else "",
         "DEFINITIONS_BUCKET_NAME": o.definitions_bucket,
         "CLAMAV_WORK_DIR": str(o.work_dir),
         "MAX_OBJECT_SIZE_MB": str(o.max_object_size_mb or ""),
@@ -110,6 +113,11 @@ def create_ingest(client: Any, o: HarnessOptions, deployment: Deployment) -> Non
     )
 
 
+def create_failure_dlq(client: Any, deployment: Deployment) -> None:
+    """Where a status-change event goes when the failure recorder failed it three times."""
+    deployment.failure_dlq_url = client("sqs").create_queue(QueueName="failure-dlq")["QueueUrl"]
+
+
 def _queue_arn(sqs: Any, url: str) -> str:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
     return attributes["Attributes"]["QueueArn"]
@@ -124,7 +132,7 @@ def create_functions(client: Any, env: dict[str, str], deployment: Deployment) -
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
     lam = client("lambda")
-    for name in ("start_scan", *STATE_MACHINE_FUNCTIONS):
+    for name in ("start_scan", "record_failure", *STATE_MACHINE_FUNCTIONS):
         deployment.function_arns[name] = lam.create_function(
             FunctionName=name.replace("_", "-"),
             Runtime="python3.12",
@@ -137,11 +145,9 @@ def create_functions(client: Any, env: dict[str, str], deployment: Deployment) -
 
 def create_state_machine(client: Any, o: HarnessOptions, deployment: Deployment) -> None:
     """The real ASL, filled by the same substitutions the stack uses."""
-    from statemachines import render, substitutions
+    from statemachines import render
 
-    definition = render(
-        substitutions(deployment.function_arns, webhook_configured=bool(o.webhook_url))
-    )
+    definition = render(bool(o.webhook_url), deployment.function_arns)
     deployment.state_machine_arn = client("stepfunctions").create_state_machine(
         name=STATE_MACHINE_NAME,
         definition=definition,

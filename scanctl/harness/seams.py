@@ -122,3 +122,33 @@ def ignore_bucket_policies() -> Iterator[None]:
         yield
     finally:
         FakeBucket.get_permission = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def tag_archived_objects() -> Iterator[None]:
+    """GetObjectTagging answers for objects in archive storage classes, as S3 does.
+
+    Tags are metadata: S3 reads and writes them for Glacier Flexible Retrieval
+    and Deep Archive objects without a restore (lifecycle rules and Batch
+    Operations filter on them). moto 5.2 refuses GetObjectTagging for those
+    with InvalidObjectState, as if it were a GET of the content.
+    """
+    import functools
+
+    from moto.s3.responses import S3Response
+
+    original = S3Response.get_object_tagging
+
+    def get_object_tagging(self: Any) -> Any:
+        unchecked = functools.partial(type(self)._get_key, self, validate_storage_class=False)
+        self._get_key = unchecked
+        try:
+            return original(self)
+        finally:
+            del self._get_key
+
+    S3Response.get_object_tagging = get_object_tagging  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        S3Response.get_object_tagging = original  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ class Alarms(Construct):
         construct_id: str,
         *,
         dead_letter_queue: sqs.IQueue,
+        failure_dead_letter_queue: sqs.IQueue,
         state_machine: sfn.StateMachine,
         updater: lambda_.IFunction,
         topic_arn: str | None,
@@ -33,8 +34,15 @@ class Alarms(Construct):
             "DeadLetters": dead_letter_queue.metric_approximate_number_of_messages_visible(
                 period=five_minutes, statistic="Maximum"
             ),
-            # A failed run: recorded in the audit table, re-runnable with scanctl redrive.
+            # A failed run: recorded in the audit table, redrivable in the console.
             "FailedScans": state_machine.metric_failed(period=five_minutes, statistic="Sum"),
+            # A failure the recorder could not record (or announce): the event
+            # waits here; the execution itself is still FAILED and redrivable.
+            "UnrecordedFailures": (
+                failure_dead_letter_queue.metric_approximate_number_of_messages_visible(
+                    period=five_minutes, statistic="Maximum"
+                )
+            ),
             # The cache is not being refreshed; scans go on with older definitions.
             "DefinitionsUpdateFailed": updater.metric_errors(period=Duration.hours(1)),
             # Scans ran on definitions older than MAX_DEFINITIONS_AGE_HOURS.

@@ -77,29 +77,35 @@ class Workflow(Construct):
         )
         self.apply_verdict = small("ApplyVerdict", "apply_verdict")
         self.record_audit = small("RecordAudit", "record_audit")
-        self.notify_webhook = small("NotifyWebhook", "notify_webhook", WEBHOOK_TIMEOUT_S)
-        # The URL is often a credential itself (Slack's, say): only the function
-        # that posts to it sees it.
-        self.notify_webhook.add_environment("WEBHOOK_URL", config.webhook_url or "")
-        if config.webhook_secret_arn:
-            # The signing secret stays in Secrets Manager; the function reads it once.
-            self.notify_webhook.add_environment("WEBHOOK_SECRET_ARN", config.webhook_secret_arn)
-            self.notify_webhook.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["secretsmanager:GetSecretValue"],
-                    resources=[config.webhook_secret_arn],
+        webhook = bool(config.webhook_url)
+        self.notify_webhook = None
+        if webhook:
+            self.notify_webhook = small("NotifyWebhook", "notify_webhook", WEBHOOK_TIMEOUT_S)
+            # The URL is often a credential itself (Slack's, say): only the
+            # function that posts to it sees it.
+            self.notify_webhook.add_environment("WEBHOOK_URL", config.webhook_url or "")
+            if config.webhook_secret_arn:
+                # The signing secret stays in Secrets Manager; the function reads it.
+                self.notify_webhook.add_environment("WEBHOOK_SECRET_ARN", config.webhook_secret_arn)
+                self.notify_webhook.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["secretsmanager:GetSecretValue"],
+                        resources=[config.webhook_secret_arn],
+                    )
                 )
-            )
 
         self._grant(config, source, quarantine, table, definitions)
 
         # Keyed like statemachines.FUNCTION_PLACEHOLDERS: the folder under functions/.
-        self.by_name = {
+        candidates = {
             "fetch_definitions": self.fetch_definitions,
             "scan_object": self.scan_object,
             "apply_verdict": self.apply_verdict,
             "record_audit": self.record_audit,
             "notify_webhook": self.notify_webhook,
+        }
+        self.by_name: dict[str, lambda_.Function] = {
+            name: candidates[name] for name in statemachines.functions(webhook)
         }
         log_group = logs.LogGroup(
             self, "ExecutionLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
@@ -110,10 +116,9 @@ class Workflow(Construct):
             state_machine_type=sfn.StateMachineType.STANDARD,
             # Inline JSON with DefinitionSubstitutions: the deployed text is the
             # file itself, and cfn-lint can validate it.
-            definition_body=sfn.DefinitionBody.from_string(statemachines.definition_text()),
+            definition_body=sfn.DefinitionBody.from_string(statemachines.variant_text(webhook)),
             definition_substitutions=statemachines.substitutions(
-                {name: fn.function_arn for name, fn in self.by_name.items()},
-                webhook_configured=bool(config.webhook_url),
+                {name: fn.function_arn for name, fn in self.by_name.items()}, webhook
             ),
             logs=sfn.LogOptions(
                 destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
@@ -170,6 +175,12 @@ class Workflow(Construct):
                     # GetObjectTagging: a retried quarantine checks that its copy is there.
                     actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObjectTagging"],
                     resources=[quarantine.arn_for_objects("*")],
+                )
+            )
+            # Whether earlier copies survive a later one of the same key: recorded.
+            self.apply_verdict.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetBucketVersioning"], resources=[quarantine.bucket_arn]
                 )
             )
         if config.quarantine_bucket_kms_key_arn:

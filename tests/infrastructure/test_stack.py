@@ -78,9 +78,11 @@ def test_both_configurations_synthesize_with_every_part(synths, variant):
         "scan_object",
         "apply_verdict",
         "record_audit",
-        "notify_webhook",
+        "record_failure",
         "update_definitions",
     }
+    # Notify Webhook exists only where there is a webhook.
+    assert ("notify_webhook" in functions_by_handler(template)) is (variant == "everything")
     assert set(template["Outputs"]) >= {
         "StateMachineArn",
         "AuditTableName",
@@ -170,10 +172,13 @@ def test_state_machine_is_standard_logged_and_traced(minimal):
     assert sm["LoggingConfiguration"]["IncludeExecutionData"] is True
 
 
-def test_definition_is_the_asl_file_inline_with_every_placeholder_substituted(minimal):
-    sm = state_machine(minimal)
-    # Inline text (not Fn::Join, not an S3 asset): what is deployed is the file.
-    assert sm["DefinitionString"] == statemachines.definition_text()
+@pytest.mark.parametrize(("variant", "webhook"), [("minimal", False), ("everything", True)])
+def test_definition_is_the_asl_variant_inline_with_every_placeholder_substituted(
+    synths, variant, webhook
+):
+    sm = state_machine(synths[variant]["template"])
+    # Inline text (not Fn::Join, not an S3 asset): what is deployed is the file's variant.
+    assert sm["DefinitionString"] == statemachines.variant_text(webhook)
     assert set(sm["DefinitionSubstitutions"]) == statemachines.placeholders(sm["DefinitionString"])
 
 
@@ -191,7 +196,7 @@ def rendered_asl(template: dict) -> dict:
 
 
 @pytest.mark.parametrize("variant", ["minimal", "everything"])
-def test_asl_targets_exist_and_tasks_retry_and_catch(synths, variant):
+def test_asl_targets_exist_and_tasks_retry(synths, variant):
     asl = rendered_asl(synths[variant]["template"])
     states = asl["States"]
     for name, state in states.items():
@@ -201,12 +206,12 @@ def test_asl_targets_exist_and_tasks_retry_and_catch(synths, variant):
             assert target in states, f"{name} -> {target}"
         if state["Type"] == "Task":
             assert state.get("Retry"), name
-            assert state.get("Catch"), name
 
 
-def test_webhook_flag_follows_the_configuration(minimal, everything):
-    assert state_machine(minimal)["DefinitionSubstitutions"]["WebhookConfigured"] == "false"
-    assert state_machine(everything)["DefinitionSubstitutions"]["WebhookConfigured"] == "true"
+def test_the_webhook_state_follows_the_configuration(minimal, everything):
+    assert "Notify Webhook" not in rendered_asl(minimal)["States"]
+    assert rendered_asl(minimal)["States"]["Record Audit"]["End"] is True
+    assert rendered_asl(everything)["States"]["Notify Webhook"]["End"] is True
 
 
 def test_state_machine_invokes_exactly_its_functions(minimal):
@@ -219,7 +224,7 @@ def test_state_machine_invokes_exactly_its_functions(minimal):
     expected = {
         logical_id
         for logical_id, r in resources(minimal, "AWS::Lambda::Function").items()
-        if r in [fns[n] for n in statemachines.STATE_MACHINE_FUNCTIONS]
+        if r in [fns[n] for n in statemachines.functions(webhook=False)]
     }
     assert targets == expected
 
@@ -273,9 +278,18 @@ def test_definitions_cache_bucket(minimal):
     )
 
 
+def schedule_rule(template: dict) -> dict:
+    [rule] = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if "ScheduleExpression" in r["Properties"]
+    ]
+    return rule
+
+
 def test_updater_schedule(minimal, everything):
-    assert one(minimal, "AWS::Events::Rule")["Properties"]["ScheduleExpression"] == "rate(4 hours)"
-    rule = one(everything, "AWS::Events::Rule")["Properties"]
+    assert schedule_rule(minimal)["ScheduleExpression"] == "rate(4 hours)"
+    rule = schedule_rule(everything)
     assert rule["ScheduleExpression"] == "rate(1 hour)"
     updater_id = next(
         k
@@ -310,6 +324,7 @@ def test_alarms(minimal, everything):
     assert set(names) == {
         "DeadLetters",
         "FailedScans",
+        "UnrecordedFailures",
         "DefinitionsUpdateFailed",
         "StaleDefinitions",
     }
@@ -366,6 +381,22 @@ def statements_for(template: dict, name: str) -> list[dict]:
 def test_each_function_gets_only_what_it_needs(everything):
     data = lambda name: actions_of(statements_for(everything, name)) - STAR_ALLOWED  # noqa: E731
     assert data("record_audit") == {"dynamodb:PutItem"}
+    assert data("record_failure") == {
+        "states:GetExecutionHistory",
+        "dynamodb:PutItem",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "s3:PutObjectTagging",
+        "s3:PutObjectVersionTagging",
+        "lambda:InvokeFunction",  # Notify Webhook, for the scan.failed notice
+        "sqs:SendMessage",  # its own DLQ, as the on-failure destination
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
     assert data("start_scan") >= {"states:StartExecution"}
     assert not {a for a in data("start_scan") if a.startswith(("s3:", "dynamodb:"))}
     assert data("notify_webhook") == {"secretsmanager:GetSecretValue"}
@@ -499,10 +530,56 @@ def test_the_access_gate_is_attached_only_when_asked(minimal, everything):
     assert role["apply_verdict"] in readers
     assert ADMIN_ARN in readers
     taggers = statements[access_gate.SCAN_TAGS_SID]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
-    assert taggers == [role["apply_verdict"]]
+    assert taggers == [role["apply_verdict"], role["record_failure"]]
     assert statements[access_gate.READ_SID]["Resource"] == f"{SOURCE_ARN}/*"
 
 
 def test_the_roles_the_gate_names_are_stack_outputs(minimal):
     # scanctl policy builds the same statements from them (the gate off, merged by hand).
     assert {"AccessGateReaderRoleArns", "AccessGateTaggingRoleArns"} <= set(minimal["Outputs"])
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_failed_execution_reaches_the_recorder_through_eventbridge(minimal):
+    [rule] = [
+        r["Properties"]
+        for r in resources(minimal, "AWS::Events::Rule").values()
+        if "EventPattern" in r["Properties"]
+    ]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert pattern["detail"]["status"] == ["FAILED", "TIMED_OUT", "ABORTED"]
+    [sm_id] = resources(minimal, "AWS::StepFunctions::StateMachine")
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": sm_id}]
+    [target] = rule["Targets"]
+    recorder = functions_by_handler(minimal)["record_failure"]
+    recorder_id = next(
+        k for k, r in resources(minimal, "AWS::Lambda::Function").items() if r is recorder
+    )
+    assert target["Arn"] == {"Fn::GetAtt": [recorder_id, "Arn"]}
+    # Its own DLQ and retry policy, and the same DLQ for the function's own failures.
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+    dlq = target["DeadLetterConfig"]["Arn"]
+    [invoke_config] = resources(minimal, "AWS::Lambda::EventInvokeConfig").values()
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 2
+    assert invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == dlq
+    # And an alarm watches that DLQ.
+    watched = [
+        a["Properties"]
+        for a in resources(minimal, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["AlarmDescription"].endswith("UnrecordedFailures")
+    ]
+    [alarm] = watched
+    assert alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0] == dlq["Fn::GetAtt"][0]
+
+
+def test_the_recorder_sends_notices_only_through_notify_webhook(minimal, everything):
+    variables = lambda t: functions_by_handler(t)["record_failure"]["Properties"]["Environment"][  # noqa: E731
+        "Variables"
+    ]
+    assert "NOTIFY_WEBHOOK_FUNCTION" not in variables(minimal)
+    assert "NOTIFY_WEBHOOK_FUNCTION" in variables(everything)
+    assert "WEBHOOK_URL" not in variables(everything)

@@ -239,29 +239,74 @@ def test_rescan_bad_uri(runner):
     assert "expected s3://bucket/key" in result.stderr
 
 
-def test_redrive_reruns_failed_executions_once(harness, runner):
+def test_redrive_resumes_failed_executions_in_place_once(harness, runner):
     # GIVEN an execution that failed (the engine was down through every retry)
-    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=4)
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
     failed = harness.scan("flaky.txt", b"hello")
     assert failed.status == "FAILED"
+
+    # WHEN a dry run looks THEN it says what it would do, and does nothing
+    dry = runner.invoke(main, ["redrive", "--since", "1h", "--dry-run", *aws_args(harness)])
+    assert dry.exit_code == 0, dry.output
+    assert f"would be redriven {failed.name}" in dry.stdout
+    assert harness.wait([failed.name])[0].redrive_count == 0
 
     # WHEN the operator redrives failures
     result = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
 
-    # THEN it is re-run with the same input, and now succeeds
+    # THEN the same execution resumed (RedriveExecution, as the console's button) and succeeded
+    assert result.exit_code == 0, result.output
+    assert f"redriven {failed.name}" in result.stdout
+    [rerun] = harness.wait([failed.name])
+    assert rerun.status == "SUCCEEDED"
+    assert rerun.arn == failed.arn
+    assert rerun.redrive_count == 1
+    [item] = harness.audit_items("flaky.txt")  # one execution, one item
+    assert item["verdict"] == "clean"
+    assert item["redriveCount"] == 1
+
+    # AND a second redrive does not run it again
+    again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    assert "redriven" not in again.stdout
+    assert "0 unsuccessful executions" in again.stderr
+
+
+def test_redrive_as_new_starts_a_new_execution_with_the_same_input(harness, runner):
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    failed = harness.scan("renewed.txt", b"hello")
+
+    result = runner.invoke(main, ["redrive", "--since", "1h", "--as-new", *aws_args(harness)])
+
     assert result.exit_code == 0, result.output
     assert f"restarted {failed.name} as {failed.name}-r1" in result.stdout
     [rerun] = harness.wait([f"{failed.name}-r1"])
     assert rerun.status == "SUCCEEDED"
     assert rerun.input["object"] == failed.input["object"]
     assert rerun.input["trigger"]["retryOf"] == failed.name
-    verdicts = sorted(i["verdict"] for i in harness.audit_items("flaky.txt"))
-    assert verdicts == ["clean", "error"]
-
-    # AND a second redrive does not run it again
-    again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    again = runner.invoke(main, ["redrive", "--since", "1h", "--as-new", *aws_args(harness)])
     assert "restarted" not in again.stdout
     assert "1 already re-run" in again.stderr
+
+
+def test_executions_older_than_14_days_are_restarted_not_redriven(harness):
+    import datetime as dt
+
+    from scanctl.ops import redrive
+
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    failed = harness.scan("old.txt", b"hello")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=15)
+
+    summary = redrive(
+        harness.client("stepfunctions"),
+        harness.state_machine_arn,
+        dt.timedelta(days=30),
+        now=later,
+    )
+
+    assert summary.redriven == []
+    assert summary.restarted == [(failed.name, f"{failed.name}-r1")]
+    assert harness.wait([f"{failed.name}-r1"])[0].status == "SUCCEEDED"
 
 
 def test_redrive_bad_since(runner):
@@ -322,14 +367,14 @@ def test_history_needs_a_key(runner):
     assert "with a key" in result.stderr
 
 
-def test_redrive_handles_names_at_the_80_character_limit(harness, runner):
+def test_redrive_as_new_handles_names_at_the_80_character_limit(harness, runner):
     # GIVEN a failed execution whose name uses all 80 characters
     key = "reports/" + "x" * 60 + ".txt"
-    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=4)
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
     failed = harness.scan(key, b"hello")
     assert len(failed.name) == 80
 
-    first = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    first = runner.invoke(main, ["redrive", "--since", "1h", "--as-new", *aws_args(harness)])
     assert first.exit_code == 0, first.output
     [line] = [x for x in first.stdout.splitlines() if x.startswith("restarted")]
     new_name = line.rsplit(" as ", 1)[1]
@@ -339,7 +384,7 @@ def test_redrive_handles_names_at_the_80_character_limit(harness, runner):
     assert rerun.status == "SUCCEEDED"
 
     # WHEN redrive runs again THEN the chain is recognised, nothing restarts, no crash
-    again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+    again = runner.invoke(main, ["redrive", "--since", "1h", "--as-new", *aws_args(harness)])
     assert again.exit_code == 0, again.output
     assert "restarted" not in again.stdout
 

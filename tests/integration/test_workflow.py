@@ -21,9 +21,7 @@ CLEAN_PATH = [
     "Which Verdict?",
     "Tag As Clean",
     "Record Audit",
-    "Webhook Configured?",
     "Notify Webhook",
-    "Done",
 ]
 
 
@@ -300,24 +298,26 @@ def test_webhook_404_is_not_retried_and_the_failure_is_recorded(make_harness, we
 
     report = harness.scan("hooked.txt", b"hello")
 
-    # Decision: the execution fails (visible, re-runnable); the audit item keeps
-    # the verdict, is marked failed, and says the delivery was rejected.
+    # Decision: the execution fails (visible, redrivable) at Notify Webhook; the
+    # audit item keeps the verdict, is marked failed, and says the delivery was
+    # rejected; no scan.failed notice goes to the webhook that refused.
     assert [r["status"] for r in webhook.requests] == [404]
     assert report.status == "FAILED"
     assert report.error == "WebhookRejected"
-    assert report.states[-3:] == ["Record Failure", "Notify Failure?", "Scan Failed"]
+    assert report.failed_state == "Notify Webhook"
     [item] = harness.audit_items("hooked.txt")
     assert item["verdict"] == "clean"
     assert item["failed"] is True
     assert item["failure"] == "failed"  # listed by the failures index
+    assert item["failedState"] == "Notify Webhook"
     assert item["error"]["error"] == "WebhookRejected"
     assert item["error"]["cause"] == "webhook answered 404; not retried"
-    # The object itself was still handled.
+    # The object itself was still handled, and keeps its verdict's tag.
     assert harness.tags("hooked.txt")["scan-status"] == "clean"
 
 
-def test_dynamodb_failure_takes_the_record_failure_path(harness):
-    # GIVEN DynamoDB refuses the first writes (Record Audit and all its retries)
+def test_dynamodb_refusing_the_audit_fails_at_record_audit_and_is_recorded_later(harness):
+    # GIVEN DynamoDB refuses Record Audit's write and all its retries
     from functions.shared import aws
 
     refused = []
@@ -337,25 +337,30 @@ def test_dynamodb_failure_takes_the_record_failure_path(harness):
     finally:
         ddb.meta.events.unregister("provide-client-params.dynamodb.PutItem", throttle)
 
-    # THEN the execution failed through Record Failure, which did get its item in
+    # THEN the execution failed at Record Audit, and the failure recorder (on
+    # EventBridge's status change) got the item in once DynamoDB was back
     assert report.status == "FAILED"
-    assert "Record Failure" in report.states
+    assert report.failed_state == "Record Audit"
     assert report.error == "AuditWriteFailed"
+    assert len(refused) == 6
     [item] = harness.audit_items("audited.txt")
     assert item["verdict"] == "clean"
     assert item["failed"] is True
     assert item["error"]["error"] == "AuditWriteFailed"
 
 
-def test_failure_with_no_audit_leaves_a_failed_execution(harness):
+def test_failure_with_no_audit_leaves_a_failed_execution_and_a_dead_letter(harness):
     # GIVEN the audit table is gone altogether
     harness.client("dynamodb").delete_table(TableName="scan-audit")
 
     report = harness.scan("unrecorded.txt", b"hello")
 
-    # THEN nothing is silently lost: the execution is FAILED, so it can be re-run
+    # THEN nothing is silently lost: the execution is FAILED at Record Audit (so it
+    # can be redriven), and the recorder's event waits in its DLQ
     assert report.status == "FAILED"
-    assert report.states[-1] == "Scan Failed"
+    assert report.failed_state == "Record Audit"
+    [dead] = harness.client("sqs").receive_message(QueueUrl=harness.failure_dlq_url)["Messages"]
+    assert json.loads(dead["Body"])["detail"]["executionArn"] == report.arn
 
 
 def test_lambda_service_error_is_retried(harness):
@@ -379,16 +384,21 @@ def test_every_failure_is_recorded_or_redrivable(harness):
 
     assert report.status == "FAILED"
     assert report.error == "ScanEngineUnavailable"
+    assert report.failed_state == "Scan Object"
     [item] = harness.audit_items("down.txt")
     assert item["verdict"] == "error"  # no verdict was reached
     assert item["failed"] is True
     assert item["error"]["error"] == "ScanEngineUnavailable"
-    # Retried 3 times with growing waits before giving up.
+    # Retried 6 times with growing waits (a burst is ridden out) before giving up.
     assert (
         report.count("LambdaFunctionFailed", "Scan Object")
         + report.count("TaskFailed", "Scan Object")
-        == 4
+        == 7
     )
+    # AND the object says it was not scanned
+    tags = harness.tags("down.txt")
+    assert tags["scan-status"] == "error"
+    assert tags["scan-reason"] == "ScanEngineUnavailable"
 
 
 # -- unversioned buckets, locked versions, S3's tag limit ---------------------------------------
@@ -444,9 +454,10 @@ def test_locked_infected_version_is_tagged_even_though_it_cannot_be_deleted(make
 
     [report] = harness.wait(harness.drain())
 
-    # THEN the delete was refused: a failed, recorded run...
+    # THEN the delete was refused: a failed, recorded run, stopped where it failed...
     assert report.status == "FAILED"
     assert report.error == "ObjectActionRefused"
+    assert report.failed_state == "Quarantine Or Delete"
     [item] = harness.audit_items("locked.com")
     assert item["verdict"] == "infected"
     assert item["failed"] is True

@@ -18,16 +18,18 @@ _SPEC.loader.exec_module(cost)
 ASL = cost.load_asl()
 
 
-def test_clean_path_without_webhook_visits_exactly_these_states():
+def test_clean_path_without_webhook_visits_exactly_five_states():
     assert cost.scenario_path(ASL, "clean", webhook=False) == [
         "Fetch Definitions",
         "Scan Object",
         "Which Verdict?",
         "Tag As Clean",
         "Record Audit",
-        "Webhook Configured?",
-        "Done",
     ]
+
+
+def test_the_webhook_adds_exactly_one_state():
+    assert cost.scenario_path(ASL, "clean", webhook=True)[-2:] == ["Record Audit", "Notify Webhook"]
 
 
 def test_infected_goes_to_quarantine_and_the_webhook_adds_one_transition():
@@ -35,16 +37,16 @@ def test_infected_goes_to_quarantine_and_the_webhook_adds_one_transition():
     infected = cost.scenario_path(ASL, "infected", webhook=True)
     assert "Quarantine Or Delete" in infected
     assert "Tag As Clean" not in infected
-    assert infected[-2:] == ["Notify Webhook", "Done"]
+    assert infected[-1] == "Notify Webhook"
     assert len(infected) == len(clean) + 1
 
 
 def test_counts_follow_the_definition_not_a_table():
     asl = copy.deepcopy(ASL)
     asl["States"]["Record Audit"]["Next"] = "Pause"
-    asl["States"]["Pause"] = {"Type": "Pass", "Next": "Webhook Configured?"}
-    before = cost.per_object(ASL, cost.MIB, "clean", webhook=False)
-    after = cost.per_object(asl, cost.MIB, "clean", webhook=False)
+    asl["States"]["Pause"] = {"Type": "Pass", "Next": "Notify Webhook"}
+    before = cost.per_object(ASL, cost.MIB, "clean", webhook=True)
+    after = cost.per_object(asl, cost.MIB, "clean", webhook=True)
     assert after["transitions"] == before["transitions"] + 1
     extra = after["components"]["Step Functions transitions"]
     assert extra - before["components"]["Step Functions transitions"] == pytest.approx(

@@ -1,4 +1,4 @@
-"""The ASL file itself: every path leads somewhere, every Task can fail safely."""
+"""The ASL file itself: every path leads somewhere, every failure stops where it happened."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ LAMBDA_SERVICE_ERRORS = {
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 }
+# Catches that are decisions, not failure handling (state -> error -> target).
+DECISIONS = {
+    "Fetch Definitions": {"DefinitionsUnavailable": "Use Freshclam Instead"},
+    "Scan Object": {
+        "DefinitionsCorrupt": "Use Freshclam Instead",
+        "CachedTarballMissing": "Use Freshclam Instead",
+    },
+}
+VARIANTS = {
+    "with webhook": statemachines.definition(webhook=True),
+    "without webhook": statemachines.definition(webhook=False),
+}
 
 
 def targets(state: dict) -> list[str]:
@@ -27,41 +39,69 @@ def targets(state: dict) -> list[str]:
     return [t for t in found if t]
 
 
-def test_every_target_exists():
-    assert ASL["StartAt"] in STATES
-    for name, state in STATES.items():
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_target_exists(variant):
+    asl = VARIANTS[variant]
+    assert asl["StartAt"] in asl["States"]
+    for name, state in asl["States"].items():
         for target in targets(state):
-            assert target in STATES, f"{name} -> {target}"
+            assert target in asl["States"], f"{name} -> {target}"
 
 
-def test_every_state_is_reachable():
-    seen, todo = set(), [ASL["StartAt"]]
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_state_is_reachable(variant):
+    asl = VARIANTS[variant]
+    seen, todo = set(), [asl["StartAt"]]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(targets(STATES[name]))
-    assert seen == set(STATES)
+            todo.extend(targets(asl["States"][name]))
+    assert seen == set(asl["States"])
 
 
-def test_only_terminal_states_end():
-    for name, state in STATES.items():
-        if state["Type"] in ("Succeed", "Fail"):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_only_terminal_states_end(variant):
+    for name, state in VARIANTS[variant]["States"].items():
+        if state["Type"] in ("Succeed", "Fail") or state.get("End"):
             continue
         assert targets(state), f"{name} goes nowhere"
 
 
+def test_the_last_task_ends_the_execution_in_both_variants():
+    # No Succeed state after the last Task, and no Choice on a deploy-time
+    # setting: each would be one more billed transition per object.
+    assert VARIANTS["with webhook"]["States"]["Notify Webhook"]["End"] is True
+    assert VARIANTS["without webhook"]["States"]["Record Audit"]["End"] is True
+    assert "Notify Webhook" not in VARIANTS["without webhook"]["States"]
+    for asl in VARIANTS.values():
+        assert not [s for s in asl["States"].values() if s["Type"] == "Succeed"]
+
+
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_every_task_retries_lambda_errors_and_catches_the_rest(name):
+def test_every_task_retries_and_catches_only_decisions(name):
+    # A failure after the retries fails the execution at this Task, so the
+    # console's Redrive resumes here; a Catch is only for a decision.
     task = TASKS[name]
     retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
     assert retried >= LAMBDA_SERVICE_ERRORS
     for retry in task["Retry"]:
         assert retry["BackoffRate"] >= 1.5
         assert retry["JitterStrategy"] == "FULL"
-    assert any("States.ALL" in c["ErrorEquals"] for c in task["Catch"])
-    for catch in task["Catch"]:
+    caught = {e: c["Next"] for c in task.get("Catch", []) for e in c["ErrorEquals"]}
+    assert caught == DECISIONS.get(name, {})
+    for catch in task.get("Catch", []):
         assert catch["ResultPath"] not in ("$", None), "a catch must keep the state"
+
+
+def test_throttling_is_waited_out_for_minutes_not_seconds():
+    for name, task in TASKS.items():
+        [rule] = [r for r in task["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+        longest = sum(
+            min(rule["IntervalSeconds"] * rule["BackoffRate"] ** n, rule["MaxDelaySeconds"])
+            for n in range(rule["MaxAttempts"])
+        )
+        assert 300 <= longest <= 900, name
 
 
 def test_error_names_are_our_exception_classes():
@@ -85,23 +125,26 @@ def test_transient_errors_are_retried_somewhere():
 def test_placeholders_are_exactly_the_mapping():
     assert statemachines.placeholders(statemachines.definition_text()) == set(
         statemachines.FUNCTION_PLACEHOLDERS
-    ) | {"WebhookConfigured"}
+    )
+    without = statemachines.placeholders(statemachines.variant_text(webhook=False))
+    assert without == set(statemachines.FUNCTION_PLACEHOLDERS) - {"NotifyWebhookFunctionArn"}
 
 
-def test_render_fills_everything():
+@pytest.mark.parametrize("webhook", [True, False])
+def test_render_fills_everything(webhook):
     arns = {
         fn: f"arn:aws:lambda:us-east-1:1:function:{fn}"
         for fn in statemachines.STATE_MACHINE_FUNCTIONS
     }
-    text = statemachines.render(statemachines.substitutions(arns, webhook_configured=True))
+    text = statemachines.render(webhook, arns)
     assert "${" not in text
     rendered = json.loads(text)
     assert rendered["States"]["Scan Object"]["Resource"].endswith(":scan_object")
 
 
 def test_render_refuses_a_missing_value():
-    with pytest.raises(KeyError, match="ScanObjectFunctionArn"):
-        statemachines.render({"WebhookConfigured": "true"})
+    with pytest.raises(KeyError):
+        statemachines.render(True, {"scan_object": "arn"})
 
 
 def test_verdict_choice_covers_every_verdict_the_scanner_returns():
@@ -110,8 +153,8 @@ def test_verdict_choice_covers_every_verdict_the_scanner_returns():
     choices = STATES["Which Verdict?"]["Choices"]
     routed = {c["StringEquals"] for c in choices if "StringEquals" in c}
     assert routed == {str(v) for v in Verdict} - {"error"}
-    # A result without a verdict goes to the failure path instead of failing the
-    # Choice itself (States.Runtime, which no Catch sees).
+    # A result without a verdict fails at Unknown Verdict, by name, instead of
+    # failing the Choice itself with States.Runtime.
     assert choices[0] == {
         "Not": {"Variable": "$.scan.verdict", "IsPresent": True},
         "Next": "Unknown Verdict",
@@ -127,9 +170,7 @@ RAISES = {
     "Quarantine Or Delete": {"ObjectStoreUnavailable"},
     "Tag As Unscannable": {"ObjectStoreUnavailable"},
     "Record Audit": {"AuditWriteFailed"},
-    "Record Failure": {"AuditWriteFailed"},
     "Notify Webhook": {"WebhookDeliveryFailed"},
-    "Notify Webhook Of Failure": {"WebhookDeliveryFailed"},
 }
 
 

@@ -1,0 +1,107 @@
+"""EventBridge's ``Step Functions Execution Status Change`` events, which moto 5.2 never emits.
+
+What AWS does (and this does): when an execution of the state machine ends
+FAILED, TIMED_OUT or ABORTED, the stack's rule sends the event to the
+failure recorder, invoked asynchronously: an error is retried twice, then the
+event goes to the recorder's DLQ. The event carries what AWS's does
+(execution ARN, name, status, start and stop dates in epoch milliseconds,
+input, error, cause, redriveCount).
+
+Where it differs: AWS delivers within seconds, possibly more than once and
+out of order with a redrive; here delivery is immediate, once per ending, on
+the thread that ran the execution, and ``LocalScanner.wait`` returns only
+after it. The recorder is written for AWS's order (a late failure notice
+never overwrites a redrive's success), which the tests exercise directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from scanctl.harness.environment import ACCOUNT_ID, REGION
+
+
+def status_change_event(execution: Any) -> dict[str, Any]:
+    from functions.record_failure.failures import STATUS_CHANGE
+
+    def millis(moment: dt.datetime | None) -> int | None:
+        return int(moment.timestamp() * 1000) if moment else None
+
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": STATUS_CHANGE,
+        "source": "aws.states",
+        "account": ACCOUNT_ID,
+        "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [execution.exec_arn],
+        "detail": {
+            "executionArn": execution.exec_arn,
+            "stateMachineArn": execution.state_machine.arn,
+            "name": execution.name,
+            "status": execution.status,
+            "startDate": millis(execution.start_date),
+            "stopDate": millis(execution.stop_date),
+            "input": json.dumps(execution.input_data),
+            "output": None,
+            "error": execution.error,
+            "cause": execution.cause,
+            "redriveCount": getattr(execution, "redrive_count", 0),
+            "redriveStatus": "REDRIVABLE",
+        },
+    }
+
+
+class StatusChanges:
+    """Delivers each failed ending to ``deliver`` and lets waiters know when it is done."""
+
+    def __init__(self, deliver: Callable[[dict[str, Any]], None]) -> None:
+        from functions.record_failure.failures import FAILURE_STATUSES
+
+        self.deliver = deliver
+        self.statuses = FAILURE_STATUSES
+        self._done: dict[tuple[str, int], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _flag(self, arn: str, redrives: int) -> threading.Event:
+        with self._lock:
+            return self._done.setdefault((arn, redrives), threading.Event())
+
+    def ended(self, execution: Any) -> None:
+        if execution.status not in self.statuses:
+            return
+        flag = self._flag(execution.exec_arn, getattr(execution, "redrive_count", 0))
+        try:
+            self.deliver(status_change_event(execution))
+        finally:
+            flag.set()
+
+    def wait_recorded(self, arn: str, redrives: int, timeout_s: float) -> None:
+        if not self._flag(arn, redrives).wait(timeout_s):
+            raise TimeoutError(f"the failure of {arn} was not recorded within {timeout_s}s")
+
+    @contextlib.contextmanager
+    def emitted(self) -> Iterator[None]:
+        from moto.stepfunctions.parser.backend.execution import (
+            BaseExecutionWorkerCommunication,
+        )
+
+        original = BaseExecutionWorkerCommunication.terminated
+        changes = self
+
+        def terminated(comm: Any) -> None:
+            original(comm)
+            changes.ended(comm.execution)
+
+        BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            BaseExecutionWorkerCommunication.terminated = original  # type: ignore[method-assign]

@@ -1,0 +1,119 @@
+"""Failures stop where they happened, are recorded from EventBridge, and Redrive resumes them.
+
+The real ASL in moto, with RedriveExecution and the status-change events moto
+lacks emulated as AWS behaves (scanctl/harness/redrive.py, status_events.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from functions.shared.errors import ScanEngineUnavailable
+from scanctl import samples
+
+
+def test_a_failed_quarantine_stops_there_and_a_redrive_finishes_it_without_rescanning(
+    harness, aws_faults
+):
+    # GIVEN S3 refuses every copy into quarantine until the retries run out
+    copies = aws_faults.fail("s3", "CopyObject", "SlowDown", times=6)
+
+    report = harness.scan("bad.com", samples.EICAR)
+
+    # THEN the execution is FAILED at Quarantine Or Delete, with the scan result kept
+    assert report.status == "FAILED"
+    assert report.failed_state == "Quarantine Or Delete"
+    assert report.error == "ObjectStoreUnavailable"
+    assert len(copies) == 6  # the first try and five retries
+    version = report.input["object"]["versionId"]
+    # AND the object says what it is
+    assert harness.tags("bad.com", version_id=version)["scan-status"] == "infected"
+    # AND the failure is recorded with the verdict it reached
+    [item] = harness.audit_items("bad.com")
+    assert (item["verdict"], item["failed"], item["failedState"]) == (
+        "infected",
+        True,
+        "Quarantine Or Delete",
+    )
+    assert "tagged scan-status=infected" in item["error"]["cause"]
+
+    # WHEN S3 is back and the operator presses Redrive
+    aws_faults.clear()
+    scans_before = harness.invocations.count("scan_object")
+    redriven = harness.redrive(report.name)
+
+    # THEN the same execution resumes at Quarantine Or Delete and succeeds
+    assert redriven.arn == report.arn
+    assert redriven.status == "SUCCEEDED"
+    assert redriven.redrive_count == 1
+    assert redriven.states[-3:] == ["Quarantine Or Delete", "Quarantine Or Delete", "Record Audit"]
+    assert harness.invocations.count("scan_object") == scans_before  # not scanned again
+    assert redriven.output["action"]["action"] == "quarantined"
+    # AND the one audit item of this execution now tells the final outcome
+    [item] = harness.audit_items("bad.com")
+    assert item["action"] == "quarantined"
+    assert item.get("failed") is False
+    assert "failure" not in item  # no longer listed among failures
+    assert item["redriveCount"] == 1
+    versions = harness.client("s3").list_object_versions(Bucket="uploads", Prefix="bad.com")
+    assert versions.get("Versions", []) == []
+
+
+def test_redrive_is_refused_for_a_succeeded_execution(harness):
+    import pytest
+    from botocore.exceptions import ClientError
+
+    report = harness.scan("fine.txt", b"fine")
+    with pytest.raises(ClientError, match="ExecutionNotRedrivable"):
+        harness.client("stepfunctions").redrive_execution(executionArn=report.arn)
+
+
+def test_a_late_failure_notice_does_not_overwrite_a_redrives_success(harness):
+    from functions.record_failure import app as recorder
+    from scanctl.harness.status_events import status_change_event
+
+    # GIVEN an execution that failed, then was redriven to success
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    failed = harness.scan("late.txt", b"hello")
+    assert failed.status == "FAILED"
+    assert harness.redrive(failed.name).status == "SUCCEEDED"
+
+    # WHEN EventBridge delivers the first failure's notice again, late
+    execution = _moto_execution(harness, failed.arn)
+    event = status_change_event(execution)
+    event["detail"].update(
+        {"status": "FAILED", "redriveCount": 0, "error": "ScanEngineUnavailable", "cause": "down"}
+    )
+    result = harness.invoker.call(recorder, "record_failure", event)
+
+    # THEN the success stands
+    assert "superseded" in result["audit"]
+    [item] = harness.audit_items("late.txt")
+    assert item["verdict"] == "clean"
+    assert item.get("failed") is False
+
+
+def test_a_failure_notice_goes_to_the_webhook_once_with_its_own_id(make_harness, webhook):
+    harness = make_harness(webhook_url=webhook.url)
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+
+    failed = harness.scan("noticed.txt", b"hello")
+
+    [notice] = webhook.requests
+    body = json.loads(notice["body"])
+    assert body["event"] == "scan.failed"
+    assert body["error"]["error"] == "ScanEngineUnavailable"
+    assert body["executionArn"] == failed.arn
+    # WHEN it is redriven to success THEN the completed notice has another id
+    harness.redrive(failed.name)
+    completed = webhook.requests[-1]
+    assert json.loads(completed["body"])["event"] == "scan.completed"
+    assert completed["headers"]["webhook-id"] != notice["headers"]["webhook-id"]
+
+
+def _moto_execution(harness, arn):
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    from scanctl.harness.environment import ACCOUNT_ID, REGION
+
+    return stepfunctions_parser_backends[ACCOUNT_ID][REGION].describe_execution(arn)

@@ -1,0 +1,200 @@
+"""scan-status can be trusted: forged tags, unreadable objects, failed quarantines, ingest.
+
+Real ClamAV, the real ASL in moto, faults as AWS would answer them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from functions.shared.errors import ScanEngineUnavailable
+from scanctl import samples
+
+FORGED = {"scan-status": "clean", "scan-reason": "forged", "owner": "x"}
+
+
+def test_a_forged_status_and_reason_are_replaced_and_the_owners_tag_kept(harness):
+    report = harness.scan("forged.txt", b"harmless", tags=FORGED)
+
+    assert report.output["scan"]["verdict"] == "clean"
+    tags = harness.tags("forged.txt", version_id=report.input["object"]["versionId"])
+    assert tags["owner"] == "x"
+    assert "scan-reason" not in tags
+    assert tags["scan-status"] == "clean"
+    assert tags["scan-engine"].startswith("ClamAV ")  # ours, not the uploader's
+
+
+def test_eicar_forged_clean_whose_scan_fails_ends_tagged_by_us_never_clean(harness):
+    # GIVEN EICAR uploaded with a forged clean tag, and an engine down through every retry
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+
+    report = harness.scan("forged.com", samples.EICAR, tags=FORGED)
+
+    # THEN the run failed where it failed, and the failure recorder replaced the tags
+    assert report.status == "FAILED"
+    assert report.failed_state == "Scan Object"
+    tags = harness.tags("forged.com", version_id=report.input["object"]["versionId"])
+    assert tags == {"owner": "x", "scan-status": "error", "scan-reason": "ScanEngineUnavailable",
+                    "scan-time": tags["scan-time"]}  # fmt: skip
+    [item] = harness.audit_items("forged.com")
+    assert item["objectMarking"]["markedAs"] == "error"
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+@pytest.mark.parametrize("operation", ["CopyObject", "DeleteObject"])
+def test_a_quarantine_that_fails_for_good_leaves_the_object_marked_infected(
+    make_harness, aws_faults, versioned, operation
+):
+    # GIVEN S3 answering SlowDown to every copy (or delete) until the retries run out
+    harness = make_harness(versioned=versioned)
+    calls = aws_faults.fail("s3", operation, "SlowDown", times=6)
+
+    report = harness.scan("stuck.com", samples.EICAR, tags=FORGED)
+
+    # THEN the execution is FAILED at Quarantine Or Delete...
+    assert len(calls) == 6
+    assert report.status == "FAILED"
+    assert report.failed_state == "Quarantine Or Delete"
+    # ...and the exact object says infected, whoever tagged it before
+    version = report.input["object"]["versionId"]
+    tags = harness.tags("stuck.com", version_id=version)
+    assert tags["scan-status"] == "infected"
+    assert tags["scan-signature"].startswith(samples.EICAR_SIGNATURE)
+    assert tags["owner"] == "x"
+    assert "scan-reason" not in tags
+    [item] = harness.audit_items("stuck.com")
+    assert item["verdict"] == "infected"
+    assert item["failed"] is True
+    assert "scan-status=infected" in item["error"]["cause"]
+
+
+def test_when_even_the_infected_tag_cannot_be_written_the_audit_says_so(make_harness, aws_faults):
+    harness = make_harness(versioned=False)
+    aws_faults.fail("s3", "CopyObject", "SlowDown")
+    aws_faults.fail("s3", "PutObjectTagging", "SlowDown")
+
+    report = harness.scan("unmarked.com", samples.EICAR)
+
+    assert report.status == "FAILED"
+    [item] = harness.audit_items("unmarked.com")
+    assert "could NOT be tagged scan-status=infected" in item["error"]["cause"]
+    assert item["objectMarking"]["markedAs"] is None
+    assert "NOT" in item["objectMarking"]["note"]
+
+
+def test_an_archived_upload_is_unscannable_and_scanned_once_restored(harness):
+    # GIVEN EICAR uploaded straight into Glacier Flexible Retrieval
+    archived = harness.scan("cold/eicar.com", samples.EICAR, StorageClass="GLACIER")
+
+    # THEN it is unscannable (archived), tagged so, audited, and the run succeeded
+    assert archived.status == "SUCCEEDED"
+    assert (archived.output["scan"]["verdict"], archived.output["scan"]["reason"]) == (
+        "unscannable",
+        "archived",
+    )
+    version = archived.input["object"]["versionId"]
+    assert harness.tags("cold/eicar.com", version_id=version)["scan-reason"] == "archived"
+
+    # WHEN someone restores it (S3 announces ObjectRestore:Completed)
+    s3 = harness.client("s3")
+    s3.restore_object(
+        Bucket="uploads", Key="cold/eicar.com", VersionId=version, RestoreRequest={"Days": 1}
+    )
+    s3.head_object(Bucket="uploads", Key="cold/eicar.com", VersionId=version)  # moto: completes
+    [restored] = harness.wait(harness.drain())
+
+    # THEN that restore is scanned, in an execution of its own, and EICAR is caught
+    assert restored.name != archived.name
+    assert restored.name.startswith("restored-")
+    assert restored.input["trigger"]["eventName"] == "ObjectRestore:Completed"
+    assert restored.output["scan"]["verdict"] == "infected"
+    assert restored.output["action"]["action"] == "quarantined"
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "KMS.DisabledException"])
+def test_content_the_scanner_may_not_read_is_unscannable_access_denied(harness, aws_faults, code):
+    # GIVEN an object whose content S3 (or its KMS key) refuses the scanner
+    aws_faults.fail("s3", "GetObject", code, Bucket="uploads")
+
+    report = harness.scan("locked.bin", b"secret", tags=FORGED)
+
+    assert report.status == "SUCCEEDED"
+    assert (report.output["scan"]["verdict"], report.output["scan"]["reason"]) == (
+        "unscannable",
+        "access-denied",
+    )
+    tags = harness.tags("locked.bin", version_id=report.input["object"]["versionId"])
+    assert (tags["scan-status"], tags["scan-reason"]) == ("unscannable", "access-denied")
+    assert harness.audit_items("locked.bin")[0]["reason"] == "access-denied"
+
+
+def test_a_dropped_connection_while_tagging_is_retried(harness, aws_faults):
+    dropped = aws_faults.raise_(
+        "s3", "PutObjectTagging", EndpointConnectionError(endpoint_url="https://s3")
+    )
+
+    report = harness.scan("blip.txt", b"hello")
+
+    assert len(dropped) == 1
+    assert report.status == "SUCCEEDED"
+    assert report.count("LambdaFunctionFailed", "Tag As Clean") == 1
+    assert harness.tags("blip.txt")["scan-status"] == "clean"
+
+
+def test_an_event_for_another_bucket_starts_nothing(harness):
+    harness.drain()  # S3's test event
+    forged = json.loads(json.dumps(_event("someone-elses-bucket", "evil.txt")))
+    harness.client("sqs").send_message(QueueUrl=harness.queue_url, MessageBody=json.dumps(forged))
+
+    assert harness.drain() == []
+    sfn = harness.client("stepfunctions")
+    assert sfn.list_executions(stateMachineArn=harness.state_machine_arn)["executions"] == []
+    assert harness.dlq_messages() == []  # consumed on purpose, not failed
+
+
+def test_every_infected_version_keeps_its_own_quarantine_copy(harness):
+    first = harness.scan("twice.com", samples.EICAR)
+    second = harness.scan("twice.com", samples.EICAR)  # a second version, same content
+
+    copies = [
+        first.output["action"]["quarantine"]["versionId"],
+        second.output["action"]["quarantine"]["versionId"],
+    ]
+    assert None not in copies
+    assert copies[0] != copies[1]
+    versions = harness.client("s3").list_object_versions(
+        Bucket="uploads-quarantine", Prefix="twice.com"
+    )["Versions"]
+    assert {v["VersionId"] for v in versions} == set(copies)
+    [item, _] = harness.audit_items("twice.com")
+    assert item["quarantine"]["bucketVersioning"] == "Enabled"
+
+
+def test_an_unversioned_quarantine_bucket_is_recorded_as_such(make_harness):
+    harness = make_harness(quarantine_versioned=False)
+
+    report = harness.scan("once.com", samples.EICAR)
+
+    assert report.output["action"]["quarantine"]["bucketVersioning"] == "Disabled"
+    [item] = harness.audit_items("once.com")
+    assert item["quarantine"]["bucketVersioning"] == "Disabled"
+
+
+def _event(bucket: str, key: str) -> dict:
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "eventTime": "2026-11-28T12:00:00.000Z",
+                "s3": {
+                    "bucket": {"name": bucket},
+                    "object": {"key": key, "size": 4, "eTag": "abc", "sequencer": "01"},
+                },
+            }
+        ]
+    }
