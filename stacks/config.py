@@ -32,6 +32,8 @@ _PRINCIPAL_ARN = re.compile(
 )
 _SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
 
+# SQS records per start_scan invocation: each one StartExecution.
+STARTER_BATCH_SIZE = 10
 # ClamAV cannot scan a single file of 2 GiB or more.
 MAX_OBJECT_SIZE_MB_LIMIT = 2047
 # Room in /tmp for the loaded definitions and the next version being unpacked
@@ -63,6 +65,14 @@ class DeployConfig:
     max_definitions_age_hours: int = 48
     database_mirror: str = "database.clamav.net"
     private_mirror: str | None = None
+    # Bursts wait in the queue: at most this many starter invocations at once
+    # (SQS event source MaximumConcurrency; AWS allows 2-1000), each starting up
+    # to STARTER_BATCH_SIZE executions.
+    scan_queue_max_concurrency: int = 5
+    # Scanner containers that may run at once (reserved concurrency): each
+    # cold one loads the whole database, so an unbounded fan-out would
+    # multiply cold starts exactly when load is highest.
+    scanner_reserved_concurrency: int = 50
     protect_source_bucket: bool = False
     unscanned_readers: tuple[str, ...] = ()
 
@@ -207,9 +217,18 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         max_definitions_age_hours=_int(env, "MAX_DEFINITIONS_AGE_HOURS", 48, 1, 8760),
         database_mirror=_get(env, "CLAMAV_DATABASE_MIRROR") or "database.clamav.net",
         private_mirror=_get(env, "CLAMAV_PRIVATE_MIRROR"),
+        scan_queue_max_concurrency=_int(env, "SCAN_QUEUE_MAX_CONCURRENCY", 5, 2, 1000),
+        scanner_reserved_concurrency=_int(env, "SCANNER_RESERVED_CONCURRENCY", 50, 1, 1000),
         protect_source_bucket=_bool(env, "PROTECT_SOURCE_BUCKET", False),
         unscanned_readers=_principal_arns(env, "UNSCANNED_READERS"),
     )
+    wave = config.scan_queue_max_concurrency * STARTER_BATCH_SIZE
+    if config.scanner_reserved_concurrency < wave:
+        raise DeployConfigError(
+            f"SCANNER_RESERVED_CONCURRENCY must be at least SCAN_QUEUE_MAX_CONCURRENCY x "
+            f"{STARTER_BATCH_SIZE} ({wave}): every execution the starters can start at once "
+            f"needs a scanner, got {config.scanner_reserved_concurrency}."
+        )
     if config.unscanned_readers and not config.protect_source_bucket:
         raise DeployConfigError(
             "UNSCANNED_READERS is set but PROTECT_SOURCE_BUCKET is not true (the readers are "

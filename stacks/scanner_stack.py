@@ -55,6 +55,7 @@ class ScannerStack(Stack):
             source=source,
             state_machine=self.workflow.state_machine,
             common_env=common_env,
+            max_concurrency=config.scan_queue_max_concurrency,
         )
 
         self.failures = FailureRecording(

@@ -23,6 +23,7 @@ def step_function(
     memory_mb: int,
     timeout: Duration,
     ephemeral_mb: int = 512,
+    reserved_concurrency: int | None = None,
 ) -> lambda_.DockerImageFunction:
     """``name`` is the folder under functions/ (``scan_object``, ...)."""
     log_group = logs.LogGroup(
@@ -40,6 +41,7 @@ def step_function(
         ephemeral_storage_size=Size.mebibytes(ephemeral_mb),
         architecture=lambda_.Architecture.X86_64,
         tracing=lambda_.Tracing.ACTIVE,
+        reserved_concurrent_executions=reserved_concurrency,
         log_group=log_group,
         environment={
             "POWERTOOLS_SERVICE_NAME": name.replace("_", "-"),

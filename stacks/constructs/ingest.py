@@ -11,6 +11,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.config import STARTER_BATCH_SIZE
 from stacks.constants import (
     DLQ_RETENTION_DAYS,
     MAX_RECEIVE_COUNT,
@@ -68,6 +69,7 @@ class Ingest(Construct):
         source: s3.IBucket,
         state_machine: sfn.IStateMachine,
         common_env: dict[str, str],
+        max_concurrency: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letter_queue = sqs.Queue(
@@ -112,9 +114,11 @@ class Ingest(Construct):
         self.starter.add_event_source(
             sources.SqsEventSource(
                 self.queue,
-                batch_size=10,
+                batch_size=STARTER_BATCH_SIZE,
                 max_batching_window=Duration.seconds(1),
                 report_batch_item_failures=True,
+                # A burst waits in the queue instead of starting everything at once.
+                max_concurrency=max_concurrency,
             )
         )
         state_machine.grant_start_execution(self.starter)

@@ -74,6 +74,7 @@ class Workflow(Construct):
             memory_mb=config.scanner_memory_mb,
             timeout=Duration.minutes(config.scanner_timeout_minutes),
             ephemeral_mb=config.scanner_ephemeral_mb,
+            reserved_concurrency=config.scanner_reserved_concurrency,
         )
         self.apply_verdict = small("ApplyVerdict", "apply_verdict")
         self.record_audit = small("RecordAudit", "record_audit")

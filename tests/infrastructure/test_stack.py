@@ -121,6 +121,15 @@ def test_starter_reports_batch_item_failures(minimal):
     assert mapping["BatchSize"] == 10
 
 
+def test_bursts_wait_in_the_queue_and_every_started_scan_has_a_scanner(minimal):
+    mapping = one(minimal, "AWS::Lambda::EventSourceMapping")["Properties"]
+    waves = mapping["ScalingConfig"]["MaximumConcurrency"]
+    assert waves == 5
+    scanner = functions_by_handler(minimal)["scan_object"]["Properties"]
+    assert scanner["ReservedConcurrentExecutions"] == 50
+    assert scanner["ReservedConcurrentExecutions"] >= waves * mapping["BatchSize"]
+
+
 def test_notification_keeps_the_buckets_existing_rules(minimal):
     notification = one(minimal, "Custom::S3BucketNotifications")["Properties"]
     assert notification["BucketName"] == "acme-uploads"
