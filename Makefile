@@ -9,7 +9,7 @@ APT_STAMP := .make/apt.installed
 PACKAGES := $(shell grep -hv '^\s*\#' docker/clamav-packages.txt docker/test-packages.txt)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup demo test test-fast lint format synth bench bench-quick clean
+.PHONY: setup demo test test-fast lint format synth bench bench-quick faults clean
 
 setup: $(STAMP) $(APT_STAMP)
 
@@ -59,3 +59,8 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.run --quick --results bench/work/quick-results.json --report bench/work/QUICK.md
+
+# 1,000 objects through the local pipeline with faults in every step, then the
+# reconciliation table and one redrive (bench/faults.py).
+faults: setup
+	$(PY) -m bench.faults --objects 1000 --json bench/work/faults.json

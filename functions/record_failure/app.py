@@ -2,7 +2,9 @@
 
 Not a state of the workflow: a failed execution stops at the Task that failed
 (so the console's Redrive resumes there), and EventBridge invokes this with
-the execution's status change. An error here is retried by Lambda's
+the execution's status change. It also hears of a redriven execution that
+succeeded, whose redrive may have resumed after Record Audit: the audit item
+then gets the execution's final story. An error here is retried by Lambda's
 asynchronous invocation (twice) and then lands in the failure DLQ, where an
 alarm watches.
 """
@@ -20,6 +22,7 @@ from functions.record_audit.audit import build_item, write_item
 from functions.record_failure.failures import (
     FailedExecution,
     failure_state,
+    final_state,
     mark_object,
     notify,
     reached_state,
@@ -38,6 +41,13 @@ metrics = Metrics()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = load_settings()
     failed = FailedExecution.from_event(event)
+    table = settings.require("table_name", "DDB_TABLE_NAME")
+    if failed.succeeded:
+        # The redrive fixed it: the item tells the final outcome, failure fields gone.
+        item = build_item(final_state(client("stepfunctions"), failed), failed.execution)
+        key = write_item(client("dynamodb"), table, item, unless_newer=True)
+        logger.info("redriven execution succeeded", extra={"audit": key})
+        return {"audit": key}
     failed_state, reached = reached_state(client("stepfunctions"), failed)
     state = failure_state(failed, reached)
     marking = mark_object(VerdictApplier(client("s3"), None), state, failed.error)
@@ -47,7 +57,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "executionStatus": failed.status,
         "objectMarking": marking,
     }
-    table = settings.require("table_name", "DDB_TABLE_NAME")
     key = write_item(client("dynamodb"), table, item, unless_newer=True)
     logger.warning(
         "execution failed",

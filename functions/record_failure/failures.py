@@ -33,17 +33,27 @@ from functions.shared.errors import InvalidInput, WebhookDeliveryFailed
 
 STATUS_CHANGE = "Step Functions Execution Status Change"
 FAILURE_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
+# A redrive that succeeds may resume after Record Audit (at Notify Webhook):
+# its success is recorded from the execution's output.
+REDRIVEN_SUCCESS = "SUCCEEDED"
 # What the status means when the execution itself names no error.
 _STATUS_ERRORS = {"TIMED_OUT": "States.Timeout", "ABORTED": "ExecutionAborted"}
 
 
 @dataclass(frozen=True)
 class FailedExecution:
+    """The execution a status-change event is about (failed, or succeeded after a redrive)."""
+
     execution: ExecutionRef
     status: str
     error: str
     cause: str
     input: dict[str, Any]
+    output: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == REDRIVEN_SUCCESS
 
     @classmethod
     def from_event(cls, event: Any) -> FailedExecution:
@@ -51,8 +61,8 @@ class FailedExecution:
         if not isinstance(detail, dict) or event.get("detail-type") != STATUS_CHANGE:
             raise InvalidInput(f"not a {STATUS_CHANGE!r} event")
         status = str(detail.get("status"))
-        if status not in FAILURE_STATUSES:
-            raise InvalidInput(f"execution status {status!r} is not a failure")
+        if status not in (*FAILURE_STATUSES, REDRIVEN_SUCCESS):
+            raise InvalidInput(f"execution status {status!r} is neither a failure nor a success")
         try:
             execution = ExecutionRef(
                 arn=str(detail["executionArn"]),
@@ -62,6 +72,8 @@ class FailedExecution:
             )
             raw_input = detail.get("input")
             execution_input = json.loads(raw_input) if raw_input else {}
+            raw_output = detail.get("output")
+            output = json.loads(raw_output) if raw_output else None
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidInput(f"status change event lacks {err}") from err
         return cls(
@@ -70,7 +82,17 @@ class FailedExecution:
             error=str(detail.get("error") or _STATUS_ERRORS.get(status, "Unknown")),
             cause=str(detail.get("cause") or f"the execution {status.lower().replace('_', ' ')}"),
             input=execution_input,
+            output=output if isinstance(output, dict) else None,
         )
+
+
+def final_state(sfn: Any, done: FailedExecution) -> dict[str, Any]:
+    """A succeeded execution's whole story: its output (from the event, or described
+    when EventBridge left it out for size)."""
+    if done.output is not None:
+        return done.output
+    described = sfn.describe_execution(executionArn=done.execution.arn)
+    return json.loads(described.get("output") or "{}")
 
 
 def reached_state(sfn: Any, failed: FailedExecution) -> tuple[str | None, dict[str, Any]]:

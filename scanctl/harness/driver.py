@@ -181,8 +181,8 @@ class LocalScanner:
         """
         from functions.shared.errors import InvalidInput
         from functions.shared.s3event import parse_body
-        from functions.start_scan import app as start_app
 
+        start_app = self.invoker.handler_module("start_scan")
         sqs = self.client("sqs")
         names: dict[str, None] = {}  # ordered set
         for _ in range(max_rounds):
@@ -232,8 +232,8 @@ class LocalScanner:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"execution {name} still running after {timeout_s}s")
                 time.sleep(0.01)
-            if described["status"] in self.status_changes.statuses:
-                # As an operator would find it: the failure recorded.
+            if self.status_changes.matches(described["status"], described["redriveCount"]):
+                # As an operator would find it: the failure (or the redrive) recorded.
                 remaining = max(deadline - time.monotonic(), 1.0)
                 self.status_changes.wait_recorded(arn, described["redriveCount"], remaining)
             reports.append(read_report(sfn, described))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import sys
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +38,9 @@ class Invoker:
     def __init__(self) -> None:
         self.function_arns: dict[str, str] = {}
         self.invocations: list[str] = []
+        # Decides, per invocation, on a fault to raise instead of running the
+        # handler (a fault campaign's plan); None means run it.
+        self.chaos: Callable[[str, Any], BaseException | None] | None = None
         self._faults: dict[str, list[BaseException]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -60,9 +66,11 @@ class Invoker:
             self.invocations.append(name)
             try:
                 fault = self._next_fault(name)
+                if fault is None and self.chaos is not None:
+                    fault = self.chaos(name, event)
                 if fault is not None:
                     raise fault
-                module = importlib.import_module(f"functions.{name}.app")
+                module = self.handler_module(name)
                 result = self.call(module, name, event if event is not None else {})
                 return json.dumps(result), False
             except Exception as err:  # noqa: BLE001 - reported to the caller like Lambda does
@@ -72,6 +80,21 @@ class Invoker:
                     "stackTrace": traceback.format_exception(err)[-3:],
                 }
                 return json.dumps(payload), True
+
+    @staticmethod
+    def handler_module(name: str) -> Any:
+        """``functions.<name>.app``, its logs sent to stderr.
+
+        In Lambda a handler's stdout is its log; here stdout belongs to the
+        command's results (``scanctl local --json``), so Powertools' JSON log
+        lines go to stderr instead.
+        """
+        module = importlib.import_module(f"functions.{name}.app")
+        logger = getattr(module, "logger", None)
+        handler = getattr(logger, "registered_handler", None)
+        if isinstance(handler, logging.StreamHandler) and handler.stream is not sys.stderr:
+            handler.setStream(sys.stderr)
+        return module
 
     def call(self, module: Any, name: str, event: Any) -> Any:
         """The handler itself, with a context; no fault injection, no lock."""

@@ -1,9 +1,9 @@
 """EventBridge's ``Step Functions Execution Status Change`` events, which moto 5.2 never emits.
 
 What AWS does (and this does): when an execution of the state machine ends
-FAILED, TIMED_OUT or ABORTED, the stack's rule sends the event to the
-failure recorder, invoked asynchronously: an error is retried twice, then the
-event goes to the recorder's DLQ. The event carries what AWS's does
+FAILED, TIMED_OUT or ABORTED, or SUCCEEDED after a redrive, the stack's rule
+sends the event to the failure recorder, invoked asynchronously: an error is
+retried twice, then the event goes to the recorder's DLQ. The event carries what AWS's does
 (execution ARN, name, status, start and stop dates in epoch milliseconds,
 input, error, cause, redriveCount).
 
@@ -50,7 +50,7 @@ def status_change_event(execution: Any) -> dict[str, Any]:
             "startDate": millis(execution.start_date),
             "stopDate": millis(execution.stop_date),
             "input": json.dumps(execution.input_data),
-            "output": None,
+            "output": json.dumps(execution.output) if execution.output is not None else None,
             "error": execution.error,
             "cause": execution.cause,
             "redriveCount": getattr(execution, "redrive_count", 0),
@@ -74,10 +74,15 @@ class StatusChanges:
         with self._lock:
             return self._done.setdefault((arn, redrives), threading.Event())
 
+    def matches(self, status: str, redrive_count: int) -> bool:
+        """The stack's rule: a failure, or a success that a redrive brought."""
+        return status in self.statuses or (status == "SUCCEEDED" and redrive_count > 0)
+
     def ended(self, execution: Any) -> None:
-        if execution.status not in self.statuses:
+        redrives = getattr(execution, "redrive_count", 0)
+        if not self.matches(execution.status, redrives):
             return
-        flag = self._flag(execution.exec_arn, getattr(execution, "redrive_count", 0))
+        flag = self._flag(execution.exec_arn, redrives)
         try:
             self.deliver(status_change_event(execution))
         finally:

@@ -1,5 +1,7 @@
 """FailureRecording: failed executions recorded, marked and announced, outside the workflow.
 
+(And a redrive that fixes one: its success settles the audit item.)
+
 The workflow has no failure path of its own: a Task that fails after its
 retries fails the execution right there, so the console's Redrive resumes at
 that Task. EventBridge sees the execution end FAILED, TIMED_OUT or ABORTED
@@ -22,7 +24,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from functions.record_failure.failures import FAILURE_STATUSES, STATUS_CHANGE
+from functions.record_failure.failures import FAILURE_STATUSES, REDRIVEN_SUCCESS, STATUS_CHANGE
 from stacks.constants import DLQ_RETENTION_DAYS, STEP_MEMORY_MB, STEP_TIMEOUT_S
 from stacks.constructs.functions import step_function
 
@@ -68,13 +70,19 @@ class FailureRecording(Construct):
         self.rule = events.Rule(
             self,
             "ExecutionFailed",
-            description="A scan execution failed, timed out or was aborted: record it",
+            description="A scan execution failed, timed out or was aborted (or a redrive "
+            "fixed one): record it",
             event_pattern=events.EventPattern(
                 source=["aws.states"],
                 detail_type=[STATUS_CHANGE],
                 detail={
-                    "status": list(FAILURE_STATUSES),
                     "stateMachineArn": [state_machine.state_machine_arn],
+                    "$or": [
+                        {"status": list(FAILURE_STATUSES)},
+                        # A redrive may resume after Record Audit: its success
+                        # settles the item the failure wrote.
+                        {"status": [REDRIVEN_SUCCESS], "redriveCount": [{"numeric": [">", 0]}]},
+                    ],
                 },
             ),
             targets=[

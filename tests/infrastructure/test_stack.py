@@ -560,7 +560,10 @@ def test_a_failed_execution_reaches_the_recorder_through_eventbridge(minimal):
     pattern = rule["EventPattern"]
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
-    assert pattern["detail"]["status"] == ["FAILED", "TIMED_OUT", "ABORTED"]
+    assert pattern["detail"]["$or"] == [
+        {"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
+        {"status": ["SUCCEEDED"], "redriveCount": [{"numeric": [">", 0]}]},
+    ]
     [sm_id] = resources(minimal, "AWS::StepFunctions::StateMachine")
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": sm_id}]
     [target] = rule["Targets"]
