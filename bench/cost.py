@@ -146,7 +146,7 @@ WORKLOAD: dict[str, Any] = {
             "memory_mb": 3008,
             "ms": 50,
             "mib_per_s": 200,
-            "ephemeral_mb": 4096,
+            "ephemeral_mb": 6144,
             "note": "50 ms + size / 200 MiB/s (download and scan)",
         },
         "apply_verdict": {"memory_mb": 256, "ms": 150},

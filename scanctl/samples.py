@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import subprocess
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -68,6 +70,94 @@ def encrypted_zip(name: str, data: bytes, password: str = "infected") -> bytes: 
         return target.read_bytes()
 
 
+# -- containers ClamAV does not open (Debian's 1.4.6): our unpacking must ------------------
+
+
+def libarchive_made(format_name: str, filter_name: str | None, name: str, data: bytes,
+                    options: str = "") -> bytes:  # fmt: skip
+    """One member in a container libarchive writes (7z with BZip2, tar.zst, bare .zst...)."""
+    import libarchive
+
+    out = bytearray()
+
+    def write(chunk: bytes) -> int:
+        out.extend(chunk)
+        return len(chunk)
+
+    with libarchive.custom_writer(write, format_name, filter_name, options=options) as archive:
+        archive.add_file_from_memory(name, len(data), data)
+    return bytes(out)
+
+
+def seven_zip_made(name: str, data: bytes, *switches: str) -> bytes:
+    """One member in an archive 7-Zip writes (``-tzip -mm=PPMd``); needs Debian's p7zip-full."""
+    if not shutil.which("7z"):
+        raise RuntimeError("the '7z' command is needed for this sample (apt install p7zip-full)")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / name
+        source.write_bytes(data)
+        target = Path(tmp) / "out.archive"
+        subprocess.run(
+            ["7z", "a", "-bd", "-y", *switches, str(target), str(source)],
+            check=True,
+            capture_output=True,
+        )
+        return target.read_bytes()
+
+
+def zip_lzma(name: str, data: bytes) -> bytes:
+    """LZMA as Python's zipfile writes it, which ClamAV does not read (7-Zip's it does)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_LZMA) as archive:
+        archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def rar4_stored(name: str, data: bytes) -> bytes:
+    """A RAR 4 archive with one stored member (Debian's ClamAV has no unrar)."""
+
+    def block(kind: int, flags: int, body: bytes) -> bytes:
+        head = struct.pack("<BHH", kind, flags, 7 + len(body)) + body
+        return struct.pack("<H", zlib.crc32(head) & 0xFFFF) + head
+
+    encoded = name.encode()
+    file_header = struct.pack(
+        "<IIBIIBBHI",
+        len(data),  # packed size
+        len(data),  # unpacked size
+        0,  # host OS: MS-DOS
+        zlib.crc32(data),
+        0x5A210000,  # DOS date and time
+        20,  # version needed
+        0x30,  # method: store
+        len(encoded),
+        0x20,  # attributes: archive
+    )
+    return (
+        b"Rar!\x1a\x07\x00"
+        + block(0x73, 0, b"\0" * 6)  # archive header
+        + block(0x74, 0x8000, file_header + encoded)  # file header (+ data size)
+        + data
+        + block(0x7B, 0x4000, b"")  # end of archive
+    )
+
+
+def only_our_unpacking_catches() -> dict[str, bytes]:
+    """EICAR in every container the issue found ClamAV answering OK for."""
+    e = EICAR
+    return {
+        "zip-ppmd.zip": seven_zip_made("eicar.com", e, "-tzip", "-mm=PPMd"),
+        "zip-python-lzma.zip": zip_lzma("eicar.com", e),
+        "7z-bzip2.7z": libarchive_made("7zip", None, "eicar.com", e, "compression=bzip2"),
+        "7z-deflate.7z": libarchive_made("7zip", None, "eicar.com", e, "compression=deflate"),
+        "eicar.com.zst": libarchive_made("raw", "zstd", "eicar.com", e),
+        "eicar.tar.zst": libarchive_made("ustar", "zstd", "eicar.com", e),
+        "eicar.tar.lz4": libarchive_made("ustar", "lz4", "eicar.com", e),
+        "eicar.tar.lz": libarchive_made("ustar", "lzip", "eicar.com", e),
+        "eicar.rar": rar4_stored("eicar.com", e),
+    }
+
+
 def demo_samples() -> dict[str, tuple[bytes, str]]:
     """name -> (content, the verdict it was made for)."""
     return {
@@ -76,4 +166,6 @@ def demo_samples() -> dict[str, tuple[bytes, str]]:
         "eicar.zip": (zipped("eicar.com", EICAR), "infected"),
         "nested.zip": (zipped("inner.zip", zipped("eicar.com", EICAR)), "infected"),
         "encrypted.zip": (encrypted_zip("secret.txt", b"top secret\n"), "unscannable"),
+        # ClamAV answers OK for this one: only our own unpacking opens it.
+        "ppmd.zip": (seven_zip_made("eicar.com", EICAR, "-tzip", "-mm=PPMd"), "infected"),
     }

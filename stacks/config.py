@@ -60,7 +60,7 @@ class DeployConfig:
     update_schedule: str = "rate(4 hours)"
     scanner_memory_mb: int = 3008
     scanner_timeout_minutes: int = 15
-    scanner_ephemeral_mb: int = 4096
+    scanner_ephemeral_mb: int = 6144
     max_object_size_mb: int = 1024
     max_definitions_age_hours: int = 48
     database_mirror: str = "database.clamav.net"
@@ -82,8 +82,13 @@ class DeployConfig:
 
     @property
     def max_scan_size_mb(self) -> int:
-        """ClamAV's MaxScanSize: archives may expand to 4x the object, as /tmp allows."""
-        room = self.scanner_ephemeral_mb - self.max_object_size_mb - DEFINITIONS_HEADROOM_MB
+        """ClamAV's MaxScanSize, also our unpacking's budget: up to 4x the object.
+
+        /tmp holds the object, the definitions (current and next), and at
+        worst twice MaxScanSize: what our unpacking writes and what clamd
+        extracts while it scans that.
+        """
+        room = (self.scanner_ephemeral_mb - self.max_object_size_mb - DEFINITIONS_HEADROOM_MB) // 2
         return max(self.max_object_size_mb, min(4 * self.max_object_size_mb, 4095, room))
 
     @property
@@ -212,7 +217,7 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         or "rate(4 hours)",
         scanner_memory_mb=_int(env, "SCANNER_MEMORY_MB", 3008, 2048, 10240),
         scanner_timeout_minutes=_int(env, "SCANNER_TIMEOUT_MINUTES", 15, 1, 15),
-        scanner_ephemeral_mb=_int(env, "SCANNER_EPHEMERAL_STORAGE_MB", 4096, 1024, 10240),
+        scanner_ephemeral_mb=_int(env, "SCANNER_EPHEMERAL_STORAGE_MB", 6144, 1024, 10240),
         max_object_size_mb=_int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, MAX_OBJECT_SIZE_MB_LIMIT),
         max_definitions_age_hours=_int(env, "MAX_DEFINITIONS_AGE_HOURS", 48, 1, 8760),
         database_mirror=_get(env, "CLAMAV_DATABASE_MIRROR") or "database.clamav.net",
@@ -241,12 +246,13 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
             "QUARANTINE_BUCKET_KMS_KEY_ARN is set but QUARANTINE_BUCKET_ARN is not."
         )
     # /tmp holds the object, up to two definitions sets (current and next), and
-    # what ClamAV extracts from the object (at most MaxScanSize).
-    needed = 2 * config.max_object_size_mb + DEFINITIONS_HEADROOM_MB
+    # at least MaxScanSize (>= the object) twice: our unpacking and clamd's.
+    needed = 3 * config.max_object_size_mb + DEFINITIONS_HEADROOM_MB
     if needed > config.scanner_ephemeral_mb:
         raise DeployConfigError(
-            f"SCANNER_EPHEMERAL_STORAGE_MB must be at least 2 x MAX_OBJECT_SIZE_MB + "
-            f"{DEFINITIONS_HEADROOM_MB} ({needed}) so the object, what ClamAV extracts from it "
-            f"and the definitions fit in /tmp, got {config.scanner_ephemeral_mb}."
+            f"SCANNER_EPHEMERAL_STORAGE_MB must be at least 3 x MAX_OBJECT_SIZE_MB + "
+            f"{DEFINITIONS_HEADROOM_MB} ({needed}) so the object, what is extracted from it "
+            f"(by our unpacking and by ClamAV) and the definitions fit in /tmp, "
+            f"got {config.scanner_ephemeral_mb}."
         )
     return config

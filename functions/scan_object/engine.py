@@ -237,6 +237,18 @@ class ClamdEngine:
 
     # -- protocol ------------------------------------------------------------
 
+    def _command_all(self, command: bytes, timeout: float = _SOCKET_TIMEOUT_S) -> list[str]:
+        """Every ``\0``-terminated reply until clamd closes the connection."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket_path))
+            sock.sendall(command)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        replies = b"".join(chunks).split(b"\0")
+        return [r.decode(errors="replace").strip() for r in replies if r.strip()]
+
     def _command(self, command: bytes, timeout: float = _SOCKET_TIMEOUT_S) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -266,6 +278,27 @@ class ClamdEngine:
         except OSError as err:
             raise ScanEngineUnavailable(f"clamd did not answer: {err}") from err
         return parse_reply(str(path), reply)
+
+    def scan_tree(self, directory: Path) -> dict[str, RawResult]:
+        """Scan every file under ``directory`` in one call (CONTSCAN: it goes on after a
+        match); the files clamd found something in, by name relative to ``directory``."""
+        if not self.is_alive():
+            raise ScanEngineUnavailable("clamd is not running")
+        try:
+            replies = self._command_all(b"zCONTSCAN " + str(directory).encode() + b"\0")
+        except OSError as err:
+            raise ScanEngineUnavailable(f"clamd did not answer: {err}") from err
+        found: dict[str, RawResult] = {}
+        for reply in replies:
+            path, _, _ = reply.partition(": ")
+            if path == str(directory) and reply.endswith(" OK"):
+                continue  # nothing found anywhere
+            try:
+                relative = Path(path).relative_to(directory).as_posix()
+            except ValueError:
+                raise ScanEngineUnavailable(f"unexpected clamd reply: {reply[:300]!r}") from None
+            found[relative] = parse_reply(path, reply)
+        return found
 
 
 def _in_main_thread() -> bool:

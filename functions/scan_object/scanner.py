@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
+from functions.scan_object.unpack import UnpackLimits, recognise, unpack
 from functions.shared.aws import (
     ARCHIVED_CODES,
     CHANGED_CODES,
@@ -28,6 +30,7 @@ from functions.shared.clock import utc_now_iso
 from functions.shared.config import Settings
 from functions.shared.contracts import (
     DefinitionsRef,
+    Engine,
     ObjectRef,
     ScanResult,
     SkipReason,
@@ -96,6 +99,18 @@ def classify(raw: RawResult) -> tuple[Verdict, str | None]:
     return Verdict.INFECTED, None
 
 
+@dataclass(frozen=True)
+class _DeepScan:
+    signatures: list[str]
+    problem: str | None
+    summary: dict[str, int]
+
+
+def tag_safe_label(text: str) -> str:
+    """``inner.zip/eicar.com: Eicar-Test-Signature``, kept short for tags and payloads."""
+    return text if len(text) <= 200 else "..." + text[-197:]
+
+
 class Scanner:
     def __init__(self, s3: Any, settings: Settings, engine: ClamdEngine | None = None) -> None:
         work = Path(settings.clamav_work_dir)
@@ -110,9 +125,21 @@ class Scanner:
             start_timeout_s=settings.clamd_start_timeout_s,
         )
         self.store = DefinitionsStore(s3, work / "defs", settings.freshclam)
+
         self.objects_dir = work / "objects"
         self._load_lock = threading.Lock()
         self._clear_leftovers(work)
+
+    @property
+    def unpack_limits(self) -> UnpackLimits:
+        """Our unpacking honours clamd's limits: in all, per file, files, depth."""
+        limits = self.engine.limits
+        return UnpackLimits(
+            max_bytes=limits.max_scan_bytes,
+            max_file_bytes=limits.max_file_bytes,
+            max_files=limits.max_files,
+            max_depth=limits.max_recursion,
+        )
 
     def _clear_leftovers(self, work: Path) -> None:
         """Remove what a timed-out or crashed invocation left in /tmp.
@@ -167,16 +194,57 @@ class Scanner:
             if state is not _Head.PRESENT:
                 return result(*_UNREADABLE[state])
             raw = self.engine.scan_file(path)
+            verdict, reason = classify(raw)
+            signatures = [raw.signature] if raw.signature else []
+            found_by = str(Engine.CLAMAV) if verdict != Verdict.CLEAN else None
+            deep = None if verdict == Verdict.INFECTED else self._unpacked_scan(path)
         finally:
             path.unlink(missing_ok=True)
-        verdict, reason = classify(raw)
+        if deep is not None:
+            if deep.signatures:
+                # A member infected anywhere makes the object infected, whatever else.
+                verdict, reason, signatures = Verdict.INFECTED, None, deep.signatures
+                found_by = str(Engine.UNPACK)
+            elif verdict == Verdict.CLEAN and deep.problem:
+                verdict, reason, found_by = Verdict.UNSCANNABLE, deep.problem, str(Engine.UNPACK)
         return result(
             verdict,
             reason,
-            signatures=[raw.signature] if raw.signature else [],
+            signatures=signatures,
             engine=self.engine.engine_version,
             definitions_version=version,
             bytes_scanned=size,
+            found_by=found_by,
+            unpacked=deep.summary if deep is not None else None,
+        )
+
+    def _unpacked_scan(self, path: Path) -> _DeepScan | None:
+        """The second pass: what libarchive opens and ClamAV did not, scanned by clamd.
+
+        None for a file libarchive does not recognise as an archive or a
+        compressed stream (a plain file: ClamAV's pass saw every byte of it).
+        The extraction directory is removed afterwards, whatever happens.
+        """
+        if recognise(path) is None:
+            return None
+        root = path.with_name(path.name + ".unpacked")
+        try:
+            unpacked = unpack(path, root, self.unpack_limits)
+            found = self.engine.scan_tree(root) if unpacked.labels else {}
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        signatures, problems = [], list(unpacked.problems)
+        for name, raw in sorted(found.items()):
+            verdict, reason = classify(raw)
+            if verdict == Verdict.INFECTED:
+                label = unpacked.labels.get(name, name)
+                signatures.append(tag_safe_label(f"{label}: {raw.signature}"))
+            elif reason:
+                problems.append(reason)
+        return _DeepScan(
+            signatures=signatures,
+            problem=problems[0] if problems else None,
+            summary=unpacked.summary(),
         )
 
     def load(self, definitions: DefinitionsRef) -> str:

@@ -42,6 +42,16 @@ class UnscannableReason(enum.StrEnum):
     ARCHIVED = "archived"
     # S3 or KMS refused the scanner the content (403, a KMS key it may not use).
     ACCESS_DENIED = "access-denied"
+    # An archive (or compressed stream) whose members could not all be read:
+    # damaged, truncated, or a method neither ClamAV nor libarchive reads.
+    ARCHIVE_UNREADABLE = "archive-unreadable"
+
+
+class Engine(enum.StrEnum):
+    """Which pass found what a scan reports."""
+
+    CLAMAV = "clamav"  # clamd on the object, with ClamAV's own unpacking
+    UNPACK = "unpack"  # clamd on what our libarchive unpacking extracted
 
 
 class SkipReason(enum.StrEnum):
@@ -222,6 +232,10 @@ class ScanResult:
     definitions_stale: bool = False
     bytes_scanned: int = 0
     duration_ms: int = 0
+    # Which pass found the signatures (or why it is unscannable), when not clean.
+    found_by: str | None = None
+    # What our unpacking did (archives, members, bytes, rescanned), for archives.
+    unpacked: dict[str, int] | None = None
 
     @property
     def engine_label(self) -> str:
@@ -239,6 +253,8 @@ class ScanResult:
             "scannedAt": self.scanned_at,
             "bytesScanned": self.bytes_scanned,
             "durationMs": self.duration_ms,
+            "foundBy": self.found_by,
+            "unpacked": self.unpacked,
         }
 
     @classmethod
@@ -259,6 +275,8 @@ class ScanResult:
             definitions_stale=bool(data.get("definitionsStale", False)),
             bytes_scanned=int(data.get("bytesScanned") or 0),
             duration_ms=int(data.get("durationMs") or 0),
+            found_by=data.get("foundBy"),
+            unpacked=data.get("unpacked"),
         )
 
 
@@ -327,6 +345,7 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "engine": scan.get("engine"),
         "scannedAt": scan.get("scannedAt"),
         "scanDurationMs": scan.get("durationMs"),
+        "foundBy": scan.get("foundBy"),
         "trigger": state.get("trigger") or {},
         "executionArn": execution.arn,
         "executionName": execution.name,

@@ -243,7 +243,7 @@ def test_function_sizes(minimal, everything):
     scanner = fns["scan_object"]["Properties"]
     assert scanner["MemorySize"] == 3008
     assert scanner["Timeout"] == 900
-    assert scanner["EphemeralStorage"] == {"Size": 4096}
+    assert scanner["EphemeralStorage"] == {"Size": 6144}
     env = scanner["Environment"]["Variables"]
     assert (env["MAX_OBJECT_SIZE_MB"], env["MAX_SCAN_SIZE_MB"]) == ("1024", "2048")
     assert scanner["PackageType"] == "Image"

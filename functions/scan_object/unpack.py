@@ -1,0 +1,412 @@
+"""Our own unpacking, for what ClamAV cannot open.
+
+clamd answers ``OK`` for content it could not unpack: a zip whose members are
+compressed with PPMd, a 7z with BZip2, a bare ``.zst``, any RAR (Debian builds
+ClamAV without unrar). After clamd's own scan of an object, the scanner asks
+libarchive whether the object is an archive or a compressed stream; if it is,
+this extracts it, bounded, into a directory of its own, recursing into
+members that are themselves archives, and clamd scans that directory too.
+
+Safety, by construction:
+
+- only the formats and filters listed here are enabled (never ``mtree``, whose
+  entries name files on the local disk for libarchive to read, and never
+  ``all``); ``raw`` only so a bare compressed stream is read, and a "raw"
+  read without a decompression filter is a plain file, not an archive;
+- nothing from the archive becomes a file name: members are written as
+  numbered files in one flat directory, so no path can leave it; links,
+  directories and devices are never created; the member's name is kept only
+  as a label (control characters removed) for the signature report;
+- every byte written counts against ``MaxScanSize``, every member against
+  ``MaxFiles``, every nesting level against ``MaxRecursion``: hitting one
+  stops the extraction and makes the object ``limits-exceeded``;
+- an encrypted member is ``encrypted``; an archive libarchive recognised but
+  could not read to the end is ``archive-unreadable``: neither is ever ``clean``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from libarchive import ffi
+from libarchive.entry import ArchiveEntry
+from libarchive.exception import ArchiveError
+
+FORMATS = ("zip", "7zip", "rar", "rar5", "tar", "cpio", "iso9660", "cab")
+FILTERS = ("gzip", "bzip2", "xz", "lzma", "zstd", "lz4", "lzip")
+# A zip whose central directory is damaged reads as empty with the seekable
+# reader; the streaming one walks the local headers instead.
+_ZIP_STREAMING = ("zip_streamable",)
+_BLOCK = 1 << 20
+_LABEL_MAX = 200
+
+
+class Problem:
+    """Why unpacked content could not all be scanned (an UnscannableReason value)."""
+
+    LIMITS = "limits-exceeded"
+    ENCRYPTED = "encrypted"
+    # Damaged, truncated, or a method neither ClamAV nor libarchive reads.
+    UNREADABLE = "archive-unreadable"
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    max_bytes: int  # MaxScanSize: everything written, all levels together
+    max_file_bytes: int  # MaxFileSize: one member
+    max_files: int  # MaxFiles
+    max_depth: int  # MaxRecursion
+
+
+@dataclass
+class Unpacked:
+    """What the extraction found, and what it left under ``root`` for clamd.
+
+    ``labels``: file name under ``root`` -> the member's path in the object,
+    for the members ClamAV's own unpacking did not reach.
+    """
+
+    root: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    archives: int = 0
+    members: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "archives": self.archives,
+            "members": self.members,
+            "bytes": self.bytes,
+            "rescanned": len(self.labels),
+        }
+
+
+class _Stop(Exception):
+    """A limit was hit: extraction ends, the object is limits-exceeded."""
+
+
+# -- libarchive, through the binding and the few functions it does not declare ----------
+
+_lib = ffi.libarchive
+
+
+def _declare(name: str, argtypes: list, restype: type) -> object:
+    function = getattr(_lib, f"archive_{name}")
+    function.argtypes, function.restype = argtypes, restype
+    return function
+
+
+_entry_is_data_encrypted = _declare("entry_is_data_encrypted", [ctypes.c_void_p], ctypes.c_int)
+_entry_is_metadata_encrypted = _declare(
+    "entry_is_metadata_encrypted", [ctypes.c_void_p], ctypes.c_int
+)
+_filter_code = _declare("filter_code", [ctypes.c_void_p, ctypes.c_int], ctypes.c_int)
+# Without the binding's errcheck: a negative answer is an error, never data.
+_read_data = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+    ("archive_read_data", _lib)
+)
+_FILTER_NONE = 0
+
+
+@contextlib.contextmanager
+def _reader(path: Path, formats: tuple[str, ...], raw: bool) -> Iterator[object]:
+    handle = ffi.read_new()
+    try:
+        for name in FILTERS:
+            ffi.get_read_filter_function(name)(handle)
+        for name in formats:
+            ffi.get_read_format_function(name)(handle)
+        if raw:
+            ffi.get_read_format_function("raw")(handle)
+        ffi.read_open_filename_w(handle, str(path), 1 << 16)
+        yield handle
+    finally:
+        ffi.read_free(handle)
+
+
+def recognise(path: Path) -> str | None:
+    """The archive format or compression libarchive sees in the file; None if plain."""
+    try:
+        with _reader(path, FORMATS, raw=True) as handle:
+            entry = ArchiveEntry(handle, "utf-8")
+            if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
+                return ffi.format_name(handle).decode(errors="replace") or "empty"
+            name = ffi.format_name(handle).decode(errors="replace")
+            if name == "raw":
+                if _filter_code(handle, 0) == _FILTER_NONE:
+                    return None  # read as-is: a plain file
+                return ffi.filter_name(handle, 0).decode(errors="replace")
+            return name
+    except ArchiveError as err:
+        if "Unrecognized archive format" in str(err.msg or ""):
+            return None
+        # Recognised (a format or filter bid for it) but broken at the start.
+        return "unreadable"
+
+
+# -- extraction -------------------------------------------------------------------------
+
+
+def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
+    """Extract ``path`` (an archive or compressed stream) and what it nests, into ``root``.
+
+    ClamAV has already scanned the object itself. A member ClamAV's own
+    unpacking reached (its container and compression are ones ClamAV reads,
+    all the way up) is not kept for a second scan; it is still opened if it
+    is itself an archive, since what it nests may not be.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    out = Unpacked(root=root)
+    try:
+        _unpack(path, "", 1, out, limits, reached=True)
+    except _Stop:
+        out.problems.append(Problem.LIMITS)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        # /tmp is full: more than this container can hold is more than MaxScanSize allows.
+        out.problems.append(Problem.LIMITS)
+    return out
+
+
+def _unpack(
+    path: Path, prefix: str, depth: int, out: Unpacked, limits: UnpackLimits, reached: bool
+) -> None:
+    if depth > limits.max_depth:
+        raise _Stop
+    out.archives += 1
+    before = len(out.problems)
+    seen = _members(path, prefix, depth, out, limits, FORMATS, reached)
+    if seen == 0 and _is_zip(path):
+        # A zip that reads as empty may have a damaged central directory.
+        seen = _members(path, prefix, depth, out, limits, _ZIP_STREAMING, reached=False)
+    if Problem.UNREADABLE in out.problems[before:] and _compressed(path):
+        # A format that must seek (7z, a zip's central directory) cannot be
+        # read through a compressed stream: decompress the stream first, then
+        # open what came out. Its verdict replaces the first attempt's.
+        del out.problems[before:]
+        _members(path, prefix, depth, out, limits, (), reached=False)
+    if _rar5_encrypted(path):
+        # libarchive 3.6 neither decrypts RAR5 nor says it is encrypted: it
+        # hands back ciphertext as if it were content.
+        out.problems.append(Problem.ENCRYPTED)
+
+
+def _compressed(path: Path) -> bool:
+    try:
+        with _reader(path, (), raw=True) as handle:
+            entry = ArchiveEntry(handle, "utf-8")
+            ffi.read_next_header2(handle, entry._entry_p)
+            return _filter_code(handle, 0) != _FILTER_NONE
+    except ArchiveError:
+        return False
+
+
+def clamav_reads(format_name: str, filters: list[str]) -> bool:
+    """Does ClamAV's own unpacking read this member (container, compression, filters)?
+
+    Only what tests/integration/test_deep_unpack.py shows ClamAV (Debian's
+    1.4.6) detecting EICAR inside: tar, bare or under gzip, bzip2 or xz; zip
+    members stored, deflated, Deflate64 or bzip2 (not LZMA: 7-Zip's is read,
+    Python's is not, and libarchive tells the two apart no better than
+    "lzma"); bare gzip, bzip2 and xz streams. Everything else is scanned again
+    after our extraction.
+    """
+    if any(f not in ("none", "gzip", "bzip2", "xz") for f in filters):
+        return False
+    if format_name in ("raw",):
+        return True  # a bare gzip/bzip2/xz stream
+    if "tar" in format_name:
+        return True
+    if format_name.startswith("ZIP"):
+        method = format_name.rsplit("(", 1)[-1].rstrip(")")
+        return not [f for f in filters if f != "none"] and method in (
+            "uncompressed",
+            "deflation",
+            "deflation-64-bit",
+            "bzip",
+        )
+    return False
+
+
+def _members(
+    path: Path,
+    prefix: str,
+    depth: int,
+    out: Unpacked,
+    limits: UnpackLimits,
+    formats: tuple[str, ...],
+    reached: bool,
+) -> int:
+    """Write each member of one archive; returns how many entries it had.
+
+    ``reached``: ClamAV's own unpacking got to this archive (the object
+    itself, or a member of archives ClamAV reads).
+    """
+    seen = 0
+    buffer = ctypes.create_string_buffer(_BLOCK)
+    try:
+        with _reader(path, formats, raw=True) as handle:
+            while True:
+                entry = ArchiveEntry(handle, "utf-8")
+                if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
+                    return seen
+                seen += 1
+                if seen == 1 and depth + len(_filters(handle)) - 1 > limits.max_depth:
+                    # Each compression layer is a level, as ClamAV counts them:
+                    # libarchive peels a stack of twenty .zst in one go.
+                    raise _Stop
+                if _entry_is_metadata_encrypted(entry._entry_p):
+                    out.problems.append(Problem.ENCRYPTED)
+                    return seen
+                if not entry.isreg:
+                    continue  # directories, links, devices: nothing to scan, never created
+                label = _label(prefix, entry, handle)
+                if _entry_is_data_encrypted(entry._entry_p):
+                    out.problems.append(Problem.ENCRYPTED)
+                    continue  # never read: libarchive would hand back ciphertext (RAR4)
+                if out.members >= limits.max_files:
+                    raise _Stop
+                out.members += 1
+                covered = reached and clamav_reads(_format_name(handle), _filters(handle))
+                target = out.root / f"{out.members:06d}"
+                try:
+                    _copy(handle, buffer, target, out, limits)
+                except ArchiveError as err:
+                    out.problems.extend(_problem(err))
+                    target.unlink(missing_ok=True)
+                    if err.retcode != ffi.ARCHIVE_FAILED:
+                        return seen  # FATAL: nothing more can be read
+                    continue  # only this member is lost
+                if recognise(target) is not None:
+                    _unpack(target, label, depth + 1, out, limits, reached=covered)
+                if covered:
+                    target.unlink()  # ClamAV scanned it already, inside the object
+                else:
+                    out.labels[target.name] = label
+    except ArchiveError as err:
+        if "Unrecognized archive format" in str(err.msg or ""):
+            return seen  # not an archive after all
+        out.problems.extend(_problem(err))
+    return seen
+
+
+def _format_name(handle: object) -> str:
+    return ffi.format_name(handle).decode(errors="replace")
+
+
+def _filters(handle: object) -> list[str]:
+    return [
+        ffi.filter_name(handle, i).decode(errors="replace") for i in range(ffi.filter_count(handle))
+    ]
+
+
+def _problem(err: ArchiveError) -> list[str]:
+    """What a libarchive error means for the verdict."""
+    message = str(err.msg or "").lower()
+    if "encrypt" in message or "passphrase" in message:
+        return [Problem.ENCRYPTED]
+    if "deflation-64-bit" in message:
+        # Zip's Deflate64, which libarchive cannot read and ClamAV's own
+        # unpacking (the first pass) does: that member was scanned.
+        return []
+    return [Problem.UNREADABLE]
+
+
+def _copy(
+    handle: object, buffer: ctypes.Array, target: Path, out: Unpacked, limits: UnpackLimits
+) -> None:
+    size = 0
+    with target.open("wb") as sink:
+        while True:
+            read = _read_data(handle, buffer, _BLOCK)
+            if read == 0:
+                return
+            if read < 0:
+                raise ffi.archive_error(handle, read)
+            size += read
+            out.bytes += read
+            if size > limits.max_file_bytes or out.bytes > limits.max_bytes:
+                raise _Stop
+            sink.write(buffer.raw[:read])
+
+
+def _label(prefix: str, entry: ArchiveEntry, handle: object) -> str:
+    """The member's path inside the object, for reports only (never a file name)."""
+    try:
+        name = entry.pathname or ""
+    except (UnicodeDecodeError, TypeError):
+        name = ""
+    if not name and ffi.format_name(handle) == b"raw":
+        name = "data"
+    name = "".join(ch if ch.isprintable() else "?" for ch in name).lstrip("/") or "?"
+    label = f"{prefix}/{name}" if prefix else name
+    return label[-_LABEL_MAX:]
+
+
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+_RAR5_SIGNATURE = b"Rar!\x1a\x07\x01\x00"
+
+
+def _vint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while at < len(data):
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+    raise ValueError("truncated RAR5 number")
+
+
+def _rar5_encrypted(path: Path, max_headers: int = 100_000) -> bool:
+    """Does any RAR5 header say the archive or a file in it is encrypted?"""
+    with path.open("rb") as handle:
+        if handle.read(8) != _RAR5_SIGNATURE:
+            return False
+        try:
+            for _ in range(max_headers):
+                start = handle.tell()
+                head = handle.read(4 + 3)
+                if len(head) < 5:
+                    return False
+                size, at = _vint(head, 4)
+                handle.seek(start + at)
+                header = handle.read(size)
+                if len(header) < size:
+                    return False
+                kind, at = _vint(header, 0)
+                if kind == 4:  # archive encryption header: every header is encrypted
+                    return True
+                flags, at = _vint(header, at)
+                extra = data = 0
+                if flags & 1:
+                    extra, at = _vint(header, at)
+                if flags & 2:
+                    data, at = _vint(header, at)
+                if kind in (2, 3) and extra:  # file or service header: its extra records
+                    at = size - extra
+                    while at < size:
+                        record, next_at = _vint(header, at)
+                        record_type, _ = _vint(header, next_at)
+                        if record_type == 1:  # encryption record
+                            return True
+                        at = next_at + record
+                if kind == 5:  # end of archive
+                    return False
+                handle.seek(data, 1)
+        except (ValueError, struct.error):
+            return False
+    return False
