@@ -419,7 +419,7 @@ def policy(
 def redrive(since: str, as_new: bool, dry_run: bool, **aws: Any) -> None:
     """Re-run executions that failed, timed out or were aborted.
 
-    Within 14 days of their start they are redriven in place, as the console's
+    Within 14 days of their end they are redriven in place, as the console's
     Redrive does: same execution, resumed at the state that failed. Older ones
     (or all, with --as-new) start again as new executions with the same input.
     """

@@ -328,7 +328,7 @@ def redrive(
 ) -> RedriveSummary:
     """Re-run the unsuccessful executions that started within ``since``.
 
-    Within Step Functions' 14 days, RedriveExecution: the console's Redrive,
+    Within Step Functions' 14 days (from when it stopped), RedriveExecution: the console's Redrive,
     in bulk. The execution keeps its ARN and resumes at the state that failed,
     with the results of the states before it (a scanned object is not scanned
     again). Older ones, or all with ``as_new``, start again as new executions
@@ -345,11 +345,29 @@ def redrive(
             continue
         handled.add(stem)
         summary.unsuccessful += 1
-        if not as_new and now - execution["startDate"] < REDRIVE_WINDOW:
+        attempt, settled = _chain(sfn, state_machine_arn, stem)
+        if settled:
+            # An earlier --as-new re-run is running or succeeded: do not run it twice.
+            summary.already_handled.append(execution["name"])
+            continue
+        # AWS counts the 14 days from when the execution stopped.
+        stopped = execution.get("stopDate") or execution["startDate"]
+        if not as_new and now - stopped < REDRIVE_WINDOW:
             _redrive_one(sfn, execution, summary, dry_run, sleep)
         else:
-            _restart_one(sfn, state_machine_arn, execution, stem, summary, dry_run, sleep)
+            _restart_one(
+                sfn, state_machine_arn, execution, f"{stem}-r{attempt}", summary, dry_run, sleep
+            )
     return summary
+
+
+def _chain(sfn: Any, state_machine_arn: str, stem: str) -> tuple[int, bool]:
+    """The next re-run number of ``<stem>-r<n>``, and whether one is running or succeeded."""
+    attempt, settled = 1, False
+    while status := _status(sfn, _execution_arn(state_machine_arn, f"{stem}-r{attempt}")):
+        settled = settled or status in ("RUNNING", "SUCCEEDED")
+        attempt += 1
+    return attempt, settled
 
 
 def _redrive_one(
@@ -384,20 +402,11 @@ def _restart_one(
     sfn: Any,
     state_machine_arn: str,
     execution: dict[str, Any],
-    stem: str,
+    new_name: str,
     summary: RedriveSummary,
     dry_run: bool,
     sleep: Callable[[float], None],
 ) -> None:
-    # Walk the chain's re-runs: stem-r1, stem-r2, ... until one does not exist.
-    attempt, settled = 1, False
-    while status := _status(sfn, _execution_arn(state_machine_arn, f"{stem}-r{attempt}")):
-        settled = settled or status in ("RUNNING", "SUCCEEDED")
-        attempt += 1
-    if settled:
-        summary.already_handled.append(execution["name"])
-        return
-    new_name = f"{stem}-r{attempt}"
     if dry_run:
         summary.restarted.append((execution["name"], new_name))
         return

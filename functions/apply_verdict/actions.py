@@ -23,7 +23,7 @@ from functions.shared.errors import (
     ObjectStoreUnavailable,
     ScannerError,
 )
-from functions.shared.tags import as_query, merge_tags
+from functions.shared.tags import as_query, merge_tags, newer_status
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,10 @@ class VerdictApplier:
             Key=obj.key,
             **obj.version_args,
         )["TagSet"]
+        newer = newer_status(existing, ours[Tag.STATUS], ours.get(Tag.TIME, ""))
+        if newer:
+            # A later scan of this very object already said as much or worse.
+            return _none(f"a newer scan tagged it {newer}") | {"newerStatus": newer}
         merged = merge_tags(existing, {str(k): v for k, v in ours.items()})
         _call(
             "PutObjectTagging",
@@ -208,7 +212,7 @@ class VerdictApplier:
         status = tags[Tag.STATUS]
         try:
             self._check_current(obj, unreadable_ok=True)
-            self._tag(obj, tags)
+            tagged = self._tag(obj, tags)
         except ObjectSuperseded:
             return False, "the key was overwritten meanwhile, so it was not tagged"
         except ObjectGone:
@@ -216,6 +220,8 @@ class VerdictApplier:
         except ScannerError as err:
             log.error("could not mark %s %s: %s", obj.uri, status, err)
             return False, f"the object could NOT be tagged scan-status={status} either ({err})"
+        if tagged.get("newerStatus"):
+            return False, f"a newer scan had tagged it {tagged['newerStatus']}; left as it is"
         return True, f"the object is tagged scan-status={status}"
 
     def mark_unfinished(
@@ -238,7 +244,12 @@ class VerdictApplier:
         else:
             tags = {Tag.STATUS: str(Verdict.ERROR), Tag.REASON: error, Tag.TIME: when}
         marked, note = self._mark(obj, {str(k): v for k, v in tags.items()})
-        return {"markedAs": tags[Tag.STATUS] if marked else None, "note": note}
+        return {
+            "markedAs": tags[Tag.STATUS] if marked else None,
+            "note": note,
+            # S3 failed us (not: the object is gone or newer): worth another try.
+            "retry": not marked and "could NOT" in note,
+        }
 
     def _copy_and_delete(self, obj: ObjectRef, signature: str, scan: ScanResult) -> dict[str, Any]:
         if not self.quarantine_bucket:

@@ -22,8 +22,8 @@ metrics = Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    obj = ObjectRef.from_dict(event.get("object"))
     scan = ScanResult.from_dict(event.get("scan"))
+    obj = scan.applies_to(ObjectRef.from_dict(event.get("object")))
     applier = VerdictApplier(client("s3"), load_settings().quarantine_bucket)
     action = applier.apply(obj, scan)
     logger.info("verdict applied", extra={"object": obj.uri, "action": action})

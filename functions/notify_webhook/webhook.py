@@ -8,7 +8,7 @@ Headers (https://www.standardwebhooks.com, so receivers verify with the
 
 - ``webhook-id``: the message id. The same for every retry of one message
   (receivers de-duplicate on it), different between the completed and the
-  failed notice of one execution, and between the failed notices of its redrives.
+  failed notice of one execution, and between the notices of its redrives.
 - ``webhook-timestamp``: seconds since the epoch; receivers refuse stale ones.
 - ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``
   with the key decoded from the ``whsec_<base64>`` secret (only with a secret).
@@ -39,9 +39,12 @@ def build_payload(state: dict[str, Any], execution: ExecutionRef) -> dict[str, A
 
 
 def message_id(execution_name: str, event: str, redrive_count: int = 0) -> str:
-    """Stable per message: retries share it, distinct notices do not."""
-    kind = event.removeprefix("scan.")
-    return f"{execution_name}.{kind}" + (f".{redrive_count}" if event == FAILED else "")
+    """Stable per message: retries share it, distinct notices do not.
+
+    The redrive count is part of it: a redrive's notice is a new message, even
+    when an earlier attempt's delivery timed out half-way.
+    """
+    return f"{execution_name}.{event.removeprefix('scan.')}.{redrive_count}"
 
 
 def deliver(

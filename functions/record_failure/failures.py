@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from functions.shared.clock import from_epoch_millis, utc_now_iso
+from functions.shared.clock import from_epoch_millis, normalize_iso
 from functions.shared.contracts import ExecutionRef, ObjectRef
 from functions.shared.errors import InvalidInput, WebhookDeliveryFailed
 
@@ -125,15 +125,38 @@ def failure_state(failed: FailedExecution, reached: dict[str, Any]) -> dict[str,
     return state
 
 
-def mark_object(applier: Any, state: dict[str, Any], error: str) -> dict[str, Any]:
-    """Tag the object if its verdict was never applied; what happened."""
+def mark_object(
+    applier: Any, state: dict[str, Any], error: str, execution: ExecutionRef
+) -> dict[str, Any]:
+    """Tag the object if its verdict was never applied; what happened.
+
+    The tag's time is the scan's (or, with no scan, the execution's start):
+    a redrive of this execution then replaces it, and it never replaces what
+    a newer scan wrote unless it is stricter.
+    """
     if state.get("action"):
         return {"markedAs": None, "note": "the verdict was applied before the failure"}
     try:
         obj = ObjectRef.from_dict(state.get("object"))
     except InvalidInput as err:
         return {"markedAs": None, "note": f"no object to mark: {err}"}
-    return applier.mark_unfinished(obj, state.get("scan"), error, utc_now_iso())
+    scan = state.get("scan") or {}
+    if not obj.version_id and scan.get("scannedETag"):
+        obj = ObjectRef(obj.bucket, obj.key, None, obj.size, scan["scannedETag"], obj.sequencer)
+    when = scan.get("scannedAt") or normalize_iso(execution.start_time)
+    return applier.mark_unfinished(obj, scan, error, when)
+
+
+def superseded(sfn: Any, failed: FailedExecution) -> str | None:
+    """Why this notice is out of date, if it is: the execution is running again
+    (a redrive is under way) or a later redrive already ended."""
+    described = sfn.describe_execution(executionArn=failed.execution.arn)
+    redrives = int(described.get("redriveCount") or 0)
+    if described["status"] == "RUNNING":
+        return "a redrive of this execution is running"
+    if redrives > failed.execution.redrive_count:
+        return f"redrive {redrives} of this execution already ended ({described['status']})"
+    return None
 
 
 def notify(lam: Any, function: str, state: dict[str, Any], execution: ExecutionRef) -> dict:

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,11 @@ _CUSTOMER_KEY_CODES = {"400", "BadRequest", "InvalidRequest"}
 _ARCHIVE_CLASSES = {"GLACIER", "DEEP_ARCHIVE"}
 _ARCHIVE_TIERS = {"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"}
 
+
+# Unversioned keys overwritten while being scanned: follow at most this many
+# overwrites before giving up (the last writer's own event scans it then).
+_OVERWRITES_FOLLOWED = 3
+_TOO_LARGE = object()
 
 # Up to the transfer manager's multipart threshold a single GET is as fast.
 SINGLE_GET_MAX_BYTES = 8 * 1024 * 1024
@@ -175,13 +180,33 @@ class Scanner:
 
         if obj.key.endswith("/") and (obj.size or 0) == 0:
             return result(Verdict.SKIPPED, str(SkipReason.FOLDER_MARKER))
+        scanned = obj
+        for _ in range(_OVERWRITES_FOLLOWED):
+            outcome = self._scan_once(scanned, definitions)
+            if outcome is _Head.SUPERSEDED:
+                # Unversioned: the key was overwritten since its event. S3 may send
+                # one event for writes that race, so the newer content may have
+                # none of its own: scan what is there now, by its own eTag.
+                scanned = self._current(scanned)
+                if scanned is None:
+                    return result(Verdict.SKIPPED, str(SkipReason.OBJECT_GONE))
+                continue
+            if isinstance(outcome, _Head):
+                return result(*_UNREADABLE[outcome])
+            moved = {"scanned_etag": scanned.etag} if scanned.etag != obj.etag else {}
+            if outcome is _TOO_LARGE:
+                # Never downloaded: ClamAV would skip it, and we must not call that clean.
+                return result(Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE), **moved)
+            return result(**outcome, **moved)
+        return result(Verdict.SKIPPED, str(SkipReason.SUPERSEDED))
+
+    def _scan_once(self, obj: ObjectRef, definitions: DefinitionsRef) -> Any:
+        """One read and scan: the verdict's fields, _TOO_LARGE, or why it could not be read."""
         state, size = self._head(obj)
         if state is not _Head.PRESENT:
-            return result(*_UNREADABLE[state])
+            return state
         if size > self.settings.max_object_bytes:
-            # Never downloaded: ClamAV would skip it, and we must not call that clean.
-            return result(Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE))
-
+            return _TOO_LARGE
         path = self.objects_dir / uuid.uuid4().hex
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -192,7 +217,7 @@ class Scanner:
                 state = self._download(obj, path, size)
                 version = loading.result()
             if state is not _Head.PRESENT:
-                return result(*_UNREADABLE[state])
+                return state
             raw = self.engine.scan_file(path)
             verdict, reason = classify(raw)
             signatures = [raw.signature] if raw.signature else []
@@ -207,15 +232,33 @@ class Scanner:
                 found_by = str(Engine.UNPACK)
             elif verdict == Verdict.CLEAN and deep.problem:
                 verdict, reason, found_by = Verdict.UNSCANNABLE, deep.problem, str(Engine.UNPACK)
-        return result(
-            verdict,
-            reason,
-            signatures=signatures,
-            engine=self.engine.engine_version,
-            definitions_version=version,
-            bytes_scanned=size,
-            found_by=found_by,
-            unpacked=deep.summary if deep is not None else None,
+        return {
+            "verdict": verdict,
+            "reason": reason,
+            "signatures": signatures,
+            "engine": self.engine.engine_version,
+            "definitions_version": version,
+            "bytes_scanned": size,
+            "found_by": found_by,
+            "unpacked": deep.summary if deep is not None else None,
+        }
+
+    def _current(self, obj: ObjectRef) -> ObjectRef | None:
+        """What the unversioned key holds now (its eTag and size); None if it is gone."""
+        try:
+            head = self.s3.head_object(Bucket=obj.bucket, Key=obj.key)
+        except ClientError as err:
+            if error_code(err) in GONE_CODES:
+                return None
+            if is_transient(err):
+                raise ObjectStoreUnavailable(
+                    f"HEAD {obj.uri} throttled: {error_code(err)}"
+                ) from err
+            raise
+        except BotoCoreError as err:
+            raise ObjectStoreUnavailable(f"HEAD {obj.uri} failed: {err}") from err
+        return replace(
+            obj, etag=str(head.get("ETag", "")).strip('"') or None, size=head.get("ContentLength")
         )
 
     def _unpacked_scan(self, path: Path) -> _DeepScan | None:

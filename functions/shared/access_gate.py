@@ -16,10 +16,17 @@ Deny wins over any Allow, in any policy of the account):
    ``scan-status=clean``, not even an exempt reader.
 3. ``OnlyTheScannerTags``: every other tag write or delete is denied too,
    except to our tagging roles and ``UNSCANNED_READERS``: nobody can strip an
-   ``infected`` tag from a version Object Lock keeps, and a copy into the
-   bucket cannot bring a source's forged tags along (S3 authorizes a copy's
-   tags as ``s3:PutObjectTagging``). The price: uploads that carry tags of
-   their own must come from an exempt principal.
+   ``infected`` tag from a version Object Lock keeps. The price: uploads that
+   carry tags of their own (S3 authorizes those as ``s3:PutObjectTagging``)
+   must come from an exempt principal.
+4. ``NoCopiesFromElsewhere``: a copy from another bucket into this one is
+   denied to everyone but our tagging roles: a copy brings its source's tags
+   along by default, which no condition key shows, so it could carry a forged
+   ``scan-status=clean`` in.
+
+``scan-*`` is refused in every spelling (``Scan-``, ``SCAN-``...): S3 tag keys
+and ``StringLike`` are case-sensitive, a reader may not be. ``"Principal": "*"``
+also covers service principals (CloudFront, say), which ``{"AWS": "*"}`` may not.
 
 Principals are matched by ``aws:PrincipalArn``, which for a role is the role's
 ARN (not the assumed-role session's), so Lambda execution roles match.
@@ -27,6 +34,7 @@ ARN (not the assumed-role session's), so Lambda execution roles match.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,11 +45,24 @@ SID_PREFIX = "S3VirusScanner"
 READ_SID = f"{SID_PREFIX}ReadOnlyWhenClean"
 SCAN_TAGS_SID = f"{SID_PREFIX}NoScanTagsFromOthers"
 TAGGING_SID = f"{SID_PREFIX}OnlyTheScannerTags"
-SIDS = (READ_SID, SCAN_TAGS_SID, TAGGING_SID)
+COPY_SID = f"{SID_PREFIX}NoCopiesFromElsewhere"
+SIDS = (READ_SID, SCAN_TAGS_SID, TAGGING_SID, COPY_SID)
+
+# StringLike is case-sensitive and S3 tag keys are too, while a reader (or a
+# condition key's tag part) may not be: refuse every spelling of the prefix.
+SCAN_KEY_PATTERNS = sorted(
+    "".join(spelling) + OUR_PREFIX[4:] + "*"
+    for spelling in itertools.product(*((c.lower(), c.upper()) for c in OUR_PREFIX[:4]))
+)
 
 READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion"]
 TAG_WRITE_ACTIONS = ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"]
 TAG_DELETE_ACTIONS = ["s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"]
+
+
+def bucket_name(bucket: str) -> str:
+    """The name in ``arn:aws:s3:::name`` (a CDK token is returned as it is)."""
+    return bucket.rsplit(":", 1)[-1] if bucket.startswith("arn:") else bucket
 
 
 def bucket_arn(bucket: str) -> str:
@@ -65,13 +86,14 @@ def statements(
     if not scanner_roles or not tagging_roles:
         raise ValueError("the gate needs the scanner's reading and tagging roles")
     objects = f"{bucket_arn(bucket)}/*"
+    name = bucket_name(bucket)
     readers = [*scanner_roles, *unscanned_readers]
     taggers = [*tagging_roles, *unscanned_readers]
     return [
         {
             "Sid": READ_SID,
             "Effect": "Deny",
-            "Principal": {"AWS": "*"},
+            "Principal": "*",
             "Action": READ_ACTIONS,
             "Resource": objects,
             "Condition": {
@@ -82,21 +104,37 @@ def statements(
         {
             "Sid": SCAN_TAGS_SID,
             "Effect": "Deny",
-            "Principal": {"AWS": "*"},
+            "Principal": "*",
             "Action": ["s3:PutObject", *TAG_WRITE_ACTIONS],
             "Resource": objects,
             "Condition": {
-                "ForAnyValue:StringLike": {"s3:RequestObjectTagKeys": [f"{OUR_PREFIX}*"]},
+                "ForAnyValue:StringLike": {"s3:RequestObjectTagKeys": SCAN_KEY_PATTERNS},
                 "ArnNotLike": {"aws:PrincipalArn": _unique(tagging_roles)},
             },
         },
         {
             "Sid": TAGGING_SID,
             "Effect": "Deny",
-            "Principal": {"AWS": "*"},
+            "Principal": "*",
             "Action": [*TAG_WRITE_ACTIONS, *TAG_DELETE_ACTIONS],
             "Resource": objects,
             "Condition": {"ArnNotLike": {"aws:PrincipalArn": _unique(taggers)}},
+        },
+        {
+            "Sid": COPY_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {
+                # A copy brings its source's tags along (TaggingDirective COPY, the
+                # default), and no condition key sees those: a copy from another
+                # bucket could carry a forged scan-status=clean in, even for an
+                # exempt principal. Copies within this bucket carry our own tags.
+                "Null": {"s3:x-amz-copy-source": "false"},
+                "StringNotLike": {"s3:x-amz-copy-source": [f"{name}/*", f"/{name}/*"]},
+                "ArnNotLike": {"aws:PrincipalArn": _unique(tagging_roles)},
+            },
         },
     ]
 

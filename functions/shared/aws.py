@@ -29,6 +29,9 @@ THROTTLING_CODES = frozenset(
         "ProvisionedThroughputExceededException",
         "RequestThrottled",
         "InternalError",
+        # A conflicting concurrent request on the same object or bucket: try again.
+        "ConditionalRequestConflict",
+        "OperationAborted",
         "InternalServerError",
         "ServiceUnavailable",
         "503",

@@ -149,7 +149,9 @@ class ObjectRef:
         return cls(
             bucket=_require(data, "bucket", str, "object"),
             key=_require(data, "key", str, "object"),
-            version_id=data.get("versionId") or None,
+            # "null" names the version written while versioning was off: it is
+            # overwritten in place, so it pins nothing.
+            version_id=None if data.get("versionId") in (None, "", "null") else data["versionId"],
             size=size,
             etag=data.get("eTag") or None,
             sequencer=data.get("sequencer") or None,
@@ -236,6 +238,9 @@ class ScanResult:
     found_by: str | None = None
     # What our unpacking did (archives, members, bytes, rescanned), for archives.
     unpacked: dict[str, int] | None = None
+    # Unversioned bucket: the eTag of what was scanned, when the key had been
+    # overwritten since its event (the newer content is what got scanned).
+    scanned_etag: str | None = None
 
     @property
     def engine_label(self) -> str:
@@ -255,6 +260,7 @@ class ScanResult:
             "durationMs": self.duration_ms,
             "foundBy": self.found_by,
             "unpacked": self.unpacked,
+            "scannedETag": self.scanned_etag,
         }
 
     @classmethod
@@ -277,7 +283,15 @@ class ScanResult:
             duration_ms=int(data.get("durationMs") or 0),
             found_by=data.get("foundBy"),
             unpacked=data.get("unpacked"),
+            scanned_etag=data.get("scannedETag"),
         )
+
+    def applies_to(self, obj: ObjectRef) -> ObjectRef:
+        """The object this verdict is about: the event's, or (unversioned, overwritten
+        since its event) the newer content that was scanned instead."""
+        if obj.version_id or not self.scanned_etag:
+            return obj
+        return ObjectRef(obj.bucket, obj.key, None, obj.size, self.scanned_etag, obj.sequencer)
 
 
 @dataclass(frozen=True)
@@ -346,6 +360,7 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "scannedAt": scan.get("scannedAt"),
         "scanDurationMs": scan.get("durationMs"),
         "foundBy": scan.get("foundBy"),
+        "scannedETag": scan.get("scannedETag"),
         "trigger": state.get("trigger") or {},
         "executionArn": execution.arn,
         "executionName": execution.name,

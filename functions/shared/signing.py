@@ -20,14 +20,16 @@ MIN_KEY_BYTES = 24
 
 def signing_key(secret: str, where: str = "the webhook secret") -> bytes:
     """The HMAC key of a ``whsec_<base64>`` secret; one clear error otherwise."""
-    if not secret.startswith(SECRET_PREFIX):
+    if not secret.strip().startswith(SECRET_PREFIX):
         raise ConfigurationError(
             f"{where} must be a Standard Webhooks secret, whsec_ followed by base64 "
             "(make one with: python -c \"import os,base64;print('whsec_'+"
             'base64.b64encode(os.urandom(32)).decode())").'
         )
+    encoded = secret.strip().removeprefix(SECRET_PREFIX).strip()
     try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        # Padding is optional, as the standardwebhooks libraries accept it.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ConfigurationError(f"{where} is not valid base64 after whsec_.") from None
     if len(key) < MIN_KEY_BYTES:

@@ -20,10 +20,12 @@ it shows in the execution history and in the audit item.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from functions.shared.contracts import Tag
+from functions.shared.clock import parse_iso
+from functions.shared.contracts import Tag, Verdict
 
 S3_MAX_TAGS = 10
 # Every tag key this scanner writes starts with this; nobody else's may.
@@ -65,6 +67,40 @@ def merge_tags(existing: list[dict[str, str]], ours: dict[str, str]) -> MergedTa
         own = [t for t in own if t["Key"] in kept]
     merged = own + [{"Key": k, "Value": tag_value(v)} for k, v in ordered_ours]
     return MergedTags(tags=merged, dropped=dropped)
+
+
+# How much a status restricts readers: a write may never lower it on behalf of
+# an older scan (a redrive of a stale execution, a late failure notice).
+_SEVERITY = {
+    str(Verdict.CLEAN): 1,
+    str(Verdict.UNSCANNABLE): 2,
+    str(Verdict.ERROR): 2,
+    str(Verdict.INFECTED): 3,
+}
+
+
+def newer_status(existing: list[dict[str, str]], status: str, scanned_at: str) -> str | None:
+    """The object's status, if a newer scan wrote it and it is at least as severe as ours.
+
+    Then ours must not replace it: an older scan (a stale execution redriven
+    late, say) never turns a newer ``infected`` into ``clean``. A newer but
+    milder status is still replaced (failing closed), and ``infected`` is
+    always written.
+    """
+    tags = {t["Key"]: t["Value"] for t in existing}
+    current, when = tags.get(Tag.STATUS), tags.get(Tag.TIME)
+    if status == Verdict.INFECTED or current not in _SEVERITY or not when:
+        return None
+    try:
+        newer = _moment(when) > _moment(scanned_at)
+    except ValueError:
+        return None
+    return current if newer and _SEVERITY[current] >= _SEVERITY.get(status, 0) else None
+
+
+def _moment(text: str) -> dt.datetime:
+    moment = parse_iso(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def is_ours(key: str) -> bool:

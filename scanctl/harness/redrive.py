@@ -1,7 +1,7 @@
 """RedriveExecution, which moto 5.2 lacks, with AWS's semantics.
 
 What AWS does (and this does): a FAILED, TIMED_OUT or ABORTED Standard
-execution started within the last 14 days resumes at the state that did not
+execution that stopped within the last 14 days resumes at the state that did not
 succeed, with the input that state received; the ARN stays the same; the
 history continues (an ``ExecutionRedriven`` event, then the resumed states);
 ``$$.Execution.RedriveCount`` and DescribeExecution's ``redriveCount`` and
@@ -57,8 +57,8 @@ def redrive(execution: Any) -> dt.datetime:
             f"Execution is {status}; only failed, timed-out or aborted ones can be redriven"
         )
     now = dt.datetime.now(dt.UTC)
-    if now - execution.start_date > REDRIVE_WINDOW:
-        raise _not_redrivable("Execution started more than 14 days ago")
+    if now - (execution.stop_date or execution.start_date) > REDRIVE_WINDOW:
+        raise _not_redrivable("Execution stopped more than 14 days ago")
     state_name, state_input = resume_point(execution)
     previous = execution.exec_worker
     execution.redrive_count = getattr(execution, "redrive_count", 0) + 1

@@ -28,6 +28,9 @@ from functions.record_failure.failures import FAILURE_STATUSES, REDRIVEN_SUCCESS
 from stacks.constants import DLQ_RETENTION_DAYS, STEP_MEMORY_MB, STEP_TIMEOUT_S
 from stacks.constructs.functions import step_function
 
+RECONCILE_EVERY_HOURS = 1
+RECONCILE_WINDOW_HOURS = 3
+
 
 class FailureRecording(Construct):
     def __init__(
@@ -49,7 +52,11 @@ class FailureRecording(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
         )
-        env = {**common_env, "DDB_TABLE_NAME": table.table_name}
+        env = {
+            **common_env,
+            "DDB_TABLE_NAME": table.table_name,
+            "STATE_MACHINE_ARN": state_machine.state_machine_arn,
+        }
         if notify_webhook is not None:
             env["NOTIFY_WEBHOOK_FUNCTION"] = notify_webhook.function_name
         self.recorder = step_function(
@@ -94,6 +101,24 @@ class FailureRecording(Construct):
                 )
             ],
         )
+        # EventBridge delivers status changes on a best-effort basis: every hour,
+        # the last three hours' endings are checked against the audit table.
+        self.reconciliation = events.Rule(
+            self,
+            "Reconcile",
+            description="Record failed executions whose status change never arrived",
+            schedule=events.Schedule.rate(Duration.hours(RECONCILE_EVERY_HOURS)),
+            targets=[
+                targets.LambdaFunction(
+                    self.recorder,
+                    event=events.RuleTargetInput.from_object(
+                        {"reconcile": {"hours": RECONCILE_WINDOW_HOURS}}
+                    ),
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=2,
+                )
+            ],
+        )
         self._grant(state_machine, source, table, notify_webhook)
 
     def _grant(
@@ -113,10 +138,23 @@ class FailureRecording(Construct):
             Stack.of(self),
         )
         self.recorder.add_to_role_policy(
-            iam.PolicyStatement(actions=["states:GetExecutionHistory"], resources=[executions])
+            iam.PolicyStatement(
+                # History: the state it failed in. Describe: whether a redrive has
+                # overtaken this notice, and the output EventBridge may leave out.
+                actions=["states:GetExecutionHistory", "states:DescribeExecution"],
+                resources=[executions],
+            )
         )
         self.recorder.add_to_role_policy(
-            iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table.table_arn])
+            # GetItem: the reconciliation's check of what is recorded already.
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem", "dynamodb:GetItem"], resources=[table.table_arn]
+            )
+        )
+        self.recorder.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:ListExecutions"], resources=[state_machine.state_machine_arn]
+            )
         )
         # Marking the object whose verdict was never applied: an eTag-checked
         # HEAD (GetObject), its tags. ListBucket: a vanished object is 404, not 403.

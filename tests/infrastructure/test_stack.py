@@ -288,10 +288,11 @@ def test_definitions_cache_bucket(minimal):
 
 
 def schedule_rule(template: dict) -> dict:
+    """The definitions updater's schedule."""
     [rule] = [
         r["Properties"]
         for r in resources(template, "AWS::Events::Rule").values()
-        if "ScheduleExpression" in r["Properties"]
+        if "ScheduleExpression" in r["Properties"] and "Input" not in r["Properties"]["Targets"][0]
     ]
     return rule
 
@@ -392,7 +393,10 @@ def test_each_function_gets_only_what_it_needs(everything):
     assert data("record_audit") == {"dynamodb:PutItem"}
     assert data("record_failure") == {
         "states:GetExecutionHistory",
+        "states:DescribeExecution",
+        "states:ListExecutions",
         "dynamodb:PutItem",
+        "dynamodb:GetItem",
         "s3:ListBucket",
         "s3:ListBucketVersions",
         "s3:GetObject",
@@ -557,6 +561,13 @@ def test_a_failed_execution_reaches_the_recorder_through_eventbridge(minimal):
         for r in resources(minimal, "AWS::Events::Rule").values()
         if "EventPattern" in r["Properties"]
     ]
+    # And, since EventBridge delivers best effort, a schedule catches up hourly.
+    [schedule] = [
+        r["Properties"]
+        for r in resources(minimal, "AWS::Events::Rule").values()
+        if r["Properties"].get("ScheduleExpression") == "rate(1 hour)"
+    ]
+    assert json.loads(schedule["Targets"][0]["Input"]) == {"reconcile": {"hours": 3}}
     pattern = rule["EventPattern"]
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]

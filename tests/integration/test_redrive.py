@@ -86,8 +86,8 @@ def test_a_late_failure_notice_does_not_overwrite_a_redrives_success(harness):
     )
     result = harness.invoker.call(recorder, "record_failure", event)
 
-    # THEN the success stands
-    assert "superseded" in result["audit"]
+    # THEN it is recognised as out of date, and the success stands
+    assert "redrive 1 of this execution already ended" in result["ignored"]
     [item] = harness.audit_items("late.txt")
     assert item["verdict"] == "clean"
     assert item.get("failed") is False
@@ -117,3 +117,83 @@ def _moto_execution(harness, arn):
     from scanctl.harness.environment import ACCOUNT_ID, REGION
 
     return stepfunctions_parser_backends[ACCOUNT_ID][REGION].describe_execution(arn)
+
+
+def test_a_stale_execution_redriven_late_never_lowers_a_newer_infected(
+    make_harness, aws_faults, eicar_only, signatures
+):
+    import datetime as dt
+
+    # GIVEN ClamAV's test file scanned with EICAR-only definitions (clean), whose
+    # Tag As Clean failed for good
+    harness = make_harness(publish=eicar_only, object_lock=True, quarantine=False)
+    harness.drain()
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    tagging = aws_faults.fail("s3", "PutObjectTagging", "SlowDown", times=6)
+    harness.upload(
+        "locked.exe",
+        samples.CLAM_EXE.read_bytes(),
+        ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=until,
+    )
+    [stale] = harness.wait(harness.drain())
+    assert stale.failed_state == "Tag As Clean"
+    assert len(tagging) == 6
+    version = stale.input["object"]["versionId"]
+
+    # AND a newer scan, with definitions that know the file, found it infected
+    # (the version is locked, so it stays, tagged infected)
+    harness.publish_definitions(signatures)
+    newer = harness.wait([harness.start({"object": stale.input["object"], "trigger": {}})])[0]
+    assert (newer.status, newer.error) == ("FAILED", "ObjectActionRefused")  # locked
+    assert harness.tags("locked.exe", version_id=version)["scan-status"] == "infected"
+
+    # WHEN the stale execution is redriven
+    redriven = harness.redrive(stale.name)
+
+    # THEN it succeeds without lowering the newer verdict
+    assert redriven.status == "SUCCEEDED"
+    assert redriven.output["action"]["newerStatus"] == "infected"
+    assert harness.tags("locked.exe", version_id=version)["scan-status"] == "infected"
+
+
+def test_a_marking_that_s3_refuses_is_retried_and_then_waits_in_the_dlq(harness, aws_faults):
+    # GIVEN EICAR with a forged clean tag, a scan that fails, and S3 refusing
+    # every tag write (so the recorder cannot replace the forged tag)
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    aws_faults.fail("s3", "PutObjectTagging", "SlowDown")
+
+    report = harness.scan("forged.com", samples.EICAR, tags={"scan-status": "clean"})
+
+    # THEN the failure is recorded, but the recorder fails so Lambda retries it,
+    # and the event waits in its DLQ (an alarm watches it)
+    assert report.status == "FAILED"
+    [item] = harness.audit_items("forged.com")
+    assert item["objectMarking"]["markedAs"] is None
+    assert harness.invocations.count("record_failure") == 3
+    [dead] = harness.client("sqs").receive_message(QueueUrl=harness.failure_dlq_url)["Messages"]
+    assert json.loads(dead["Body"])["detail"]["executionArn"] == report.arn
+
+
+def test_a_failure_notice_eventbridge_never_delivered_is_caught_up_by_the_schedule(harness):
+    from functions.record_failure import app as recorder
+
+    # GIVEN a failed execution whose status change EventBridge lost (best effort)
+    harness.status_changes.lose_next = 1
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    failed = harness.scan("lost.com", samples.EICAR, tags={"scan-status": "clean"})
+    assert failed.status == "FAILED"
+    assert harness.audit_items("lost.com") == []
+    assert harness.tags("lost.com")["scan-status"] == "clean"  # forged, for now
+
+    # WHEN the scheduled reconciliation runs
+    result = harness.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+
+    # THEN it recorded and marked exactly that one
+    assert result["caughtUp"] == [failed.name]
+    [item] = harness.audit_items("lost.com")
+    assert (item["failed"], item["failedState"]) == (True, "Scan Object")
+    assert harness.tags("lost.com")["scan-status"] == "error"
+    # AND a second run finds nothing to do
+    again = harness.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+    assert again["caughtUp"] == []

@@ -470,6 +470,7 @@ def test_policy_prints_the_gate_as_json(runner):
         "S3VirusScannerReadOnlyWhenClean",
         "S3VirusScannerNoScanTagsFromOthers",
         "S3VirusScannerOnlyTheScannerTags",
+        "S3VirusScannerNoCopiesFromElsewhere",
     ]
     assert statements[0]["Resource"] == "arn:aws:s3:::uploads/*"
 
@@ -504,6 +505,7 @@ def test_policy_apply_merges_by_sid_and_is_idempotent(harness, runner):
         "S3VirusScannerReadOnlyWhenClean",
         "S3VirusScannerNoScanTagsFromOthers",
         "S3VirusScannerOnlyTheScannerTags",
+        "S3VirusScannerNoCopiesFromElsewhere",
     ]
 
     # AND a second run changes nothing
@@ -519,3 +521,17 @@ def test_policy_without_roles_or_stack_is_one_clear_line(runner):
     )
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_redrive_in_place_leaves_an_object_an_as_new_rerun_already_fixed(harness, runner):
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    failed = harness.scan("chained.txt", b"hello")
+    first = runner.invoke(main, ["redrive", "--since", "1h", "--as-new", *aws_args(harness)])
+    assert first.exit_code == 0, first.output
+    assert harness.wait([f"{failed.name}-r1"])[0].status == "SUCCEEDED"
+
+    again = runner.invoke(main, ["redrive", "--since", "1h", *aws_args(harness)])
+
+    assert "redriven" not in again.stdout
+    assert "1 already re-run" in again.stderr
+    assert harness.wait([failed.name])[0].redrive_count == 0

@@ -412,7 +412,7 @@ def test_unversioned_bucket_clean_file_is_tagged(make_harness):
     assert harness.tags("plain.txt")["scan-status"] == "clean"
 
 
-def test_unversioned_overwrite_before_the_scan_is_superseded_not_mislabelled(make_harness):
+def test_unversioned_overwrite_before_the_scan_scans_the_newer_content(make_harness):
     # GIVEN an unversioned bucket where a clean file is overwritten by EICAR
     # before the first file's scan ran
     harness = make_harness(versioned=False)
@@ -422,12 +422,18 @@ def test_unversioned_overwrite_before_the_scan_is_superseded_not_mislabelled(mak
 
     reports = harness.wait(harness.drain())
 
-    # THEN the first event's scan sees the content changed and acts on nothing,
-    # and the second event's scan catches EICAR: no clean tag lands on it
-    by_verdict = {r.output["scan"]["verdict"]: r for r in reports}
-    assert set(by_verdict) == {"skipped", "infected"}
-    assert by_verdict["skipped"].output["scan"]["reason"] == "superseded"
-    assert by_verdict["infected"].output["action"]["action"] == "quarantined"
+    # THEN whichever execution runs first scans what the key holds now (S3 may
+    # send only one event for racing writes: the first event's scan follows the
+    # overwrite), catches EICAR and quarantines it; the other finds it gone, or
+    # catches it too. No clean tag ever lands on EICAR.
+    verdicts = sorted(r.output["scan"]["verdict"] for r in reports)
+    assert verdicts in (["infected", "skipped"], ["infected", "infected"])
+    first = next(
+        r for r in reports if r.input["object"]["eTag"] != reports[1].input["object"]["eTag"]
+    )
+    if first.output["scan"]["verdict"] == "infected":
+        assert first.output["scan"]["scannedETag"] == reports[1].input["object"]["eTag"]
+    assert "quarantined" in {r.output["action"]["action"] for r in reports}
     s3 = harness.client("s3")
     with pytest.raises(ClientError):
         s3.head_object(Bucket="uploads", Key="race.txt")

@@ -42,9 +42,10 @@ def test_nobody_but_the_tagger_may_send_a_scan_tag_key_not_even_an_admin():
     scan_tags = by_sid(gate())[access_gate.SCAN_TAGS_SID]
     assert "s3:PutObject" in scan_tags["Action"]  # at upload
     assert "s3:PutObjectTagging" in scan_tags["Action"]  # after it
-    assert scan_tags["Condition"]["ForAnyValue:StringLike"] == {
-        "s3:RequestObjectTagKeys": ["scan-*"]
-    }
+    patterns = scan_tags["Condition"]["ForAnyValue:StringLike"]["s3:RequestObjectTagKeys"]
+    # Every spelling: S3 tag keys and StringLike are case-sensitive, a reader may not be.
+    assert len(patterns) == 16
+    assert {"scan-*", "Scan-*", "SCAN-*", "sCaN-*"} <= set(patterns)
     assert scan_tags["Condition"]["ArnNotLike"]["aws:PrincipalArn"] == [TAGGER]
 
 
@@ -57,6 +58,20 @@ def test_other_tag_writes_and_deletes_are_the_taggers_and_the_admins_only():
         "s3:DeleteObjectVersionTagging",
     }
     assert tagging["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [TAGGER, ADMIN]}}
+
+
+def test_copies_from_another_bucket_are_refused_they_would_bring_tags_along():
+    copy = by_sid(gate())[access_gate.COPY_SID]
+    assert copy["Action"] == "s3:PutObject"
+    assert copy["Condition"]["Null"] == {"s3:x-amz-copy-source": "false"}
+    assert copy["Condition"]["StringNotLike"] == {
+        "s3:x-amz-copy-source": ["acme-uploads/*", "/acme-uploads/*"]
+    }
+    assert copy["Condition"]["ArnNotLike"]["aws:PrincipalArn"] == [TAGGER]
+
+
+def test_denies_cover_every_principal_service_principals_included():
+    assert {s["Principal"] for s in gate()} == {"*"}
 
 
 def test_the_policy_passes_a_real_policy_linter():

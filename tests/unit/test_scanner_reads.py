@@ -55,7 +55,10 @@ def test_missing_version_is_gone(s3, tmp_path):
     assert (result.verdict, result.reason) == ("skipped", "object-gone")
 
 
-def test_unversioned_read_is_pinned_to_the_events_etag(s3, tmp_path):
+def test_unversioned_read_is_pinned_to_the_events_etag_and_follows_an_overwrite(s3, tmp_path):
+    # The key no longer holds the event's content (412): S3 may have sent one
+    # event for racing writes, so the scanner reads what is there now, by its
+    # own eTag, instead of skipping it. Here the newer content is too large.
     client, stubber = s3
     stubber.add_client_error(
         "head_object",
@@ -63,8 +66,28 @@ def test_unversioned_read_is_pinned_to_the_events_etag(s3, tmp_path):
         http_status_code=412,
         expected_params={"Bucket": "b", "Key": "k", "IfMatch": '"abc"'},
     )
+    stubber.add_response(
+        "head_object",
+        {"ETag": '"def"', "ContentLength": 5 * 1024 * 1024},
+        expected_params={"Bucket": "b", "Key": "k"},
+    )
+    stubber.add_response(
+        "head_object",
+        {"ETag": '"def"', "ContentLength": 5 * 1024 * 1024},
+        expected_params={"Bucket": "b", "Key": "k", "IfMatch": '"def"'},
+    )
     result = scanner(client, tmp_path).scan(ObjectRef("b", "k", etag="abc"), DEFS)
-    assert (result.verdict, result.reason) == ("skipped", "superseded")
+    assert (result.verdict, result.reason) == ("unscannable", "too-large")
+    assert result.scanned_etag == "def"
+    assert result.applies_to(ObjectRef("b", "k", etag="abc")).etag == "def"
+
+
+def test_an_overwritten_key_that_is_gone_by_now_is_skipped(s3, tmp_path):
+    client, stubber = s3
+    stubber.add_client_error("head_object", service_error_code="412", http_status_code=412)
+    stubber.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    result = scanner(client, tmp_path).scan(ObjectRef("b", "k", etag="abc"), DEFS)
+    assert (result.verdict, result.reason) == ("skipped", "object-gone")
 
 
 @pytest.mark.parametrize("code", ["403", "AccessDenied", "KMS.DisabledException"])

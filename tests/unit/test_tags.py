@@ -86,3 +86,31 @@ def test_a_rescan_from_unscannable_to_clean_drops_the_old_reason():
     ]
     merged = merge_tags(previous, OURS)
     assert "scan-reason" not in {t["Key"] for t in merged.tags}
+
+
+def tagged(status: str, when: str) -> list[dict[str, str]]:
+    return [{"Key": "scan-status", "Value": status}, {"Key": "scan-time", "Value": when}]
+
+
+OLD, NEW = "2026-11-28T10:00:00.000Z", "2026-11-28T11:00:00Z"
+
+
+def test_an_older_scan_never_lowers_a_newer_status():
+    from functions.shared.tags import newer_status
+
+    # A stale execution redriven late must not turn a newer infected into clean.
+    assert newer_status(tagged("infected", NEW), "clean", OLD) == "infected"
+    assert newer_status(tagged("unscannable", NEW), "clean", OLD) == "unscannable"
+    assert newer_status(tagged("clean", NEW), "clean", OLD) == "clean"  # harmless either way
+
+
+def test_stricter_or_infected_or_newer_writes_go_ahead():
+    from functions.shared.tags import newer_status
+
+    assert newer_status(tagged("clean", NEW), "unscannable", OLD) is None  # fails closed
+    assert newer_status(tagged("clean", NEW), "infected", OLD) is None  # infected, always
+    assert newer_status(tagged("infected", OLD), "clean", NEW) is None  # ours is newer
+    # A forged future clean cannot keep our stricter verdict off the object.
+    assert newer_status(tagged("clean", "2099-01-01T00:00:00Z"), "error", OLD) is None
+    assert newer_status(tagged("clean", "not a time"), "clean", OLD) is None
+    assert newer_status([], "clean", OLD) is None

@@ -60,8 +60,17 @@ def test_completed_and_failed_notices_have_different_ids():
         message_id("exec-1", COMPLETED),
         message_id("exec-1", FAILED, 0),
         message_id("exec-1", FAILED, 1),  # after a redrive that failed again
+        message_id("exec-1", COMPLETED, 1),  # the redrive that succeeded
     }
-    assert len(ids) == 3
+    assert len(ids) == 4
+
+
+def test_a_secret_with_a_newline_or_without_padding_is_what_the_library_accepts():
+    import base64
+
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    assert signing_key(WEBHOOK_SECRET + "\n") == key
+    assert signing_key(WEBHOOK_SECRET.rstrip("=")) == key
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,163 @@
+"""Recording a failed execution (or the redrive that fixed it), and catching up on
+the notices EventBridge never delivered.
+
+EventBridge delivers Step Functions' status changes on a best-effort basis: a
+notice can arrive late, twice, or not at all. Late and repeated ones are
+recognised (``superseded``, the audit write conditional on ``redriveCount``);
+missing ones are caught up by ``reconcile``, which a schedule runs: it lists
+the executions that failed (or succeeded after a redrive) in a recent window
+and records each one whose audit item does not say so yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from functions.apply_verdict.actions import VerdictApplier
+from functions.record_audit.audit import build_item, scan_id, write_item
+from functions.record_audit.schema import PARTITION_KEY, SORT_KEY
+from functions.record_failure.failures import (
+    FAILURE_STATUSES,
+    REDRIVEN_SUCCESS,
+    STATUS_CHANGE,
+    FailedExecution,
+    failure_state,
+    final_state,
+    mark_object,
+    notify,
+    reached_state,
+    superseded,
+)
+from functions.shared.contracts import ObjectRef
+from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FailureRecorder:
+    sfn: Any
+    s3: Any
+    dynamodb: Any
+    lam: Any
+    table: str
+    notify_function: str | None = None
+
+    def record(self, failed: FailedExecution) -> dict[str, Any]:
+        stale = superseded(self.sfn, failed)
+        if stale:
+            # A newer attempt (a redrive) speaks for itself.
+            return {"ignored": stale}
+        if failed.succeeded:
+            # The redrive fixed it: the item tells the final outcome, failure fields gone.
+            item = build_item(final_state(self.sfn, failed), failed.execution)
+            return {"audit": write_item(self.dynamodb, self.table, item, unless_newer=True)}
+        failed_state, reached = reached_state(self.sfn, failed)
+        state = failure_state(failed, reached)
+        marking = mark_object(VerdictApplier(self.s3, None), state, failed.error, failed.execution)
+        item = build_item(state, failed.execution) | {
+            "failedState": failed_state,
+            "executionStatus": failed.status,
+            "objectMarking": marking,
+        }
+        key = write_item(self.dynamodb, self.table, item, unless_newer=True)
+        notification = None
+        webhook_failed = failed.error.startswith("Webhook")
+        if self.notify_function and not webhook_failed and "superseded" not in key:
+            notification = notify(self.lam, self.notify_function, state, failed.execution)
+        if marking.get("retry"):
+            # Recorded and announced, but the object may still carry a forged or
+            # stale tag: fail, so Lambda retries and then the DLQ (and its alarm) has it.
+            raise ObjectStoreUnavailable(f"{failed.execution.arn}: {marking['note']}")
+        return {
+            "audit": key,
+            "failedState": failed_state,
+            "marking": marking,
+            "notification": notification,
+        }
+
+    # -- catching up ---------------------------------------------------------------------
+
+    def reconcile(self, state_machine_arn: str, window: dt.timedelta) -> dict[str, Any]:
+        """Record every execution in the window whose audit item misses its ending."""
+        cutoff = dt.datetime.now(dt.UTC) - window
+        caught_up, checked = [], 0
+        for listed in self._endings(state_machine_arn, cutoff):
+            checked += 1
+            described = self.sfn.describe_execution(executionArn=listed["executionArn"])
+            failed = FailedExecution.from_event(notice(described))
+            if self._recorded(failed):
+                continue
+            log.warning("status change never recorded; catching up: %s", failed.execution.arn)
+            try:
+                self.record(failed)
+            except InvalidInput as err:
+                log.error("cannot record %s: %s", failed.execution.arn, err)
+                continue
+            caught_up.append(failed.execution.name)
+        return {"checked": checked, "caughtUp": caught_up}
+
+    def _endings(self, arn: str, cutoff: dt.datetime) -> list[dict[str, Any]]:
+        """Executions that stopped after ``cutoff``: failed ones, and redriven successes."""
+        found = []
+        queries = [{"statusFilter": status} for status in FAILURE_STATUSES]
+        queries.append({"statusFilter": REDRIVEN_SUCCESS, "redriveFilter": "REDRIVEN"})
+        for query in queries:
+            paginator = self.sfn.get_paginator("list_executions")
+            for page in paginator.paginate(stateMachineArn=arn, **query):
+                batch = page["executions"]
+                found += [e for e in batch if (e.get("stopDate") or e["startDate"]) >= cutoff]
+                # Newest first: once a whole page started before the cutoff, stop.
+                if batch and batch[-1]["startDate"] < cutoff:
+                    break
+        return found
+
+    def _recorded(self, failed: FailedExecution) -> bool:
+        """Does the audit item already tell this ending (at this redrive count)?"""
+        try:
+            obj = ObjectRef.from_dict(failed.input.get("object"))
+        except InvalidInput:
+            return True  # not one of ours to record
+        item = self.dynamodb.get_item(
+            TableName=self.table,
+            Key={
+                PARTITION_KEY: {"S": obj.uri},
+                SORT_KEY: {"S": scan_id(failed.execution)},
+            },
+            ConsistentRead=True,
+        ).get("Item")
+        if not item:
+            return False
+        redrives = int(item.get("redriveCount", {}).get("N", "0"))
+        failed_flag = item.get("failed", {}).get("BOOL", False)
+        return redrives > failed.execution.redrive_count or (
+            redrives == failed.execution.redrive_count and failed_flag != failed.succeeded
+        )
+
+
+def notice(described: dict[str, Any]) -> dict[str, Any]:
+    """The status-change event EventBridge would have sent, from DescribeExecution."""
+
+    def millis(moment: Any) -> int | None:
+        return int(moment.timestamp() * 1000) if isinstance(moment, dt.datetime) else None
+
+    return {
+        "detail-type": STATUS_CHANGE,
+        "source": "aws.states",
+        "detail": {
+            "executionArn": described["executionArn"],
+            "stateMachineArn": described.get("stateMachineArn"),
+            "name": described["name"],
+            "status": described["status"],
+            "startDate": millis(described["startDate"]),
+            "stopDate": millis(described.get("stopDate")),
+            "input": described.get("input"),
+            "output": described.get("output"),
+            "error": described.get("error"),
+            "cause": described.get("cause"),
+            "redriveCount": described.get("redriveCount", 0),
+        },
+    }
