@@ -321,8 +321,12 @@ def classify(harness: Any, plans: list[Plan]) -> dict[str, dict[str, Any]]:
             found.append(SUCCEEDED)
         if execution and execution["status"] == "FAILED" and item and item.get("failed"):
             found.append(FAILED_RECORDED)
-        if plan.key in dlq_keys or (execution and execution["executionArn"] in dlq_arns):
-            found.append(IN_DLQ)
+        if plan.key in dlq_keys:
+            found.append(IN_DLQ)  # its notification started nothing
+        elif execution and execution["executionArn"] in dlq_arns and not item:
+            found.append(IN_DLQ)  # its failure could not be recorded
+        # (A failure recorded whose object could not be marked is also in the
+        # recorder's DLQ, for the alarm; it counts as recorded.)
         outcomes[plan.key] = {
             "outcome": found[0] if len(found) == 1 else LOST,
             "all": found,

@@ -45,6 +45,8 @@ TARGETS = {
     "overhead_vs_clamd_large": ("<=", 1.25),
     "rss_growth_mib": ("<=", 64.0),
     "cold_start_ratio": ("<=", 1.2),
+    "second_pass_archives": ("<=", 1.3),
+    "second_pass_plain": ("<=", 1.05),
 }
 
 
@@ -192,7 +194,12 @@ def run_worker(
         "POWERTOOLS_LOG_LEVEL": "ERROR",
         "PYTHONPATH": str(REPO),
     }
-    plan = {"objects": plan_objects, "definitions": definitions, "repeats": repeats}
+    plan = {
+        "objects": plan_objects,
+        "definitions": definitions,
+        "repeats": repeats,
+        "work": str(worker_dir),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "bench.worker"],
         input=json.dumps(plan),
@@ -366,6 +373,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, e in objects.items()
     }
     rss_growth = objects[largest_random]["peak_rss_mib"] - objects[smallest]["peak_rss_mib"]
+    b7 = {
+        name: {
+            "first_pass_s": e["first_pass_s"],
+            "both_passes_s": e["both_passes_s"],
+            "second_pass_s": e["second_pass_s"],
+            "ratio_engine": e["both_passes_s"] / e["first_pass_s"],
+            "scan_step_s": e["scan_step_s"],
+            "scan_step_without_second_pass_s": e["scan_step_without_second_pass_s"],
+            "ratio": e["scan_step_s"] / e["scan_step_without_second_pass_s"],
+            "archive": e["archive"],
+            "unpacked": e["unpacked"],
+        }
+        for name, e in objects.items()
+        if "first_pass_s" in e and name != "eicar"  # infected: no second pass to run
+    }
 
     results: dict[str, Any] = {
         "ratio_vs_clamscan_small": statistics.median(v["ratio"] for v in b1.values()),
@@ -374,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rss_growth_mib": rss_growth,
         "cold_start_ratio": inside["cold_start_s"] / clamd_load_s,
         "pipeline_objects_per_s": flow["objects_per_s"],
+        "second_pass_archives": max(v["ratio"] for v in b7.values() if v["archive"]),
+        "second_pass_plain": max(v["ratio"] for v in b7.values() if not v["archive"]),
         "units": {
             "*_s": "seconds (median of repeats)",
             "*_mib": "MiB",
@@ -382,6 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "overhead_vs_clamd_large_handler": "whole handler incl. S3 download / clamdscan --fdpass",
             "rss_growth_mib": f"scanner peak RSS at {largest_random} minus at {smallest}",
             "cold_start_ratio": "first verdict from empty disk / clamd load time of the same database",
+            "second_pass_*": "Scan Object's scan step (HEAD, GET, clamd, second pass) / the same without the second pass; worst object",
         },
         "b1_latency": b1,
         "b2_overhead": b2,
@@ -393,6 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "phases": inside["cold_start_phases"],
         },
         "b5_pipeline": flow,
+        "b7_second_pass": b7,
         "database": db_info,
         "clamav": clamav_version(),
         "machine": machine(),
@@ -478,9 +504,9 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             "\nWhere the cold start goes: import of the handler "
             f"{phases.get('import_s', 0):.2f} s, tarball download "
-            f"{phases.get('download_s', 0):.2f} s ({phases.get('tarball_bytes', 0) / MIB:.0f} MiB "
-            f"through the emulator), sha256 {phases.get('verify_s', 0):.2f} s, extraction "
-            f"{phases.get('extract_s', 0):.2f} s, clamd load {phases.get('clamd_load_s', 0):.2f} s; "
+            f"download, sha256 and extraction in one streaming pass {phases.get('fetch_s', 0):.2f} s "
+            f"({phases.get('tarball_bytes', 0) / MIB:.0f} MiB through the emulator), "
+            f"clamd load {phases.get('clamd_load_s', 0):.2f} s; "
             "the rest is the manifest, the object and the scan."
         )
     if not r["targets"]["cold_start_ratio"]["met"]:
@@ -499,6 +525,36 @@ def render(r: dict[str, Any]) -> str:
             "re-read; (2) publish the database files uncompressed, one object each, fetched in "
             "parallel; (3) trim the handler's import (X-Ray SDK)."
         )
+    b7 = r.get("b7_second_pass") or {}
+    if b7:
+        lines += [
+            "",
+            "## B7: our second pass (libarchive unpacking) on top of clamd's own scan",
+            "",
+            "The scan step (`Scanner.scan`: HEAD, GET from the emulator, clamd, and the second "
+            "pass) with and without the second pass, clamd's cache of clean files off so every "
+            "repeat really scans; the ratio is the target's. The second pass recognises the "
+            "format (plain files stop there), unpacks archives and compressed streams, and scans "
+            "with clamd the members ClamAV's own unpacking did not reach, in a thread beside "
+            "clamd's own scan. Also shown: clamd's scan of the local file alone against both "
+            "passes side by side (engine ratio), and the second pass alone.",
+            "",
+            "| object | archive | scan step (s) | without 2nd pass (s) | ratio | clamd alone (s) | both passes (s) | engine ratio | 2nd pass alone (s) | unpacked |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, v in sorted(b7.items(), key=lambda kv: (not kv[1]["archive"], kv[0])):
+            unpacked = v["unpacked"] or {}
+            detail = (
+                f"{unpacked.get('members', 0)} members, {unpacked.get('rescanned', 0)} rescanned"
+                if unpacked
+                else "-"
+            )
+            lines.append(
+                f"| {name} | {'yes' if v['archive'] else 'no'} | {v['scan_step_s']:.4f} "
+                f"| {v['scan_step_without_second_pass_s']:.4f} | {v['ratio']:.2f} "
+                f"| {v['first_pass_s']:.4f} | {v['both_passes_s']:.4f} | {v['ratio_engine']:.2f} "
+                f"| {v['second_pass_s']:.4f} | {detail} |"
+            )
     b5 = r["b5_pipeline"]
     lines += [
         "",

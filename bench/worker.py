@@ -60,6 +60,16 @@ def main() -> None:
     results["clamd_pid"] = engine.process.pid
     results["engine_version"] = engine.engine_version
 
+    # B7 on a clamd of its own without clamd's cache of clean files' hashes:
+    # every repeat really scans (the production engine scans each object once).
+    from functions.scan_object.engine import ClamdEngine
+    from functions.scan_object.scanner import Scanner
+    from functions.shared.contracts import DefinitionsRef, ObjectRef
+
+    uncached = ClamdEngine(Path(plan["work"]) / "b7-engine", engine.limits, cache=False)
+    uncached.ensure(engine.loaded_version, scanner.store.directory(engine.loaded_version))
+    measuring = Scanner(scanner.s3, scanner.settings, engine=uncached)
+
     repeats = plan["repeats"]
     for spec in plan["objects"]:
         event = {"object": spec["object"], "definitions": plan["definitions"]}
@@ -79,6 +89,42 @@ def main() -> None:
             "peak_rss_mib": max(rss),
         }
         local = spec.get("local_path")
+        if local:
+            # B7: clamd's own scan of the file alone, against what the scanner does
+            # (clamd's scan and our second pass side by side), and the second
+            # pass alone.
+            first, both, second = [], [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                uncached.scan_file(Path(local))
+                first.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _, deep = measuring.scan_local(Path(local))
+                both.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                measuring.second_pass(Path(local))
+                second.append(time.perf_counter() - t0)
+            entry["first_pass_s"] = statistics.median(first)
+            entry["both_passes_s"] = statistics.median(both)
+            entry["second_pass_s"] = statistics.median(second)
+            # The scan step as a whole (HEAD, GET, clamd, and the second pass or
+            # not), the figure the second pass must not slow down much.
+            obj = ObjectRef.from_dict(spec["object"])
+            refs = DefinitionsRef.from_dict(plan["definitions"])
+            with_pass, without = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                measuring.scan(obj, refs)
+                with_pass.append(time.perf_counter() - t0)
+                measuring.second_pass = lambda path, known=False: None  # type: ignore[method-assign]
+                t0 = time.perf_counter()
+                measuring.scan(obj, refs)
+                without.append(time.perf_counter() - t0)
+                del measuring.second_pass
+            entry["scan_step_s"] = statistics.median(with_pass)
+            entry["scan_step_without_second_pass_s"] = statistics.median(without)
+            entry["archive"] = deep is not None
+            entry["unpacked"] = deep.summary if deep is not None else None
         if local and spec.get("engine_compare"):
             # B2: our engine call against clamdscan --fdpass, same clamd, same file.
             ours, theirs = [], []
@@ -106,6 +152,7 @@ def main() -> None:
     results["clamd_peak_rss_mib"] = peak_rss_mib(engine.process.pid)
     results["worker_pid"] = os.getpid()
     engine.stop()
+    uncached.stop()
     json.dump(results, sys.stdout)
 
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.aws import error_code, is_transient
 from functions.shared.contracts import DefinitionsRef, DefinitionsSource
@@ -35,6 +35,28 @@ from functions.shared.freshclam import FreshclamFailed, FreshclamSettings, run_f
 
 FRESHCLAM_REUSE_S = 3600.0
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class _Digesting:
+    """A read-once stream that hashes what passes through it."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.raw.read(size)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 class DefinitionsStore:
@@ -66,52 +88,50 @@ class DefinitionsStore:
         if target.is_dir():
             return version, target
         self.root.mkdir(parents=True, exist_ok=True)
-        download = self.root / f".download-{uuid.uuid4().hex}.tar.gz"
         staging = self.root / f".extract-{uuid.uuid4().hex}"
         try:
-            t0 = time.monotonic()
-            self._download(ref, download)
-            t1 = time.monotonic()
-            self._verify(ref, download)
-            t2 = time.monotonic()
-            safe_extract(download, staging)
+            started = time.monotonic()
+            digest = self._fetch_into(ref, staging)
             self.last_fetch = {
-                "download_s": t1 - t0,
-                "verify_s": t2 - t1,
-                "extract_s": time.monotonic() - t2,
-                "tarball_bytes": download.stat().st_size,
+                "fetch_s": time.monotonic() - started,  # download, sha256 and extraction at once
+                "tarball_bytes": digest.size,
             }
+            if digest.hexdigest() != ref.sha256:
+                raise DefinitionsCorrupt(
+                    f"definitions tarball sha256 {digest.hexdigest()} does not match the "
+                    f"manifest's {ref.sha256}"
+                )
             if not database_files(staging):
                 raise DefinitionsCorrupt("definitions tarball holds no database files")
+            # Only now, verified, does it get its version's name: nothing unverified
+            # is ever where clamd loads from.
             staging.rename(target)
         finally:
-            download.unlink(missing_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
         return version, target
 
-    def _download(self, ref: DefinitionsRef, path: Path) -> None:
+    def _fetch_into(self, ref: DefinitionsRef, staging: Path) -> _Digesting:
+        """Stream the tarball from S3 through sha256 and the extraction: one pass, no
+        tarball on disk. The caller checks the digest before trusting ``staging``."""
+        pinned = {"VersionId": ref.tarball_version_id} if ref.tarball_version_id else {}
         try:
-            pinned = {"VersionId": ref.tarball_version_id} if ref.tarball_version_id else {}
-            self.s3.download_file(ref.bucket, ref.key, str(path), ExtraArgs=pinned)
+            body = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **pinned)["Body"]
         except ClientError as err:
             if is_transient(err):
                 raise ObjectStoreUnavailable(f"definitions download throttled: {err}") from err
-            code = error_code(err)
             raise CachedTarballMissing(
-                f"definitions tarball s3://{ref.bucket}/{ref.key} unavailable ({code})"
+                f"definitions tarball s3://{ref.bucket}/{ref.key} unavailable ({error_code(err)})"
             ) from err
-
-    @staticmethod
-    def _verify(ref: DefinitionsRef, path: Path) -> None:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        if digest.hexdigest() != ref.sha256:
-            raise DefinitionsCorrupt(
-                f"definitions tarball sha256 {digest.hexdigest()} does not match the "
-                f"manifest's {ref.sha256}"
-            )
+        stream = _Digesting(body)
+        try:
+            with body:
+                try:
+                    safe_extract(stream, staging)
+                finally:
+                    stream.drain()  # the digest covers every byte, tar padding included
+        except BotoCoreError as err:  # the download broke off: retried
+            raise ObjectStoreUnavailable(f"definitions download failed: {err}") from err
+        return stream
 
     def _run_freshclam(self) -> tuple[str, Path]:
         """The fallback: definitions straight from ClamAV's mirrors (or a private one).

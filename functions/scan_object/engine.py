@@ -29,9 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from functions.shared.errors import ScanEngineUnavailable, ScanFailed
+from functions.shared.errors import DefinitionsCorrupt, ScanEngineUnavailable, ScanFailed
 
 _SOCKET_TIMEOUT_S = 900.0
+# What clamd logs when a database set itself will not load.
+_DATABASE_ERRORS = ("Malformed database", "Database reload failed", "Can't load", "cli_load")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -90,8 +92,12 @@ class ClamdEngine:
         limits: Limits,
         clamd: str = "clamd",
         start_timeout_s: float = 600.0,
+        cache: bool = True,
     ) -> None:
         self.work_dir = work_dir
+        # clamd remembers the hashes of clean files; a benchmark that scans one
+        # file repeatedly turns that off to measure the scan, not the cache.
+        self.cache = cache
         self.limits = limits
         self.clamd = shutil.which(clamd) or clamd
         self.start_timeout_s = start_timeout_s
@@ -103,6 +109,9 @@ class ClamdEngine:
         self.tmp_dir = work_dir / "tmp"
         self.process: subprocess.Popen | None = None
         self.loaded_version: str | None = None
+        # The last (version, directory) that loaded and answered: what a failed
+        # load falls back to.
+        self.last_good: tuple[str, Path] | None = None
         self.engine_version: str | None = None
         self.last_load_s: float | None = None
         self.starts = 0
@@ -115,18 +124,57 @@ class ClamdEngine:
         return self.process is not None and self.process.poll() is None
 
     def ensure(self, version: str, database_dir: Path) -> None:
-        """Make clamd answer with ``version`` loaded: start, restart or reload."""
+        """Make clamd answer with ``version`` loaded: start, restart or reload.
+
+        A set that clamd cannot load is ``DefinitionsCorrupt``: after a failed
+        RELOAD clamd still answers PING, its old engine already freed, and the
+        next SCAN kills it. So every load is confirmed by scanning a harmless
+        probe file; if that fails, clamd is started again on the last set that
+        did load, and the error names the set that did not.
+        """
         if self.is_alive() and self.loaded_version == version:
             return
         self._point_db_link(database_dir)
         started = time.monotonic()
-        if self.is_alive():
-            self._reload()
-        else:
-            self._start()
+        try:
+            if self.is_alive():
+                self._reload()
+            else:
+                self._start()
+            self._probe()
+        except ScanEngineUnavailable as err:
+            self.stop()
+            self._restore_last_good(version, err)
+            raise
         self.last_load_s = time.monotonic() - started
         self.loaded_version = version
+        self.last_good = (version, database_dir)
         self.engine_version = self.version()
+
+    def _restore_last_good(self, version: str, err: ScanEngineUnavailable) -> None:
+        """After a load failed: the last good set again, and the failure named; returns
+        only when the failure is not the set's (then the caller re-raises it)."""
+        log = self._log_tail()
+        good = self.last_good
+        if good is not None and good[0] != version and good[1].is_dir():
+            self._point_db_link(good[1])
+            self._start()
+            self._probe()
+            self.loaded_version, self.engine_version = good[0], self.version()
+            raise DefinitionsCorrupt(
+                f"definitions {version} do not load ({log}); {good[0]} is loaded again"
+            ) from err
+        if any(marker in log for marker in _DATABASE_ERRORS):
+            raise DefinitionsCorrupt(f"definitions {version} do not load: {log}") from err
+
+    def _probe(self) -> None:
+        """A scan of a harmless file: proof that the loaded engine really answers."""
+        probe = self.work_dir / "probe.txt"
+        probe.write_bytes(b"s3-virus-scanner engine probe\n")
+        try:
+            self.scan_file(probe)
+        except ScanFailed as err:
+            raise ScanEngineUnavailable(f"clamd cannot scan after loading: {err}") from err
 
     def _point_db_link(self, database_dir: Path) -> None:
         # Replace the symlink atomically: clamd never sees a missing directory.
@@ -164,6 +212,7 @@ class ClamdEngine:
             "IdleTimeout 1",
             "ExitOnOOM yes",
             "Bytecode yes",
+            *([] if self.cache else ["DisableCache yes"]),
             *self.limits.config_lines(),
         ]
         self.config_path.write_text("\n".join(lines) + "\n")

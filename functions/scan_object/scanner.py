@@ -30,6 +30,7 @@ from functions.shared.clock import utc_now_iso
 from functions.shared.config import Settings
 from functions.shared.contracts import (
     DefinitionsRef,
+    DefinitionsSource,
     Engine,
     ObjectRef,
     ScanResult,
@@ -37,7 +38,11 @@ from functions.shared.contracts import (
     UnscannableReason,
     Verdict,
 )
-from functions.shared.errors import ObjectStoreUnavailable
+from functions.shared.errors import (
+    DefinitionsCorrupt,
+    DefinitionsUnavailable,
+    ObjectStoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +138,11 @@ class Scanner:
 
         self.objects_dir = work / "objects"
         self._load_lock = threading.Lock()
+        # Versions clamd refused to load in this container: never tried again.
+        self.untrusted: set[str] = set()
+        # The second pass's thread, kept for the container's life (a new thread
+        # per scan would cost more than a small file's whole scan).
+        self._unpacker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack")
         self._clear_leftovers(work)
 
     @property
@@ -173,7 +183,7 @@ class Scanner:
                 reason=reason,
                 scanned_at=utc_now_iso("milliseconds"),
                 definitions_version=extra.pop("definitions_version", definitions.version),
-                definitions_stale=definitions.stale,
+                definitions_stale=extra.pop("definitions_stale", definitions.stale),
                 duration_ms=int((time.monotonic() - started) * 1000),
                 **extra,
             )
@@ -218,11 +228,12 @@ class Scanner:
                 version = loading.result()
             if state is not _Head.PRESENT:
                 return state
-            raw = self.engine.scan_file(path)
+            raw, deep = self.scan_local(path)
             verdict, reason = classify(raw)
             signatures = [raw.signature] if raw.signature else []
             found_by = str(Engine.CLAMAV) if verdict != Verdict.CLEAN else None
-            deep = None if verdict == Verdict.INFECTED else self._unpacked_scan(path)
+            if verdict == Verdict.INFECTED:
+                deep = None  # ClamAV's answer is final; the second pass adds nothing
         finally:
             path.unlink(missing_ok=True)
         if deep is not None:
@@ -238,6 +249,12 @@ class Scanner:
             "signatures": signatures,
             "engine": self.engine.engine_version,
             "definitions_version": version,
+            # The cache was unusable and so was freshclam: an older loaded set scanned.
+            "definitions_stale": definitions.stale
+            or (
+                definitions.source == DefinitionsSource.FRESHCLAM
+                and not version.startswith("freshclam-")
+            ),
             "bytes_scanned": size,
             "found_by": found_by,
             "unpacked": deep.summary if deep is not None else None,
@@ -261,14 +278,29 @@ class Scanner:
             obj, etag=str(head.get("ETag", "")).strip('"') or None, size=head.get("ContentLength")
         )
 
-    def _unpacked_scan(self, path: Path) -> _DeepScan | None:
+    def scan_local(self, path: Path) -> tuple[RawResult, _DeepScan | None]:
+        """clamd's scan of the file and, for an archive, our second pass, side by side.
+
+        Recognising the format takes microseconds and is done first: a plain
+        file goes to clamd alone. For an archive the second pass (unpack, scan
+        what ClamAV could not reach) runs in a thread while clamd scans: they
+        read the same file and do not depend on each other, so it costs time
+        only where it takes longer.
+        """
+        if recognise(path) is None:
+            return self.engine.scan_file(path), None
+        second = self._unpacker.submit(self.second_pass, path, True)
+        raw = self.engine.scan_file(path)
+        return raw, second.result()
+
+    def second_pass(self, path: Path, known_archive: bool = False) -> _DeepScan | None:
         """The second pass: what libarchive opens and ClamAV did not, scanned by clamd.
 
         None for a file libarchive does not recognise as an archive or a
         compressed stream (a plain file: ClamAV's pass saw every byte of it).
         The extraction directory is removed afterwards, whatever happens.
         """
-        if recognise(path) is None:
+        if not known_archive and recognise(path) is None:
             return None
         root = path.with_name(path.name + ".unpacked")
         try:
@@ -291,14 +323,36 @@ class Scanner:
         )
 
     def load(self, definitions: DefinitionsRef) -> str:
-        """Make clamd hold these definitions; returns their version.
+        """Make clamd hold these definitions; returns the version it holds.
 
-        Serialised with the init-time warm-up, which may still be loading.
+        Serialised with the init-time warm-up, which may still be loading. A
+        version that did not load is not trusted again in this container. When
+        the cache is unusable and the freshclam fallback fails too, a set that
+        is already loaded keeps scanning (old signatures beat no scan; the
+        result says so with ``definitionsStale``).
         """
         with self._load_lock:
-            version, directory = self.store.materialize(definitions)
+            if definitions.version in self.untrusted:
+                raise DefinitionsCorrupt(
+                    f"definitions {definitions.version} did not load here before; not again"
+                )
+            try:
+                version, directory = self.store.materialize(definitions)
+            except DefinitionsUnavailable:
+                if definitions.source == DefinitionsSource.FRESHCLAM and self._warm():
+                    log.warning(
+                        "freshclam fallback failed; scanning with the loaded definitions",
+                        extra={"definitionsVersion": self.engine.loaded_version},
+                    )
+                    return str(self.engine.loaded_version)
+                raise
             before = self.engine.loaded_version
-            self.engine.ensure(version, directory)
+            try:
+                self.engine.ensure(version, directory)
+            except DefinitionsCorrupt:
+                self.untrusted.add(version)
+                self.store.prune(keep={v for v in (self.engine.loaded_version,) if v})
+                raise
             if before != version:
                 log.info(
                     "definitions loaded",
@@ -311,6 +365,9 @@ class Scanner:
             # The old version is unloaded now: keep only the one clamd holds.
             self.store.prune(keep={version})
             return version
+
+    def _warm(self) -> bool:
+        return self.engine.loaded_version is not None and self.engine.is_alive()
 
     def warm_up(self) -> str:
         """Load the cache's current definitions before the first request asks."""

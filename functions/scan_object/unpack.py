@@ -44,6 +44,9 @@ FILTERS = ("gzip", "bzip2", "xz", "lzma", "zstd", "lz4", "lzip")
 # reader; the streaming one walks the local headers instead.
 _ZIP_STREAMING = ("zip_streamable",)
 _BLOCK = 1 << 20
+# A member ClamAV already read is kept in memory, not written, when it is this
+# small: only to see whether it nests an archive.
+_IN_MEMORY = 4 << 20
 _LABEL_MAX = 200
 
 
@@ -116,7 +119,7 @@ _FILTER_NONE = 0
 
 
 @contextlib.contextmanager
-def _reader(path: Path, formats: tuple[str, ...], raw: bool) -> Iterator[object]:
+def _reader(source: Path | bytes, formats: tuple[str, ...], raw: bool) -> Iterator[object]:
     handle = ffi.read_new()
     try:
         for name in FILTERS:
@@ -125,16 +128,19 @@ def _reader(path: Path, formats: tuple[str, ...], raw: bool) -> Iterator[object]
             ffi.get_read_format_function(name)(handle)
         if raw:
             ffi.get_read_format_function("raw")(handle)
-        ffi.read_open_filename_w(handle, str(path), 1 << 16)
+        if isinstance(source, bytes):
+            ffi.read_open_memory(handle, ctypes.cast(source, ctypes.c_void_p), len(source))
+        else:
+            ffi.read_open_filename_w(handle, str(source), 1 << 16)
         yield handle
     finally:
         ffi.read_free(handle)
 
 
-def recognise(path: Path) -> str | None:
-    """The archive format or compression libarchive sees in the file; None if plain."""
+def recognise(source: Path | bytes) -> str | None:
+    """The archive format or compression libarchive sees (in a file, or bytes); None if plain."""
     try:
-        with _reader(path, FORMATS, raw=True) as handle:
+        with _reader(source, FORMATS, raw=True) as handle:
             entry = ArchiveEntry(handle, "utf-8")
             if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
                 return ffi.format_name(handle).decode(errors="replace") or "empty"
@@ -278,7 +284,14 @@ def _members(
                 covered = reached and clamav_reads(_format_name(handle), _filters(handle))
                 target = out.root / f"{out.members:06d}"
                 try:
-                    _copy(handle, buffer, target, out, limits)
+                    if covered and (entry.size or 0) <= _IN_MEMORY:
+                        # ClamAV read it already: keep it only if it nests something.
+                        data = _read_all(handle, buffer, out, limits)
+                        if recognise(data) is None:
+                            continue
+                        target.write_bytes(data)
+                    else:
+                        _copy(handle, buffer, target, out, limits)
                 except ArchiveError as err:
                     out.problems.extend(_problem(err))
                     target.unlink(missing_ok=True)
@@ -320,22 +333,34 @@ def _problem(err: ArchiveError) -> list[str]:
     return [Problem.UNREADABLE]
 
 
+def _chunks(
+    handle: object, buffer: ctypes.Array, out: Unpacked, limits: UnpackLimits
+) -> Iterator[bytes]:
+    """The current member's data, block by block, counted against the limits."""
+    size = 0
+    while True:
+        read = _read_data(handle, buffer, _BLOCK)
+        if read == 0:
+            return
+        if read < 0:
+            raise ffi.archive_error(handle, read)
+        size += read
+        out.bytes += read
+        if size > limits.max_file_bytes or out.bytes > limits.max_bytes:
+            raise _Stop
+        yield ctypes.string_at(buffer, read)
+
+
 def _copy(
     handle: object, buffer: ctypes.Array, target: Path, out: Unpacked, limits: UnpackLimits
 ) -> None:
-    size = 0
     with target.open("wb") as sink:
-        while True:
-            read = _read_data(handle, buffer, _BLOCK)
-            if read == 0:
-                return
-            if read < 0:
-                raise ffi.archive_error(handle, read)
-            size += read
-            out.bytes += read
-            if size > limits.max_file_bytes or out.bytes > limits.max_bytes:
-                raise _Stop
-            sink.write(buffer.raw[:read])
+        for chunk in _chunks(handle, buffer, out, limits):
+            sink.write(chunk)
+
+
+def _read_all(handle: object, buffer: ctypes.Array, out: Unpacked, limits: UnpackLimits) -> bytes:
+    return b"".join(_chunks(handle, buffer, out, limits))
 
 
 def _label(prefix: str, entry: ArchiveEntry, handle: object) -> str:

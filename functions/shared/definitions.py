@@ -19,7 +19,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
@@ -110,6 +110,39 @@ def definitions_version(files: list[dict[str, Any]], digest: str) -> str:
                 parts.append(f"{base}-{f['version']}")
     head = ".".join(parts) if parts else "custom"
     return f"{head}-{digest[:12]}"
+
+
+class DefinitionsDoNotLoad(Exception):
+    """ClamAV refuses to load the set (a malformed database, say)."""
+
+
+def verify_loadable(directory: Path, clamscan: str = "clamscan", timeout_s: float = 600) -> None:
+    """Load the set with ``clamscan`` and scan a harmless file, or raise DefinitionsDoNotLoad.
+
+    A set whose sha256 matches its manifest but that clamd cannot load would
+    break every scanner that switches to it; the updater checks before it
+    publishes. (clamscan loads the whole set once, as clamd would.)
+    """
+    binary = shutil.which(clamscan)
+    if not binary:
+        raise DefinitionsDoNotLoad("clamscan is not installed")
+    probe = directory.parent / f".{directory.name}.probe.txt"
+    probe.write_bytes(b"s3-virus-scanner definitions probe\n")
+    try:
+        proc = subprocess.run(
+            [binary, "--no-summary", f"--database={directory}", str(probe)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise DefinitionsDoNotLoad(f"clamscan did not load them in {timeout_s:.0f}s") from err
+    finally:
+        probe.unlink(missing_ok=True)
+    if proc.returncode not in (0, 1):  # 0 clean, 1 found: the set loaded either way
+        lines = (proc.stderr + proc.stdout).strip().splitlines()
+        raise DefinitionsDoNotLoad(" | ".join(lines[-3:]) or f"clamscan exited {proc.returncode}")
 
 
 def build_tarball(directory: Path, files: list[Path]) -> bytes:
@@ -210,8 +243,11 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise DefinitionsCorrupt(f"tarball member {name!r} is not a ClamAV database")
 
 
-def safe_extract(tarball: Path, target: Path) -> list[str]:
+def safe_extract(tarball: Path | BinaryIO, target: Path) -> list[str]:
     """Extract regular files only, each directly inside ``target``, in one pass.
+
+    ``tarball`` is a file, or a stream read once from start to end (the
+    scanner extracts while it downloads).
 
     Each member is checked before a byte of it is written: links, devices,
     directories and names with a path are DefinitionsCorrupt, so nothing can
@@ -222,7 +258,8 @@ def safe_extract(tarball: Path, target: Path) -> list[str]:
     target.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     try:
-        with tarfile.open(tarball, mode="r|gz") as tar:
+        source = {"name": tarball} if isinstance(tarball, Path) else {"fileobj": tarball}
+        with tarfile.open(mode="r|gz", **source) as tar:
             for member in tar:
                 _check_member(member)
                 source = tar.extractfile(member)

@@ -19,10 +19,12 @@ from botocore.exceptions import ClientError
 
 from functions.shared.clock import parse_iso
 from functions.shared.definitions import (
+    DefinitionsDoNotLoad,
     PublishResult,
     publish_directory,
     read_manifest,
     safe_extract,
+    verify_loadable,
 )
 from functions.shared.errors import DefinitionsCorrupt, DefinitionsUpdateFailed
 from functions.shared.freshclam import FreshclamFailed, FreshclamSettings, run_freshclam
@@ -81,6 +83,12 @@ def update_definitions(
         except FreshclamFailed as err:
             raise DefinitionsUpdateFailed(
                 f"freshclam failed; the cache is unchanged. {err}"
+            ) from err
+        try:
+            verify_loadable(databases)
+        except DefinitionsDoNotLoad as err:
+            raise DefinitionsUpdateFailed(
+                f"the new definitions do not load; the cache is unchanged. {err}"
             ) from err
         result: PublishResult = publish_directory(s3, bucket, prefix, databases, engine_version)
     created = parse_iso(result.manifest["createdAt"])

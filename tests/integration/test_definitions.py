@@ -216,6 +216,10 @@ def tamper_manifest(harness, **changes):
 
 
 def test_sha256_mismatch_is_rejected_and_the_execution_falls_back(harness, tmp_path):
+    # GIVEN a cold scanner (nothing loaded to fall back on)
+    from functions.scan_object.app import reset_scanner
+
+    reset_scanner()
     tamper_manifest(harness, sha256="0" * 64, version="tampered-1")
 
     report = harness.scan("after-tamper.txt", b"hello")
@@ -233,6 +237,79 @@ def test_sha256_mismatch_is_rejected_and_the_execution_falls_back(harness, tmp_p
     assert not (defs_dir(harness) / "tampered-1").exists()
     [item] = harness.audit_items("after-tamper.txt")
     assert item["error"]["error"] == "DefinitionsUnavailable"
+
+
+def test_definitions_that_clamd_cannot_load_fall_back_and_scans_go_on(
+    harness, signatures, tmp_path
+):
+    # GIVEN a warm engine on a good set
+    good = harness.scan("before.txt", b"hello").output["scan"]["definitionsVersion"]
+    engine = scanner().engine
+
+    # WHEN a set whose sha256 matches but whose .ndb is malformed is published
+    broken = samples.write_eicar_set(tmp_path / "broken")
+    (broken / "broken.ndb").write_text("this is not a signature\n")
+    bad = harness.publish_definitions(broken)["version"]
+    report = harness.scan("during.com", samples.EICAR)
+
+    # THEN Scan Object named it DefinitionsCorrupt, clamd went back to the good set,
+    # the freshclam fallback (no mirror here) gave way to that set, and the scan went on
+    assert report.status == "SUCCEEDED"
+    assert "Use Freshclam Instead" in report.states
+    assert report.output["scan"]["verdict"] == "infected"
+    assert report.output["scan"]["definitionsVersion"] == good
+    assert report.output["scan"]["definitionsStale"] is True
+    assert engine.loaded_version == good
+    assert engine.is_alive()
+    assert bad in scanner().untrusted
+    assert not (defs_dir(harness) / bad).exists()
+
+    # AND the next execution does not even try the bad set again
+    again = harness.scan("after.txt", b"hello")
+    assert again.output["scan"]["definitionsVersion"] == good
+    assert "did not load here before" in json.dumps(again.output["definitions"])
+
+    # AND a good set published after it is used
+    fixed = samples.write_test_set(tmp_path / "fixed")
+    (fixed / "extra.ndb").write_text("Fixed-Marker:0:*:" + b"fixed-marker".hex() + "\n")
+    newest = harness.publish_definitions(fixed)["version"]
+    final = harness.scan("fixed.txt", b"a fixed-marker here")
+    assert final.output["scan"]["definitionsVersion"] == newest
+    assert final.output["scan"]["verdict"] == "infected"
+
+
+def test_the_updater_refuses_to_publish_definitions_that_do_not_load(
+    make_harness, eicar_only, tmp_path, monkeypatch
+):
+    from functions.shared.config import load_settings
+    from functions.update_definitions import updater
+
+    harness = make_harness(publish=eicar_only)
+    before = read_manifest(s3(harness), BUCKET, PREFIX)
+
+    def freshclam_brings_a_broken_file(directory, settings):
+        # freshclam's success needs the internet; what matters here is what it leaves.
+        (directory / "broken.ndb").write_text("this is not a signature\n")
+        return list(directory.iterdir())
+
+    monkeypatch.setattr(updater, "run_freshclam", freshclam_brings_a_broken_file)
+    with pytest.raises(DefinitionsUpdateFailed, match="do not load"):
+        updater.update_definitions(
+            s3(harness), BUCKET, PREFIX, load_settings().freshclam, work_root=tmp_path
+        )
+    assert read_manifest(s3(harness), BUCKET, PREFIX) == before
+
+
+def test_verify_loadable_accepts_a_good_set_and_names_what_is_wrong_with_a_bad_one(
+    signatures, tmp_path
+):
+    from functions.shared.definitions import DefinitionsDoNotLoad, verify_loadable
+
+    verify_loadable(signatures)
+    bad = samples.write_eicar_set(tmp_path / "bad")
+    (bad / "broken.ndb").write_text("nonsense\n")
+    with pytest.raises(DefinitionsDoNotLoad, match="Malformed"):
+        verify_loadable(bad)
 
 
 def test_sha256_mismatch_raises_a_named_error(harness):
