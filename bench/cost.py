@@ -11,6 +11,7 @@ states the walk visits, so a change to the ASL changes the figures.
     .venv/bin/python bench/cost.py                 # markdown: 100 KB, 1 MB, 10 MB
     .venv/bin/python bench/cost.py --size 5MB --verdict infected --webhook
     .venv/bin/python bench/cost.py --json
+    .venv/bin/python bench/cost.py --workflow express   # requests + duration + log ingestion
 
 Every list price is in PRICES, with its unit, source and the date it was read;
 every workload assumption is in WORKLOAD. docs/cost.md explains both.
@@ -48,6 +49,33 @@ PRICES: dict[str, Any] = {
             "source": "https://aws.amazon.com/step-functions/pricing/",
             "read": READ,
             "status": "aws",
+        },
+        "sfn_express_request": {
+            "usd": 1.00 / 1e6,
+            "unit": "Express workflow request (execution started)",
+            "listed": "$1.00 per 1M requests",
+            "source": "https://aws.amazon.com/step-functions/pricing/ (as mirrored in "
+            "https://mdsite.deno.dev/https://aws.amazon.com/step-functions/pricing)",
+            "read": READ,
+            "status": "secondary",
+        },
+        "sfn_express_gb_second": {
+            "usd": 0.06 / 3600,
+            "unit": "Express workflow GB-second, first 1,000 GB-hours a month "
+            "(memory in 64 MB chunks, duration rounded up to 100 ms)",
+            "listed": "$0.06000 per GB-hour (next 4,000: $0.03; beyond: $0.01642)",
+            "source": "https://aws.amazon.com/step-functions/pricing/ (as mirrored in "
+            "https://mdsite.deno.dev/https://aws.amazon.com/step-functions/pricing)",
+            "read": READ,
+            "status": "secondary",
+        },
+        "cloudwatch_logs_ingestion_gb": {
+            "usd": 0.50,
+            "unit": "GB ingested into CloudWatch Logs (Standard class; vended logs' first tier)",
+            "listed": "$0.50 per GB",
+            "source": "https://aws.amazon.com/cloudwatch/pricing/",
+            "read": READ,
+            "status": "unconfirmed",
         },
         "lambda_request": {
             "usd": 0.20 / 1e6,
@@ -173,6 +201,18 @@ WORKLOAD: dict[str, Any] = {
     "dynamodb_wru_per_object": 2,  # one PutItem < 1 KB: table + the by-verdict GSI
     # GuardDuty reads the object and, with tagging on, tags it: S3 bills both to the owner.
     "guardduty_s3_requests": {"get": 1, "put": 1},
+    # Express: billed memory is 50 MB + definition + execution data, one 64 MB chunk
+    # here; duration is the Tasks' time plus Lambda's invoke round trip each.
+    # Log bytes per execution (level ALL) as bench/express_logs.py measures them for
+    # a clean object without a webhook (5 states, 24 events), CloudWatch's 26 bytes of
+    # metering per event included; other paths scale by the states they enter.
+    "express": {
+        "memory_mb": 64,
+        "invoke_overhead_ms": 30,
+        "log_bytes": {"execution_data": 26325, "no_execution_data": 8716},
+        "log_bytes_states": 5,
+        "measured": "2026-11-28, bench/express_logs.py",
+    },
     # Fixed monthly: the definitions updater and the tarball it keeps.
     "updater": {"memory_mb": 2048, "seconds": 60, "runs_per_month": 730 / 4, "ephemeral_mb": 2048},
     "tarball_mb": 300,
@@ -359,7 +399,41 @@ def scanner_ms(size: int) -> float:
     return fn["ms"] + 1000 * size / (fn["mib_per_s"] * MIB)
 
 
-def per_object(asl: dict[str, Any], size: int, verdict: str, webhook: bool) -> dict[str, Any]:
+WORKFLOWS = ("standard", "express")
+
+
+def workflow_cost(
+    path: list[str], task_ms: float, workflow: str, execution_data: bool = True
+) -> dict[str, float]:
+    """What Step Functions itself bills for one execution on ``path``."""
+    if workflow == "standard":
+        return {"Step Functions transitions": len(path) * price("sfn_standard_transition")}
+    ex = WORKLOAD["express"]
+    states = len(path)  # each state entered writes its events (a Task's: five)
+    billed_s = math.ceil(task_ms / 100) / 10  # 100 ms steps
+    log_bytes = ex["log_bytes"]["execution_data" if execution_data else "no_execution_data"]
+    return {
+        "Step Functions Express requests": price("sfn_express_request"),
+        "Step Functions Express duration": ex["memory_mb"]
+        / 1024
+        * billed_s
+        * price("sfn_express_gb_second"),
+        "CloudWatch Logs ingestion": log_bytes
+        * states
+        / ex["log_bytes_states"]
+        / GIB
+        * price("cloudwatch_logs_ingestion_gb"),
+    }
+
+
+def per_object(
+    asl: dict[str, Any],
+    size: int,
+    verdict: str,
+    webhook: bool,
+    workflow: str = "standard",
+    execution_data: bool = True,
+) -> dict[str, Any]:
     """Dollars for one object of ``size`` bytes, by component, on the scenario's path."""
     path = scenario_path(asl, verdict, webhook)
     functions = WORKLOAD["functions"]
@@ -367,6 +441,7 @@ def per_object(asl: dict[str, Any], size: int, verdict: str, webhook: bool) -> d
     lam = [_lambda_cost(functions["start_scan"], 1 / batch, functions["start_scan"]["ms"])]
     invoked: dict[str, int] = {}
     gets = puts = 0
+    task_ms = 0.0
     for name in path:
         state = asl["States"][name]
         if state["Type"] == "Task":
@@ -374,6 +449,7 @@ def per_object(asl: dict[str, Any], size: int, verdict: str, webhook: bool) -> d
             invoked[fn_name] = invoked.get(fn_name, 0) + 1
             fn = functions[fn_name]
             ms = scanner_ms(size) if fn_name == "scan_object" else fn["ms"]
+            task_ms += ms + WORKLOAD["express"]["invoke_overhead_ms"]
             lam.append(_lambda_cost(fn, 1, ms))
         s3 = WORKLOAD["s3_requests_by_state"].get(name, {})
         parts = max(1, math.ceil(size / WORKLOAD["part_bytes"]))
@@ -382,7 +458,7 @@ def per_object(asl: dict[str, Any], size: int, verdict: str, webhook: bool) -> d
         puts += s3.get("put", 0)
     sqs_requests = 1 + 2 / batch  # SendMessage (from S3) + ReceiveMessage + DeleteMessageBatch
     components = {
-        "Step Functions transitions": len(path) * price("sfn_standard_transition"),
+        **workflow_cost(path, task_ms, workflow, execution_data),
         "Lambda requests": sum(c["requests"] for c in lam),
         "Lambda duration (GB-s)": sum(c["duration"] for c in lam),
         "Lambda ephemeral storage": sum(c["ephemeral"] for c in lam),
@@ -394,6 +470,7 @@ def per_object(asl: dict[str, Any], size: int, verdict: str, webhook: bool) -> d
         "size_bytes": size,
         "verdict": verdict,
         "webhook": webhook,
+        "workflow": workflow,
         "transitions": len(path),
         "path": path,
         "lambda_invocations": {"start_scan": 1 / batch, **invoked},
@@ -445,12 +522,13 @@ def label(size: int) -> str:
     return f"{size} B"
 
 
-def break_even(asl: dict[str, Any], verdict: str, webhook: bool) -> int | None:
+def break_even(asl: dict[str, Any], verdict: str, webhook: bool, **model: Any) -> int | None:
     """The object size below which GuardDuty costs less, or None if it never does (up to 5 GB)."""
 
     def gap(size: int) -> float:
         return (
-            per_object(asl, size, verdict, webhook)["total"] - guardduty_per_object(size)["total"]
+            per_object(asl, size, verdict, webhook, **model)["total"]
+            - guardduty_per_object(size)["total"]
         )
 
     low, high = 1, 5 * GIB
@@ -464,10 +542,18 @@ def break_even(asl: dict[str, Any], verdict: str, webhook: bool) -> int | None:
     return high
 
 
-def report(asl: dict[str, Any], sizes: list[int], verdict: str, webhook: bool) -> dict[str, Any]:
+def report(
+    asl: dict[str, Any],
+    sizes: list[int],
+    verdict: str,
+    webhook: bool,
+    workflow: str = "standard",
+    execution_data: bool = True,
+) -> dict[str, Any]:
+    model = {"workflow": workflow, "execution_data": execution_data}
     rows = []
     for size in sizes:
-        ours, gd = per_object(asl, size, verdict, webhook), guardduty_per_object(size)
+        ours, gd = per_object(asl, size, verdict, webhook, **model), guardduty_per_object(size)
         rows.append(
             {
                 "size_bytes": size,
@@ -482,17 +568,19 @@ def report(asl: dict[str, Any], sizes: list[int], verdict: str, webhook: bool) -
     paths = {name: scenario_path(asl, v, w) for name, (v, w) in SCENARIOS.items()}
     return {
         "region": PRICES["region"],
+        "workflow": workflow,
+        "express_execution_data": execution_data if workflow == "express" else None,
         "prices": PRICES["items"],
         "workload": WORKLOAD,
         "transitions": {name: {"count": len(p), "path": p} for name, p in paths.items()},
         "scenario": {"verdict": verdict, "webhook": webhook},
         "per_million_objects": rows,
         "scenario_totals_per_million": {
-            name: {label(s): per_object(asl, s, v, w)["total"] * 1e6 for s in sizes}
+            name: {label(s): per_object(asl, s, v, w, **model)["total"] * 1e6 for s in sizes}
             for name, (v, w) in SCENARIOS.items()
         },
         "guardduty_cheaper_below_bytes": {
-            name: break_even(asl, v, w) for name, (v, w) in SCENARIOS.items()
+            name: break_even(asl, v, w, **model) for name, (v, w) in SCENARIOS.items()
         },
         "fixed_monthly": fixed_monthly(),
     }
@@ -509,7 +597,16 @@ def markdown(rep: dict[str, Any]) -> str:
     rows = rep["per_million_objects"]
     sizes = [label(r["size_bytes"]) for r in rows]
     head = ["| | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(sizes)]
-    out = [f"Region {rep['region']}, list prices, USD. KB/MB/GB are binary (KiB/MiB/GiB).", ""]
+    workflow = rep["workflow"].capitalize()
+    if rep["workflow"] == "express":
+        workflow += (
+            f" (logs {'with' if rep['express_execution_data'] else 'without'} execution data)"
+        )
+    out = [
+        f"{workflow} workflow, region {rep['region']}, list prices, USD. "
+        "KB/MB/GB are binary (KiB/MiB/GiB).",
+        "",
+    ]
     out += ["State transitions (states entered, start and terminal state included):", ""]
     out += ["| scenario | transitions | path |", "|---|---:|---|"]
     for name, t in rep["transitions"].items():
@@ -543,8 +640,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook", action="store_true", help="a webhook is configured")
     parser.add_argument("--asl", type=Path, default=ASL_PATH, help="the state machine definition")
     parser.add_argument("--json", action="store_true", help="JSON instead of markdown")
+    parser.add_argument("--workflow", choices=WORKFLOWS, default="standard")
+    parser.add_argument(
+        "--no-execution-data",
+        action="store_true",
+        help="(express) logs without inputs and outputs (EXPRESS_LOG_EXECUTION_DATA=false)",
+    )
     args = parser.parse_args(argv)
-    rep = report(load_asl(args.asl), args.size or list(DEFAULT_SIZES), args.verdict, args.webhook)
+    if args.no_execution_data and args.workflow != "express":
+        parser.error("--no-execution-data goes with --workflow express")
+    rep = report(
+        load_asl(args.asl),
+        args.size or list(DEFAULT_SIZES),
+        args.verdict,
+        args.webhook,
+        workflow=args.workflow,
+        execution_data=not args.no_execution_data,
+    )
     sys.stdout.write(json.dumps(rep, indent=2) + "\n" if args.json else markdown(rep))
     return 0
 

@@ -284,11 +284,14 @@ def _deployment(
     table: str | None,
     endpoint_url: str | None,
     region: str | None,
+    needs: tuple[str, ...] = ("state_machine_arn", "table"),
+    **explicit: str | None,
 ) -> Any:
+    """The deployment's resources: the ones given, and the stack's outputs for the rest."""
     from scanctl.ops import resolve_deployment
 
     [cfn] = _clients(endpoint_url, region, "cloudformation")
-    return resolve_deployment(cfn, stack, state_machine_arn, table)
+    return resolve_deployment(cfn, stack, state_machine_arn, table, needs, **explicit)
 
 
 def _operator(fn: Any) -> Any:
@@ -313,40 +316,145 @@ def _operator(fn: Any) -> Any:
 
 @main.command()
 @click.argument("uri")
-@click.option("--dry-run", is_flag=True, help="List what would be scanned; start nothing.")
-@click.option("--rate", default=50.0, show_default=True, help="StartExecution calls per second.")
+@click.option(
+    "--mode",
+    type=click.Choice(["all", "unscanned", "outdated"]),
+    default="all",
+    show_default=True,
+    help="all; only objects never scanned; or those and objects scanned before "
+    "--scanned-before or with other definitions than --definitions.",
+)
+@click.option("--scanned-before", metavar="WHEN", help="(outdated) e.g. 30d, 24h, or an ISO time.")
+@click.option("--definitions", "definitions_version", metavar="VERSION", help="(outdated)")
+@click.option("--inventory", metavar="S3_URI", help="List from this S3 Inventory manifest.json.")
+@click.option("--watch", is_flag=True, help="Follow the run until it ends.")
+@click.option(
+    "--local",
+    "client_side",
+    is_flag=True,
+    help="List and start the scans from this machine (no Rescan state machine needed).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List the keys that would be rescanned; start nothing."
+)
+@click.option(
+    "--rate",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="(--local) StartExecution calls per second.",
+)
+@click.option("--rescan-state-machine-arn", help="Instead of reading the stack's outputs.")
 @_aws_options
 @_operator
-def rescan(uri: str, dry_run: bool, rate: float, **aws: Any) -> None:
-    """Scan objects that already exist under s3://bucket/prefix."""
-    from scanctl.ops import parse_s3_uri
-    from scanctl.ops import rescan as do_rescan
+def rescan(
+    uri: str,
+    mode: str,
+    scanned_before: str | None,
+    definitions_version: str | None,
+    inventory: str | None,
+    watch: bool,
+    client_side: bool,
+    dry_run: bool,
+    rate: float,
+    rescan_state_machine_arn: str | None,
+    **aws: Any,
+) -> None:
+    """Scan objects that already exist under s3://bucket/prefix.
+
+    By default this starts the Rescan state machine (visible and redrivable in
+    the console): a Distributed Map lists the bucket and sends the objects the
+    mode asks for to the scan queue. --local lists and starts from here instead.
+    """
+    from scanctl.ops import (
+        parse_moment,
+        parse_s3_uri,
+        rescan_picker,
+        rescan_progress,
+        start_rescan,
+    )
+    from scanctl.ops import rescan as client_rescan
 
     bucket, prefix = parse_s3_uri(uri)
-    deployment = _deployment(**aws)
+    if mode == "outdated" and not (scanned_before or definitions_version):
+        _fail("--mode outdated needs --scanned-before or --definitions (or both)")
+    if mode != "outdated" and (scanned_before or definitions_version):
+        _fail("--scanned-before and --definitions go with --mode outdated")
+    if inventory and (client_side or dry_run):
+        _fail("--inventory is read by the Rescan state machine; --local and --dry-run list")
+    before = parse_moment(scanned_before, "--scanned-before") if scanned_before else None
     s3, sfn = _clients(aws["endpoint_url"], aws["region"], "s3", "stepfunctions")
-    with _progress() as progress:
-        task = progress.add_task("listing and starting" if not dry_run else "listing", total=None)
-        summary = do_rescan(
-            s3,
-            sfn,
-            deployment.state_machine_arn,
-            bucket,
-            prefix,
-            dry_run=dry_run,
-            rate_per_s=rate,
-            on_object=lambda obj: progress.advance(task),
+    if client_side or dry_run:
+        deployment = _deployment(**aws, needs=("state_machine_arn",))
+        with _progress() as progress:
+            task = progress.add_task("listing" if dry_run else "listing and starting", total=None)
+            summary = client_rescan(
+                s3,
+                sfn,
+                deployment.need(
+                    deployment.state_machine_arn, "state machine", "--state-machine-arn"
+                ),
+                bucket,
+                prefix,
+                dry_run=dry_run,
+                rate_per_s=rate,
+                on_object=lambda obj: progress.advance(task),
+                pick=rescan_picker(s3, bucket, mode, before, definitions_version),
+            )
+        if dry_run:
+            for key in summary.keys:
+                click.echo(key)
+            _say(
+                f"dry run: {len(summary.keys)} of {summary.objects} objects would be rescanned "
+                f"(mode {mode}; {summary.up_to_date} up to date, {summary.skipped} folder markers)"
+            )
+            return
+        _say(
+            f"run {summary.run_id}: {summary.objects} objects, {summary.started} executions "
+            f"started, {summary.already_started} already started, {summary.up_to_date} up to "
+            f"date, {summary.skipped} folder markers skipped, {summary.throttled} throttled "
+            "retries"
         )
-    if dry_run:
-        for name in summary.names:
-            click.echo(name)
-        _say(f"dry run: {len(summary.names)} objects would be scanned (run {summary.run_id})")
         return
-    _say(
-        f"run {summary.run_id}: {summary.objects} objects, {summary.started} executions started, "
-        f"{summary.already_started} already started, {summary.skipped} folder markers skipped, "
-        f"{summary.throttled} throttled retries"
+    deployment = _deployment(
+        **aws, needs=("RescanStateMachineArn",), RescanStateMachineArn=rescan_state_machine_arn
     )
+    arn = deployment.need(
+        deployment.outputs.get("RescanStateMachineArn"),
+        "Rescan state machine",
+        "--rescan-state-machine-arn (or --local)",
+    )
+    source = deployment.outputs.get("SourceBucketName")
+    if source and source != bucket:
+        _fail(f"the Rescan state machine scans s3://{source}, not s3://{bucket}")
+    manifest = parse_s3_uri(inventory, need_key=True) if inventory else None
+    run_id, execution = start_rescan(
+        sfn,
+        arn,
+        prefix,
+        mode=mode,
+        scanned_before=before,
+        definitions_version=definitions_version,
+        inventory=manifest,
+    )
+    click.echo(execution)
+    _say(f"rescan run {run_id} started (mode {mode}); see it in the Step Functions console")
+    if not watch:
+        return
+    with _progress() as progress:
+        task = progress.add_task("rescanning", total=None)
+        while True:
+            state = rescan_progress(sfn, execution)
+            items = state["items"]
+            progress.update(
+                task, total=items.get("total") or None, completed=items.get("succeeded", 0)
+            )
+            if state["status"] != "RUNNING":
+                break
+            time.sleep(2)
+    _say(f"rescan run {run_id}: {state['status']}, items {items}")
+    if state["status"] != "SUCCEEDED":
+        sys.exit(2)
 
 
 @main.command()
@@ -386,7 +494,7 @@ def policy(
         _fail("--dry-run goes with --apply")
     deployment = None
     if not (reader_role and tagging_role):
-        deployment = _deployment(**aws)
+        deployment = _deployment(**aws, needs=("AccessGateReaderRoleArns",))
     readers, taggers = gate_roles(deployment, reader_role, tagging_role)
     gate = statements(
         bucket,
@@ -423,13 +531,18 @@ def redrive(since: str, as_new: bool, dry_run: bool, **aws: Any) -> None:
     Redrive does: same execution, resumed at the state that failed. Older ones
     (or all, with --as-new) start again as new executions with the same input.
     """
-    from scanctl.ops import parse_duration
+    from scanctl.ops import parse_duration, redrive_express
     from scanctl.ops import redrive as do_redrive
 
     window = parse_duration(since)
     deployment = _deployment(**aws)
-    [sfn] = _clients(aws["endpoint_url"], aws["region"], "stepfunctions")
-    summary = do_redrive(sfn, deployment.state_machine_arn, window, as_new=as_new, dry_run=dry_run)
+    sfn, ddb = _clients(aws["endpoint_url"], aws["region"], "stepfunctions", "dynamodb")
+    arn = deployment.need(deployment.state_machine_arn, "state machine", "--state-machine-arn")
+    summary = do_redrive(sfn, arn, window, as_new=as_new, dry_run=dry_run)
+    if deployment.table_name:
+        # Express executions cannot be redriven: their failures, from the audit
+        # table, start again as new executions on the Standard machine.
+        redrive_express(ddb, deployment.table_name, sfn, arn, window, summary, dry_run=dry_run)
     would = "would be " if dry_run else ""
     for name in summary.redriven:
         click.echo(f"{would}redriven {name}")
@@ -483,9 +596,11 @@ def history(uri: str, as_json: bool, **aws: Any) -> None:
     from scanctl.ops import parse_s3_uri
 
     bucket, key = parse_s3_uri(uri, need_key=True)
-    deployment = _deployment(**aws)
+    deployment = _deployment(**aws, needs=("table",))
     [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
-    items = read_history(ddb, deployment.table_name, bucket, key)
+    items = read_history(
+        ddb, deployment.need(deployment.table_name, "audit table", "--table"), bucket, key
+    )
     if not items:
         _say(f"no scans recorded for {uri}")
     _print_items(items, f"History of {uri}", as_json)
@@ -510,9 +625,10 @@ def recent(verdict: str, failed: bool, since: str, limit: int, as_json: bool, **
     from scanctl.ops import recent as read_recent
 
     window = parse_duration(since)
-    deployment = _deployment(**aws)
+    deployment = _deployment(**aws, needs=("table",))
     [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
-    items = read_recent(ddb, deployment.table_name, verdict, window, limit, failed=failed)
+    table = deployment.need(deployment.table_name, "audit table", "--table")
+    items = read_recent(ddb, table, verdict, window, limit, failed=failed)
     if failed:
         verdict = "failed"
     _say(

@@ -59,21 +59,39 @@ class Deployment:
     table_name: str | None
     outputs: dict[str, str] = field(default_factory=dict)
 
+    def need(self, value: str | None, what: str, option: str) -> str:
+        if not value or value == "none":
+            raise OperatorError(
+                f"the {what} is unknown: pass {option}, or --stack with a deployment"
+            )
+        return value
+
 
 def resolve_deployment(
-    cfn: Any, stack: str, state_machine_arn: str | None = None, table: str | None = None
+    cfn: Any,
+    stack: str,
+    state_machine_arn: str | None = None,
+    table: str | None = None,
+    needs: tuple[str, ...] = ("state_machine_arn", "table"),
+    **explicit: str | None,
 ) -> Deployment:
-    """Explicit values win; otherwise the stack's outputs."""
-    if state_machine_arn and table:
-        return Deployment(state_machine_arn, table)
+    """Explicit values win; the stack's outputs are read only for what is still missing.
+
+    ``needs`` names what the command uses: ``state_machine_arn``, ``table``, or
+    a stack output such as ``RescanStateMachineArn`` (given as ``explicit``).
+    """
+    given = {"state_machine_arn": state_machine_arn, "table": table, **explicit}
+    if all(given.get(name) for name in needs):
+        return Deployment(state_machine_arn, table, {k: v for k, v in explicit.items() if v})
     try:
         [described] = cfn.describe_stacks(StackName=stack)["Stacks"]
     except ClientError as err:
         raise OperatorError(
-            f"stack {stack!r} not found ({error_code(err)}); pass --stack, or "
-            "--state-machine-arn and --table"
+            f"stack {stack!r} not found ({error_code(err)}); pass --stack, or the resources "
+            "themselves (--state-machine-arn, --table)"
         ) from err
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    outputs.update({k: v for k, v in explicit.items() if v})
     return Deployment(
         state_machine_arn or outputs.get("StateMachineArn"),
         table or outputs.get("AuditTableName"),
@@ -149,8 +167,31 @@ class RescanSummary:
     started: int = 0
     already_started: int = 0
     skipped: int = 0
+    up_to_date: int = 0
     throttled: int = 0
     names: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+
+def rescan_picker(
+    s3: Any,
+    bucket: str,
+    mode: str,
+    scanned_before: dt.datetime | None = None,
+    definitions_version: str | None = None,
+) -> Callable[[ObjectRef], ObjectRef | None]:
+    """The Rescan machine's choice, made here: same modes, same tag reads."""
+    from functions.rescan_batch.selection import Mode, Request, Selector
+
+    request = Request(
+        bucket=bucket,
+        run_id="local",
+        mode=Mode(mode),
+        scanned_before=scanned_before.isoformat() if scanned_before else None,
+        definitions_version=definitions_version,
+    )
+    selector = Selector(s3, None, "", bucket)
+    return lambda obj: selector.pick(request, obj)
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectRef]:
@@ -182,19 +223,24 @@ def rescan(
     run_id: str | None = None,
     on_object: Callable[[ObjectRef], None] = lambda obj: None,
     sleep: Callable[[float], None] = time.sleep,
+    pick: Callable[[ObjectRef], ObjectRef | None] = lambda obj: obj,
 ) -> RescanSummary:
-    """One execution per existing object, named apart from event-driven ones."""
+    """One execution per existing object ``pick`` keeps, named apart from event-driven ones."""
     summary = RescanSummary(run_id=run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S"))
     interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
-    for obj in list_objects(s3, bucket, prefix):
+    for listed in list_objects(s3, bucket, prefix):
         summary.objects += 1
-        on_object(obj)
-        if obj.key.endswith("/") and not obj.size:
+        on_object(listed)
+        if listed.key.endswith("/") and not listed.size:
             summary.skipped += 1
+            continue
+        obj = pick(listed)
+        if obj is None:
+            summary.up_to_date += 1
             continue
         name = execution_name(obj, prefix=f"rescan-{summary.run_id}")
         if dry_run:
-            summary.names.append(name)
+            summary.keys.append(obj.key)
             continue
         payload = {
             "object": obj.to_dict(),
@@ -239,6 +285,65 @@ def _start(
             sleep(delay)
             delay = min(delay * 2, 20.0)
     return False
+
+
+# -- rescan, by the Rescan state machine ---------------------------------------------------
+
+
+def parse_moment(text: str, option: str) -> str:
+    """``30d`` / ``24h`` (that long ago) or an ISO time, as an ISO time."""
+    try:
+        return (dt.datetime.now(dt.UTC) - parse_duration(text)).isoformat(timespec="seconds")
+    except OperatorError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise OperatorError(
+            f"{option} must be like 30d, 24h or an ISO time, got {text!r}"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat(
+        timespec="seconds"
+    )
+
+
+def start_rescan(
+    sfn: Any,
+    rescan_state_machine_arn: str,
+    prefix: str,
+    *,
+    mode: str = "all",
+    scanned_before: str | None = None,
+    definitions_version: str | None = None,
+    inventory: tuple[str, str] | None = None,
+    run_id: str | None = None,
+) -> tuple[str, str]:
+    """Start the Rescan machine; (run id, execution ARN)."""
+    import statemachines
+
+    run_id = run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    payload = statemachines.rescan_input(
+        prefix,
+        run_id,
+        mode,
+        scanned_before,
+        definitions_version,
+        {"bucket": inventory[0], "key": inventory[1]} if inventory else None,
+    )
+    started = sfn.start_execution(
+        stateMachineArn=rescan_state_machine_arn, name=f"rescan-{run_id}", input=json.dumps(payload)
+    )
+    return run_id, started["executionArn"]
+
+
+def rescan_progress(sfn: Any, execution_arn: str) -> dict[str, Any]:
+    """The run's status and its Map Run's item counts (as far as they are known)."""
+    described = sfn.describe_execution(executionArn=execution_arn)
+    counts: dict[str, Any] = {}
+    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+    if runs:
+        counts = sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts", {})
+    return {"status": described["status"], "items": counts}
 
 
 # -- redrive -----------------------------------------------------------------------------------
@@ -427,6 +532,65 @@ def _restart_one(
         summary.already_handled.append(execution["name"])
         return
     summary.restarted.append((execution["name"], new_name))
+
+
+def redrive_express(
+    ddb: Any,
+    table: str,
+    sfn: Any,
+    standard_state_machine_arn: str,
+    since: dt.timedelta,
+    summary: RedriveSummary,
+    dry_run: bool = False,
+) -> None:
+    """Express failures (recorded in the audit table, not redrivable) started again on
+    the Standard machine, under the same execution name: a second run finds it taken."""
+    for item in recent(ddb, table, None, since, limit=100_000, failed=True):
+        if item.get("workflow") != "EXPRESS" or item.get("rerunOn"):
+            continue
+        name = str(item["executionName"])
+        summary.unsuccessful += 1
+        if dry_run:
+            summary.restarted.append((name, f"{name} (Standard)"))
+            continue
+        payload = {
+            "object": {
+                "bucket": item["bucket"],
+                "key": item["key"],
+                "versionId": item.get("versionId"),
+                "size": int(item["objectSize"]) if item.get("objectSize") is not None else None,
+                "eTag": item.get("eTag"),
+            },
+            "trigger": {**(item.get("trigger") or {}), "retryOf": item.get("executionArn")},
+        }
+        # StartExecution with a running execution's name and input returns that
+        # execution as if it were new: look first, so a second run says so.
+        if _execution_exists(sfn, standard_state_machine_arn, name):
+            summary.already_handled.append(name)
+            continue
+        try:
+            sfn.start_execution(
+                stateMachineArn=standard_state_machine_arn,
+                name=name,
+                input=json.dumps(payload, default=str),
+            )
+        except ClientError as err:
+            if error_code(err) != "ExecutionAlreadyExists":
+                raise
+            summary.already_handled.append(name)
+            continue
+        summary.restarted.append((name, f"{name} (Standard)"))
+
+
+def _execution_exists(sfn: Any, state_machine_arn: str, name: str) -> bool:
+    arn = state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+    try:
+        sfn.describe_execution(executionArn=arn)
+    except ClientError as err:
+        if error_code(err) == "ExecutionDoesNotExist":
+            return False
+        raise
+    return True
 
 
 # -- history ------------------------------------------------------------------------------------

@@ -73,6 +73,19 @@ class DeployConfig:
     # cold one loads the whole database, so an unbounded fan-out would
     # multiply cold starts exactly when load is highest.
     scanner_reserved_concurrency: int = 50
+    # STANDARD, or EXPRESS: objects up to express_max_object_mb run on an Express
+    # machine (no transition quota, $1 per million plus duration), larger ones on
+    # the Standard machine deployed beside it.
+    workflow_type: str = "STANDARD"
+    express_max_object_mb: int = 256
+    # Express logs at level ALL; with execution data the console shows each state's
+    # input and output, which is also most of the log bytes (docs/cost.md).
+    express_log_execution_data: bool = True
+    # The bucket that holds S3 Inventory reports a rescan may read its list from.
+    inventory_bucket_arn: str | None = None
+    # After new definitions are published, rescan what was scanned with older
+    # ones in the previous N hours (0: never).
+    retroscan_after_update_hours: int = 0
     protect_source_bucket: bool = False
     unscanned_readers: tuple[str, ...] = ()
 
@@ -136,6 +149,15 @@ def _match(env: Mapping[str, str], name: str, pattern: re.Pattern, what: str) ->
     if value is not None and not pattern.match(value):
         raise DeployConfigError(f"{name} must be {what}, got {value!r}.")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if value.upper() not in allowed:
+        raise DeployConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}.")
+    return value.upper()
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -224,6 +246,11 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
         private_mirror=_get(env, "CLAMAV_PRIVATE_MIRROR"),
         scan_queue_max_concurrency=_int(env, "SCAN_QUEUE_MAX_CONCURRENCY", 5, 2, 1000),
         scanner_reserved_concurrency=_int(env, "SCANNER_RESERVED_CONCURRENCY", 50, 1, 1000),
+        workflow_type=_choice(env, "WORKFLOW_TYPE", ("STANDARD", "EXPRESS"), "STANDARD"),
+        express_max_object_mb=_int(env, "EXPRESS_MAX_OBJECT_MB", 256, 1, MAX_OBJECT_SIZE_MB_LIMIT),
+        express_log_execution_data=_bool(env, "EXPRESS_LOG_EXECUTION_DATA", True),
+        inventory_bucket_arn=_bucket_arn(env, "RESCAN_INVENTORY_BUCKET_ARN", required=False),
+        retroscan_after_update_hours=_int(env, "RETROSCAN_AFTER_UPDATE_HOURS", 0, 0, 720),
         protect_source_bucket=_bool(env, "PROTECT_SOURCE_BUCKET", False),
         unscanned_readers=_principal_arns(env, "UNSCANNED_READERS"),
     )
@@ -234,6 +261,12 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
             f"{STARTER_BATCH_SIZE} ({wave}): every execution the starters can start at once "
             f"needs a scanner, got {config.scanner_reserved_concurrency}."
         )
+    for express_only in ("EXPRESS_MAX_OBJECT_MB", "EXPRESS_LOG_EXECUTION_DATA"):
+        if _get(env, express_only) and config.workflow_type != "EXPRESS":
+            raise DeployConfigError(
+                f"{express_only} is set but WORKFLOW_TYPE is not EXPRESS (it configures the "
+                "Express machine, which only WORKFLOW_TYPE=EXPRESS deploys)."
+            )
     if config.unscanned_readers and not config.protect_source_bucket:
         raise DeployConfigError(
             "UNSCANNED_READERS is set but PROTECT_SOURCE_BUCKET is not true (the readers are "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, Stack, Token, Validations
 from aws_cdk import aws_lambda as lambda_
 from constructs import IConstruct
 
@@ -44,10 +44,25 @@ def _function(fn: lambda_.Function) -> None:
     )
 
 
+def _region(stack: ScannerStack) -> str:
+    """As cdk-nag prints it: the value when the stack has an explicit env."""
+    return "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+
+
+def _account(stack: ScannerStack) -> str:
+    return "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
+
+
 def acknowledge_findings(stack: ScannerStack) -> None:
     workflow, definitions, ingest = stack.workflow, stack.definitions, stack.ingest
-    failures = stack.failures
-    for fn in [*workflow.functions, definitions.updater, ingest.starter, failures.recorder]:
+    failures, rescan = stack.failures, stack.rescan
+    for fn in [
+        *workflow.functions,
+        definitions.updater,
+        ingest.starter,
+        failures.recorder,
+        rescan.batch,
+    ]:
         _function(fn)
 
     cache_objects = (
@@ -91,17 +106,52 @@ def acknowledge_findings(stack: ScannerStack) -> None:
         "tags, on whichever key failed. No delete, no copy.",
     )
     _ack(
+        rescan.batch,
+        source_objects,
+        "A rescan batch reads the tags of whichever listed objects it is handed (to see whether "
+        "and with which definitions they were scanned); keys are not known in advance. Only "
+        "GetObjectTagging and GetObjectVersionTagging: no content, no write.",
+    )
+    _ack(
+        rescan.state_machine.role,
+        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{_region(stack)}:"
+        f"{_account(stack)}:execution:{stack.stack_name}-rescan/*]",
+        "A Distributed Map runs its batches as child executions of the Rescan machine; the "
+        "machine describes and stops those, and only those.",
+    )
+    _ack(
+        rescan.state_machine.role,
+        "AwsSolutions-IAM5[Resource::*]",
+        "X-Ray tracing and CloudWatch Logs log delivery do not support resource-level permissions.",
+    )
+    _ack(
+        rescan.state_machine,
+        "AwsSolutions-SF1",
+        "The Rescan machine logs errors only: a run over 100 million objects is 500,000 "
+        "batches, whose every event at level ALL would be gigabytes of logs; the Map Run "
+        "page shows each batch, and the scans themselves are logged in full by the scan "
+        "machine.",
+    )
+    if config.inventory_bucket_arn:
+        _ack(
+            rescan.state_machine.role,
+            f"AwsSolutions-IAM5[Resource::{config.inventory_bucket_arn}/*]",
+            "The S3 Inventory manifest and its report files, named at run time, in the "
+            "inventory bucket the operator configured; read only.",
+        )
+    _ack(
         failures.dead_letter_queue,
         "AwsSolutions-SQS3",
         "This queue is itself a dead-letter queue: the failure rule's target DLQ and the "
         "recorder's on-failure destination. An alarm watches its depth.",
     )
-    _ack(
-        workflow.state_machine,
-        "AwsSolutions-IAM5[Resource::*]",
-        "X-Ray tracing and CloudWatch Logs log delivery (logs:CreateLogDelivery and friends) "
-        "do not support resource-level permissions. Lambda invokes are listed per function.",
-    )
+    for machine in filter(None, [workflow.state_machine, workflow.express_state_machine]):
+        _ack(
+            machine,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing and CloudWatch Logs log delivery (logs:CreateLogDelivery and friends) "
+            "do not support resource-level permissions. Lambda invokes are listed per function.",
+        )
     _ack(
         definitions.bucket,
         "AwsSolutions-S1",

@@ -15,6 +15,7 @@ from stacks.constructs.audit import Audit
 from stacks.constructs.definitions import Definitions
 from stacks.constructs.failure_recording import FailureRecording
 from stacks.constructs.ingest import Ingest
+from stacks.constructs.rescan import Rescan
 from stacks.constructs.workflow import Workflow
 from stacks.nag import acknowledge_findings
 
@@ -49,15 +50,6 @@ class ScannerStack(Stack):
             definitions=self.definitions,
             common_env=common_env,
         )
-        self.ingest = Ingest(
-            self,
-            "Ingest",
-            source=source,
-            state_machine=self.workflow.state_machine,
-            common_env=common_env,
-            max_concurrency=config.scan_queue_max_concurrency,
-        )
-
         self.failures = FailureRecording(
             self,
             "FailureRecording",
@@ -67,6 +59,38 @@ class ScannerStack(Stack):
             notify_webhook=self.workflow.notify_webhook,
             common_env=common_env,
         )
+        express = None
+        if config.workflow_type == "EXPRESS":
+            express = self.workflow.add_express(
+                self.failures.recorder, execution_data=config.express_log_execution_data
+            )
+            self.failures.may_rerun_on(self.workflow.state_machine)
+        self.ingest = Ingest(
+            self,
+            "Ingest",
+            source=source,
+            state_machine=self.workflow.state_machine,
+            express_state_machine=express,
+            express_max_object_mb=config.express_max_object_mb,
+            common_env=common_env,
+            max_concurrency=config.scan_queue_max_concurrency,
+        )
+
+        self.rescan = Rescan(
+            self,
+            "Rescan",
+            source=source,
+            queue=self.ingest.queue,
+            inventory_bucket_arn=config.inventory_bucket_arn,
+            common_env=common_env,
+        )
+        if config.retroscan_after_update_hours:
+            self.definitions.retroscan(
+                hours=config.retroscan_after_update_hours,
+                queue=self.ingest.queue,
+                table=self.audit.table,
+                source_bucket=source.bucket_name,
+            )
 
         # The roles the access gate exempts: they read unscanned objects, and
         # they alone write scan-* tags (the recorder marks failed scans).
@@ -94,10 +118,14 @@ class ScannerStack(Stack):
 
         outputs = {
             "StateMachineArn": self.workflow.state_machine.state_machine_arn,
+            "ExpressStateMachineArn": (
+                express.state_machine_arn if express is not None else "none"
+            ),
             "AuditTableName": self.audit.table.table_name,
             "ScanQueueUrl": self.ingest.queue.queue_url,
             "DeadLetterQueueUrl": self.ingest.dead_letter_queue.queue_url,
             "DefinitionsBucketName": self.definitions.bucket.bucket_name,
+            "RescanStateMachineArn": self.rescan.state_machine.state_machine_arn,
             # For `scanctl policy`, which builds the gate's statements from them.
             "AccessGateReaderRoleArns": Fn.join(",", [r.role_arn for r in reader_roles]),
             "AccessGateTaggingRoleArns": Fn.join(",", [r.role_arn for r in tagging_roles]),

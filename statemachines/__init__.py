@@ -1,12 +1,19 @@
-"""The scan state machine: the ASL file, its two variants, and the one mapping that fills it.
+"""The scan state machine: the ASL file, its variants, and the one mapping that fills it.
 
-``scan_object.asl.json`` is the whole machine, webhook included. Without a
-webhook the deployed definition drops ``Notify Webhook`` and ends at
-``Record Audit``: a state that would only decide on a deploy-time setting
-costs a transition (about $25 per million objects) and decides nothing.
-``definition()`` derives the variant; the stack (CloudFormation
-``DefinitionSubstitutions``) and the local harness both use it and
-``substitutions()``, so the definition that runs locally is the one deployed.
+``scan_object.asl.json`` is the whole Standard machine, webhook included.
+Variants are derived here and nowhere else (the stack, the local harness and
+``bench/cost.py`` all call ``definition()`` / ``derive()``):
+
+- without a webhook, ``Notify Webhook`` is dropped and ``Record Audit`` ends
+  the execution: a state that would only decide on a deploy-time setting
+  costs a transition (about $25 per million objects) and decides nothing;
+- the Express variant (``WORKFLOW_TYPE=EXPRESS``) records its own failures:
+  Express executions keep no history to read and emit no status-change
+  events, and cannot be redriven. So every Task catches what its retries did
+  not fix into ``Record Failure`` (the failure recorder, invoked directly),
+  then ``Scan Failed``; Scan Object gets a timeout below Express's 5 minutes,
+  so a slow scan is caught (and re-run on the Standard machine) instead of
+  the whole execution timing out.
 """
 
 from __future__ import annotations
@@ -18,7 +25,22 @@ from pathlib import Path
 from typing import Any
 
 ASL_PATH = Path(__file__).with_name("scan_object.asl.json")
+RESCAN_ASL_PATH = Path(__file__).with_name("rescan.asl.json")
 WEBHOOK_STATE = "Notify Webhook"
+RECORD_FAILURE_STATE = "Record Failure"
+FAIL_STATE = "Scan Failed"
+UNKNOWN_VERDICT_STATE = "Unknown Verdict"
+SCAN_STATE = "Scan Object"
+# Below Express's hard 5 minutes: a scan that takes longer is caught and
+# re-run on the Standard machine instead of timing the execution out.
+EXPRESS_SCAN_TIMEOUT_S = 240
+_LAMBDA_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.TooManyRequestsException",
+]
 # The state that hands over to the webhook, and ends the execution without one.
 LAST_STATE = "Record Audit"
 
@@ -29,6 +51,7 @@ FUNCTION_PLACEHOLDERS: dict[str, str] = {
     "ApplyVerdictFunctionArn": "apply_verdict",
     "RecordAuditFunctionArn": "record_audit",
     "NotifyWebhookFunctionArn": "notify_webhook",
+    "RecordFailureFunctionArn": "record_failure",  # the Express variant only
 }
 STATE_MACHINE_FUNCTIONS = tuple(FUNCTION_PLACEHOLDERS.values())
 
@@ -40,49 +63,157 @@ def definition_text() -> str:
     return ASL_PATH.read_text()
 
 
-def definition(webhook: bool) -> dict[str, Any]:
+def definition(webhook: bool, express: bool = False) -> dict[str, Any]:
     """The definition to deploy: without a webhook, Record Audit ends it."""
-    return derive(json.loads(definition_text()), webhook)
+    return derive(json.loads(definition_text()), webhook, express)
 
 
-def derive(asl: dict[str, Any], webhook: bool) -> dict[str, Any]:
+def derive(asl: dict[str, Any], webhook: bool, express: bool = False) -> dict[str, Any]:
     """The variant of a full definition (the file's, or a copy a tool changed)."""
     asl = copy.deepcopy(asl)
+    states = asl["States"]
     if not webhook:
-        del asl["States"][WEBHOOK_STATE]
-        last = asl["States"][LAST_STATE]
+        del states[WEBHOOK_STATE]
+        last = states[LAST_STATE]
         del last["Next"]
         last["End"] = True
+    if express:
+        _express(states)
     return asl
 
 
-def variant_text(webhook: bool) -> str:
-    return json.dumps(definition(webhook), indent=2) + "\n"
+def _express(states: dict[str, Any]) -> None:
+    """Failures recorded from inside the execution; nothing that needs a redrive."""
+    for state in states.values():
+        if state["Type"] != "Task":
+            continue
+        state.setdefault("Catch", []).append(
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": RECORD_FAILURE_STATE}
+        )
+        execution = (state.get("Parameters") or {}).get("execution")
+        if execution and "redriveCount.$" in execution:
+            del execution["redriveCount.$"]  # no redrives, and no such field, in Express
+            execution["redriveCount"] = 0
+    states[SCAN_STATE]["TimeoutSeconds"] = EXPRESS_SCAN_TIMEOUT_S
+    states[UNKNOWN_VERDICT_STATE] = {
+        "Type": "Pass",
+        "Comment": "A verdict this state machine does not know: a failure, never clean.",
+        "Parameters": {
+            "Error": "UnknownVerdict",
+            "Cause": "Scan Object returned no verdict, or one this state machine does not know",
+        },
+        "ResultPath": "$.error",
+        "Next": RECORD_FAILURE_STATE,
+    }
+    states[RECORD_FAILURE_STATE] = {
+        "Type": "Task",
+        "Comment": "Express keeps no history and emits no status change: the failure "
+        "recorder is called from here (audit item, object marked, scan.failed; a timed-out "
+        "scan is started again on the Standard machine).",
+        "Resource": "${RecordFailureFunctionArn}",
+        "Parameters": {
+            "state.$": "$",
+            "execution": {
+                "id.$": "$$.Execution.Id",
+                "name.$": "$$.Execution.Name",
+                "startTime.$": "$$.Execution.StartTime",
+                "redriveCount": 0,
+            },
+            "workflow": "EXPRESS",
+        },
+        "ResultPath": "$.recorded",
+        "Retry": [
+            {
+                "ErrorEquals": _LAMBDA_ERRORS,
+                "IntervalSeconds": 1,
+                "MaxAttempts": 4,
+                "BackoffRate": 2,
+                "MaxDelaySeconds": 30,
+                "JitterStrategy": "FULL",
+            },
+            {
+                "ErrorEquals": ["AuditWriteFailed", "ObjectStoreUnavailable"],
+                "IntervalSeconds": 2,
+                "MaxAttempts": 3,
+                "BackoffRate": 2,
+                "MaxDelaySeconds": 30,
+                "JitterStrategy": "FULL",
+            },
+        ],
+        "Next": FAIL_STATE,
+    }
+    states[FAIL_STATE] = {
+        "Type": "Fail",
+        "Comment": "Recorded above; the execution fails so the logs and metrics show it.",
+        "ErrorPath": "$.error.Error",
+        "CausePath": "$.error.Cause",
+    }
 
 
-def functions(webhook: bool) -> tuple[str, ...]:
+def variant_text(webhook: bool, express: bool = False) -> str:
+    return json.dumps(definition(webhook, express), indent=2) + "\n"
+
+
+def functions(webhook: bool, express: bool = False) -> tuple[str, ...]:
     """The functions the deployed definition invokes."""
-    return tuple(fn for fn in STATE_MACHINE_FUNCTIONS if webhook or fn != "notify_webhook")
+    wanted = set(STATE_MACHINE_FUNCTIONS)
+    if not webhook:
+        wanted.discard("notify_webhook")
+    if not express:
+        wanted.discard("record_failure")
+    return tuple(fn for fn in STATE_MACHINE_FUNCTIONS if fn in wanted)
 
 
 def placeholders(text: str) -> set[str]:
     return set(_PLACEHOLDER.findall(text))
 
 
-def substitutions(function_arns: dict[str, str], webhook: bool) -> dict[str, str]:
+def substitutions(
+    function_arns: dict[str, str], webhook: bool, express: bool = False
+) -> dict[str, str]:
     """Every placeholder's value in the variant, from function name -> ARN."""
     return {
         ph: function_arns[fn]
         for ph, fn in FUNCTION_PLACEHOLDERS.items()
-        if fn in functions(webhook)
+        if fn in functions(webhook, express)
     }
 
 
-def render(webhook: bool, function_arns: dict[str, str]) -> str:
+def render(webhook: bool, function_arns: dict[str, str], express: bool = False) -> str:
     """The variant with every placeholder filled; a missing value is an error."""
-    text = variant_text(webhook)
-    values = substitutions(function_arns, webhook)
+    text = variant_text(webhook, express)
+    values = substitutions(function_arns, webhook, express)
     missing = placeholders(text) - set(values)
     if missing:
         raise KeyError(f"no value for placeholders {sorted(missing)}")
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+# -- the Rescan machine ----------------------------------------------------------------------
+
+
+def rescan_text() -> str:
+    return RESCAN_ASL_PATH.read_text()
+
+
+def rescan_substitutions(source_bucket: str, batch_function_arn: str) -> dict[str, str]:
+    return {"SourceBucketName": source_bucket, "RescanBatchFunctionArn": batch_function_arn}
+
+
+def rescan_input(
+    prefix: str,
+    run_id: str,
+    mode: str = "all",
+    scanned_before: str | None = None,
+    definitions_version: str | None = None,
+    inventory: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Rescan machine's input (its fields are all present: its paths read them)."""
+    return {
+        "prefix": prefix,
+        "runId": run_id,
+        "mode": mode,
+        "scannedBefore": scanned_before,
+        "definitionsVersion": definitions_version,
+        "inventory": inventory,
+    }

@@ -3,7 +3,9 @@
 Not a state of the workflow: a failed execution stops at the Task that failed
 (so the console's Redrive resumes there), and EventBridge invokes this with
 the execution's status change; it also hears of a redriven execution that
-succeeded, whose redrive may have resumed after Record Audit. A schedule
+succeeded, whose redrive may have resumed after Record Audit. In the Express
+variant it is a state of the workflow after all (``Record Failure``): Express
+keeps no history and emits no status change, so it reports itself. A schedule
 invokes it with ``{"reconcile": {"hours": N}}`` to catch up on notices
 EventBridge (best effort) never delivered. An error is retried by Lambda's
 asynchronous invocation (twice) and then lands in the failure DLQ, where an
@@ -38,6 +40,7 @@ def recorder() -> FailureRecorder:
         lam=client("lambda"),
         table=settings.require("table_name", "DDB_TABLE_NAME"),
         notify_function=settings.notify_function,
+        standard_state_machine_arn=settings.state_machine_arn,
     )
 
 
@@ -54,7 +57,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
         logger.info("reconciled", extra=result)
         return result
-    failed = FailedExecution.from_event(event)
+    if isinstance(event, dict) and event.get("workflow") == "EXPRESS":
+        failed = FailedExecution.from_express(event)  # the Express variant's own catch
+    else:
+        failed = FailedExecution.from_event(event)
     result = recorder().record(failed)
     if "ignored" in result:
         logger.info("out-of-date notice ignored", extra={"why": result["ignored"]})

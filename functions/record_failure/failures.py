@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.shared.clock import from_epoch_millis, normalize_iso
-from functions.shared.contracts import ExecutionRef, ObjectRef
+from functions.shared.contracts import ExecutionRef, ObjectRef, state_event
 from functions.shared.errors import InvalidInput, WebhookDeliveryFailed
 
 STATUS_CHANGE = "Step Functions Execution Status Change"
@@ -50,6 +50,27 @@ class FailedExecution:
     cause: str
     input: dict[str, Any]
     output: dict[str, Any] | None = None
+    # An Express execution reports its own failure, with the state it reached
+    # (it keeps no history to read it from).
+    reached: dict[str, Any] | None = None
+
+    @property
+    def express(self) -> bool:
+        return self.reached is not None
+
+    @classmethod
+    def from_express(cls, event: Any) -> FailedExecution:
+        """``{"state", "execution", "workflow": "EXPRESS"}`` from the Express variant's catch."""
+        state, execution = state_event(event)
+        error = state.get("error") if isinstance(state.get("error"), dict) else {}
+        return cls(
+            execution=execution,
+            status="FAILED",
+            error=str(error.get("Error") or "Unknown"),
+            cause=str(error.get("Cause") or ""),
+            input={"object": state.get("object"), "trigger": state.get("trigger")},
+            reached={k: v for k, v in state.items() if k != "error"},
+        )
 
     @property
     def succeeded(self) -> bool:
@@ -116,6 +137,34 @@ def reached_state(sfn: Any, failed: FailedExecution) -> tuple[str | None, dict[s
     return last[1], json.loads(last[2])
 
 
+# The steps in order, and the key each adds to the state: the first whose key is
+# missing is where a linear run stopped.
+_STEPS = (
+    ("definitions", "Fetch Definitions"),
+    ("scan", "Scan Object"),
+    ("action", "Apply Verdict"),
+    ("audit", "Record Audit"),
+    ("notification", "Notify Webhook"),
+)
+
+
+def infer_failed_state(state: dict[str, Any]) -> str:
+    """Where an Express execution stopped, from what its state holds."""
+    scan = state.get("scan") or {}
+    for key, step in _STEPS:
+        if key == "action" and scan.get("verdict") == "skipped":
+            continue  # skipped objects go from Which Verdict? to Record Audit
+        if not state.get(key):
+            if key == "action":
+                return {
+                    "clean": "Tag As Clean",
+                    "infected": "Quarantine Or Delete",
+                    "unscannable": "Tag As Unscannable",
+                }.get(str(scan.get("verdict")), "Which Verdict?")
+            return step
+    return "Notify Webhook"
+
+
 def failure_state(failed: FailedExecution, reached: dict[str, Any]) -> dict[str, Any]:
     """The execution state as Record Audit would have seen it, with the error added."""
     state = dict(reached)
@@ -141,7 +190,9 @@ def mark_object(
     except InvalidInput as err:
         return {"markedAs": None, "note": f"no object to mark: {err}"}
     scan = state.get("scan") or {}
-    if not obj.version_id and scan.get("scannedETag"):
+    if not obj.version_id and scan.get("scannedVersionId"):
+        obj = ObjectRef(obj.bucket, obj.key, scan["scannedVersionId"], obj.size, obj.etag, None)
+    elif not obj.version_id and scan.get("scannedETag"):
         obj = ObjectRef(obj.bucket, obj.key, None, obj.size, scan["scannedETag"], obj.sequencer)
     when = scan.get("scannedAt") or normalize_iso(execution.start_time)
     return applier.mark_unfinished(obj, scan, error, when)

@@ -12,9 +12,12 @@ and records each one whose audit item does not say so yet.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from functions.apply_verdict.actions import VerdictApplier
 from functions.record_audit.audit import build_item, scan_id, write_item
@@ -26,11 +29,13 @@ from functions.record_failure.failures import (
     FailedExecution,
     failure_state,
     final_state,
+    infer_failed_state,
     mark_object,
     notify,
     reached_state,
     superseded,
 )
+from functions.shared.aws import error_code
 from functions.shared.contracts import ObjectRef
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
 
@@ -45,23 +50,31 @@ class FailureRecorder:
     lam: Any
     table: str
     notify_function: str | None = None
+    # The Standard machine: where an Express execution whose scan timed out runs again.
+    standard_state_machine_arn: str | None = None
 
     def record(self, failed: FailedExecution) -> dict[str, Any]:
-        stale = superseded(self.sfn, failed)
-        if stale:
-            # A newer attempt (a redrive) speaks for itself.
-            return {"ignored": stale}
-        if failed.succeeded:
-            # The redrive fixed it: the item tells the final outcome, failure fields gone.
-            item = build_item(final_state(self.sfn, failed), failed.execution)
-            return {"audit": write_item(self.dynamodb, self.table, item, unless_newer=True)}
-        failed_state, reached = reached_state(self.sfn, failed)
+        if failed.express:
+            failed_state, reached = infer_failed_state(failed.reached or {}), failed.reached or {}
+        else:
+            stale = superseded(self.sfn, failed)
+            if stale:
+                # A newer attempt (a redrive) speaks for itself.
+                return {"ignored": stale}
+            if failed.succeeded:
+                # The redrive fixed it: the item tells the final outcome, failure fields gone.
+                item = build_item(final_state(self.sfn, failed), failed.execution)
+                return {"audit": write_item(self.dynamodb, self.table, item, unless_newer=True)}
+            failed_state, reached = reached_state(self.sfn, failed)
         state = failure_state(failed, reached)
         marking = mark_object(VerdictApplier(self.s3, None), state, failed.error, failed.execution)
+        rerun = self._rerun_on_standard(failed, state) if failed.express else None
         item = build_item(state, failed.execution) | {
             "failedState": failed_state,
             "executionStatus": failed.status,
             "objectMarking": marking,
+            "workflow": "EXPRESS" if failed.express else "STANDARD",
+            "rerunOn": rerun,
         }
         key = write_item(self.dynamodb, self.table, item, unless_newer=True)
         notification = None
@@ -77,7 +90,28 @@ class FailureRecorder:
             "failedState": failed_state,
             "marking": marking,
             "notification": notification,
+            "rerunOn": rerun,
         }
+
+    def _rerun_on_standard(self, failed: FailedExecution, state: dict[str, Any]) -> str | None:
+        """An Express scan that timed out (a large object, a cold scanner loading the
+        whole database) starts again on the Standard machine, which has no 5 minutes."""
+        if failed.error != "States.Timeout" or not self.standard_state_machine_arn:
+            return None
+        trigger = dict(state.get("trigger") or {})
+        trigger.update({"retryOf": failed.execution.arn, "reason": "express-timeout"})
+        name = failed.execution.name  # same name: the Standard machine's own namespace
+        try:
+            self.sfn.start_execution(
+                stateMachineArn=self.standard_state_machine_arn,
+                name=name,
+                input=json.dumps({"object": state.get("object"), "trigger": trigger}),
+            )
+        except ClientError as err:
+            if error_code(err) != "ExecutionAlreadyExists":
+                raise
+        arn = self.standard_state_machine_arn.replace(":stateMachine:", ":execution:")
+        return f"{arn}:{name}"
 
     # -- catching up ---------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import os
 import shutil
 import signal
@@ -35,6 +36,15 @@ _SOCKET_TIMEOUT_S = 900.0
 # What clamd logs when a database set itself will not load.
 _DATABASE_ERRORS = ("Malformed database", "Database reload failed", "Can't load", "cli_load")
 _PR_SET_PDEATHSIG = 1
+
+# A signature of our own, loaded with every set: clamd must report the canary
+# file, or it is not really scanning. clamd 1.4 answers OK for every file,
+# EICAR included, when its TemporaryDirectory has gone, and a clean verdict is
+# a promise, so each one is followed by a canary scan (a fraction of a
+# millisecond; clamd never caches a detection).
+CANARY_SIGNATURE = "S3VirusScanner.EngineCanary"
+CANARY_BODY = b"s3-virus-scanner engine canary: clamd must report this file\n"
+CANARY_DATABASE_FILE = "s3-virus-scanner-canary.hdb"
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,12 @@ class ClamdEngine:
         A set that clamd cannot load is ``DefinitionsCorrupt``: after a failed
         RELOAD clamd still answers PING, its old engine already freed, and the
         next SCAN kills it. So every load is confirmed by scanning a harmless
-        probe file; if that fails, clamd is started again on the last set that
+        canary file (below); if that fails, clamd is started again on the last set that
         did load, and the error names the set that did not.
         """
         if self.is_alive() and self.loaded_version == version:
             return
+        install_canary(database_dir)
         self._point_db_link(database_dir)
         started = time.monotonic()
         try:
@@ -168,13 +179,27 @@ class ClamdEngine:
             raise DefinitionsCorrupt(f"definitions {version} do not load: {log}") from err
 
     def _probe(self) -> None:
-        """A scan of a harmless file: proof that the loaded engine really answers."""
-        probe = self.work_dir / "probe.txt"
-        probe.write_bytes(b"s3-virus-scanner engine probe\n")
+        """A scan of the canary: proof that the loaded engine answers and detects."""
         try:
-            self.scan_file(probe)
+            self.check_canary()
         except ScanFailed as err:
             raise ScanEngineUnavailable(f"clamd cannot scan after loading: {err}") from err
+
+    def check_canary(self) -> None:
+        """Raise ``ScanEngineUnavailable`` (and stop clamd, so the retry starts a fresh
+        one) unless clamd reports the canary with our signature."""
+        canary = self.work_dir / "canary.txt"
+        if not canary.is_file() or canary.stat().st_size != len(CANARY_BODY):
+            canary.write_bytes(CANARY_BODY)
+        raw = self.scan_file(canary)
+        # ClamAV names signatures from unsigned files "<name>.UNOFFICIAL".
+        if raw.found and (raw.signature or "").split(".UNOFFICIAL")[0] == CANARY_SIGNATURE:
+            return
+        self.stop()
+        raise ScanEngineUnavailable(
+            f"clamd did not report its canary (answered {raw.signature or 'OK'}): it is not "
+            "scanning; stopped, the retry starts it again"
+        )
 
     def _point_db_link(self, database_dir: Path) -> None:
         # Replace the symlink atomically: clamd never sees a missing directory.
@@ -322,6 +347,7 @@ class ClamdEngine:
         """Scan one local file; the engine must have been ``ensure``d."""
         if not self.is_alive():
             raise ScanEngineUnavailable("clamd is not running")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)  # without it clamd says OK to all
         try:
             reply = self._command(b"zSCAN " + str(path).encode() + b"\0")
         except OSError as err:
@@ -333,6 +359,7 @@ class ClamdEngine:
         match); the files clamd found something in, by name relative to ``directory``."""
         if not self.is_alive():
             raise ScanEngineUnavailable("clamd is not running")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         try:
             replies = self._command_all(b"zCONTSCAN " + str(directory).encode() + b"\0")
         except OSError as err:
@@ -348,6 +375,15 @@ class ClamdEngine:
                 raise ScanEngineUnavailable(f"unexpected clamd reply: {reply[:300]!r}") from None
             found[relative] = parse_reply(path, reply)
         return found
+
+
+def install_canary(database_dir: Path) -> None:
+    """Our canary's hash signature, beside the set's own files (clamd loads every .hdb)."""
+    digest = hashlib.md5(CANARY_BODY, usedforsecurity=False).hexdigest()  # .hdb is MD5
+    line = f"{digest}:{len(CANARY_BODY)}:{CANARY_SIGNATURE}\n"
+    target = database_dir / CANARY_DATABASE_FILE
+    if not target.is_file() or target.read_text() != line:
+        target.write_text(line)
 
 
 def _in_main_thread() -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import DefinitionsStore
@@ -59,10 +60,13 @@ _ARCHIVE_TIERS = {"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"}
 # Unversioned keys overwritten while being scanned: follow at most this many
 # overwrites before giving up (the last writer's own event scans it then).
 _OVERWRITES_FOLLOWED = 3
-_TOO_LARGE = object()
+_TOO_LARGE = "too-large"
 
 # Up to the transfer manager's multipart threshold a single GET is as fast.
 SINGLE_GET_MAX_BYTES = 8 * 1024 * 1024
+# Four ranged GETs of 8 MiB at a time: more than Lambda's network needs, and a
+# quarter of the buffers boto3's default of ten keeps in memory.
+_TRANSFER = TransferConfig(max_concurrency=4, multipart_chunksize=8 * 1024 * 1024)
 
 
 class _Head(enum.Enum):
@@ -204,19 +208,27 @@ class Scanner:
             if isinstance(outcome, _Head):
                 return result(*_UNREADABLE[outcome])
             moved = {"scanned_etag": scanned.etag} if scanned.etag != obj.etag else {}
-            if outcome is _TOO_LARGE:
-                # Never downloaded: ClamAV would skip it, and we must not call that clean.
-                return result(Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE), **moved)
+            if isinstance(outcome, tuple):  # too large: never downloaded (ClamAV would skip
+                # it, and we must not call that clean)
+                return result(
+                    Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE), **moved, **outcome[1]
+                )
             return result(**outcome, **moved)
         return result(Verdict.SKIPPED, str(SkipReason.SUPERSEDED))
 
     def _scan_once(self, obj: ObjectRef, definitions: DefinitionsRef) -> Any:
         """One read and scan: the verdict's fields, _TOO_LARGE, or why it could not be read."""
-        state, size = self._head(obj)
+        state, size, current = self._head(obj)
+        pinned = {}
+        if not obj.version_id and current:
+            # A rescan (listed objects carry no version id) in a versioned bucket:
+            # from here on, this exact version is what is read, tagged, deleted.
+            obj = replace(obj, version_id=current)
+            pinned = {"scanned_version_id": current}
         if state is not _Head.PRESENT:
             return state
         if size > self.settings.max_object_bytes:
-            return _TOO_LARGE
+            return (_TOO_LARGE, pinned)
         path = self.objects_dir / uuid.uuid4().hex
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -243,6 +255,10 @@ class Scanner:
                 found_by = str(Engine.UNPACK)
             elif verdict == Verdict.CLEAN and deep.problem:
                 verdict, reason, found_by = Verdict.UNSCANNABLE, deep.problem, str(Engine.UNPACK)
+        if verdict == Verdict.CLEAN:
+            # Clean is a promise: clamd must still be detecting (it says OK to
+            # everything in some broken states); if not, this scan is retried.
+            self.engine.check_canary()
         return {
             "verdict": verdict,
             "reason": reason,
@@ -258,6 +274,7 @@ class Scanner:
             "bytes_scanned": size,
             "found_by": found_by,
             "unpacked": deep.summary if deep is not None else None,
+            **pinned,
         }
 
     def _current(self, obj: ObjectRef) -> ObjectRef | None:
@@ -381,25 +398,30 @@ class Scanner:
         )
         return self.load(ref)
 
-    def _head(self, obj: ObjectRef) -> tuple[_Head, int]:
+    def _head(self, obj: ObjectRef) -> tuple[_Head, int, str | None]:
+        """What the object is: readable or why not, its size, its current version id."""
         try:
             head = self.s3.head_object(Bucket=obj.bucket, Key=obj.key, **obj.pin_args)
         except ClientError as err:
             state = self._read_error(obj, "HEAD", err)
             if state is _Head.PRESENT:
                 raise
-            return state, 0
+            return state, 0, None
         except BotoCoreError as err:  # no connection, a timeout: retried
             raise ObjectStoreUnavailable(f"HEAD {obj.uri} failed: {err}") from err
+        version = head.get("VersionId")
+        version = None if version in (None, "", "null") else str(version)
         if is_archived(head):
-            return _Head.ARCHIVED, 0
-        return _Head.PRESENT, int(head["ContentLength"])
+            return _Head.ARCHIVED, 0, version
+        return _Head.PRESENT, int(head["ContentLength"]), version
 
     def _download(self, obj: ObjectRef, path: Path, size: int) -> _Head:
         try:
             if obj.version_id and size > SINGLE_GET_MAX_BYTES:
                 # A version id pins the content, so parallel ranged GETs are safe.
-                self.s3.download_file(obj.bucket, obj.key, str(path), ExtraArgs=obj.version_args)
+                self.s3.download_file(
+                    obj.bucket, obj.key, str(path), ExtraArgs=obj.version_args, Config=_TRANSFER
+                )
             else:
                 # One GET, pinned (version id, or If-Match on the eTag, which the
                 # transfer manager would not pass through). It also spares the

@@ -76,7 +76,13 @@ class Settings:
     definitions_bucket: str | None
     definitions_prefix: str
     state_machine_arn: str | None
+    # WORKFLOW_TYPE=EXPRESS: objects up to express_max_object_bytes go to the
+    # Express machine, larger ones (and those of unknown size) to the Standard one.
+    express_state_machine_arn: str | None
+    express_max_object_bytes: int
     notify_function: str | None
+    scan_queue_url: str | None
+    retroscan_hours: int
     max_object_bytes: int
     max_scan_bytes: int
     max_definitions_age_hours: float
@@ -108,8 +114,13 @@ class Settings:
             definitions_bucket=env.get("DEFINITIONS_BUCKET_NAME", "").strip() or None,
             definitions_prefix=prefix or "clamav/defs",
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip() or None,
+            express_state_machine_arn=env.get("EXPRESS_STATE_MACHINE_ARN", "").strip() or None,
+            express_max_object_bytes=_int(env, "EXPRESS_MAX_OBJECT_MB", 256, 1, 2047) * MIB,
             # The Notify Webhook function, for the failure recorder's notices.
             notify_function=env.get("NOTIFY_WEBHOOK_FUNCTION", "").strip() or None,
+            # Rescans (and the retro-scan) send their records here.
+            scan_queue_url=env.get("SCAN_QUEUE_URL", "").strip() or None,
+            retroscan_hours=_int(env, "RETROSCAN_AFTER_UPDATE_HOURS", 0, 0, 720),
             max_object_bytes=min(max_mb * MIB, CLAMAV_MAX_FILE_BYTES),
             # What ClamAV may extract from one object (archives expand); its temp
             # files share /tmp with the object, so the stack derives this from
@@ -131,6 +142,15 @@ class Settings:
             private_mirror=self.private_mirror,
             attempts=self.freshclam_attempts,
         )
+
+    def state_machine_for(self, size: int | None) -> str:
+        """Where an object's scan runs: Express when configured and it is small
+        enough to finish within Express's 5 minutes, else Standard."""
+        standard = self.require("state_machine_arn", "STATE_MACHINE_ARN")
+        express = self.express_state_machine_arn
+        if express and size is not None and size <= self.express_max_object_bytes:
+            return express
+        return standard
 
     def require(self, attribute: str, variable: str) -> str:
         """A setting this step cannot run without."""

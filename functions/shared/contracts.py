@@ -241,6 +241,9 @@ class ScanResult:
     # Unversioned bucket: the eTag of what was scanned, when the key had been
     # overwritten since its event (the newer content is what got scanned).
     scanned_etag: str | None = None
+    # An object sent without a version id (a rescan of listed objects) in a
+    # versioned bucket: the version the scan read, which every later step acts on.
+    scanned_version_id: str | None = None
 
     @property
     def engine_label(self) -> str:
@@ -261,6 +264,7 @@ class ScanResult:
             "foundBy": self.found_by,
             "unpacked": self.unpacked,
             "scannedETag": self.scanned_etag,
+            "scannedVersionId": self.scanned_version_id,
         }
 
     @classmethod
@@ -284,14 +288,21 @@ class ScanResult:
             found_by=data.get("foundBy"),
             unpacked=data.get("unpacked"),
             scanned_etag=data.get("scannedETag"),
+            scanned_version_id=data.get("scannedVersionId"),
         )
 
     def applies_to(self, obj: ObjectRef) -> ObjectRef:
         """The object this verdict is about: the event's, or (unversioned, overwritten
         since its event) the newer content that was scanned instead."""
-        if obj.version_id or not self.scanned_etag:
+        if obj.version_id:
             return obj
-        return ObjectRef(obj.bucket, obj.key, None, obj.size, self.scanned_etag, obj.sequencer)
+        if self.scanned_version_id:
+            return ObjectRef(
+                obj.bucket, obj.key, self.scanned_version_id, obj.size, obj.etag, obj.sequencer
+            )
+        if self.scanned_etag:
+            return ObjectRef(obj.bucket, obj.key, None, obj.size, self.scanned_etag, obj.sequencer)
+        return obj
 
 
 @dataclass(frozen=True)
@@ -361,6 +372,7 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "scanDurationMs": scan.get("durationMs"),
         "foundBy": scan.get("foundBy"),
         "scannedETag": scan.get("scannedETag"),
+        "scannedVersionId": scan.get("scannedVersionId"),
         "trigger": state.get("trigger") or {},
         "executionArn": execution.arn,
         "executionName": execution.name,

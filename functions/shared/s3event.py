@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from functions.shared.contracts import ObjectRef, TriggerSource
 from functions.shared.errors import InvalidInput
@@ -16,11 +16,17 @@ TEST_EVENT = "s3:TestEvent"
 RESTORE_COMPLETED = "ObjectRestore:Completed"
 
 
+# Rescans (the Rescan state machine, the retro-scan) send S3's own record
+# shape, with this marker: the execution is named and triggered apart.
+RESCAN_EVENT = "ObjectCreated:Rescan"
+
+
 @dataclass(frozen=True)
 class ObjectCreated:
     object: ObjectRef
     event_time: str | None
     event_name: str
+    rescan_run: str | None = None
 
     @property
     def is_restore(self) -> bool:
@@ -36,6 +42,8 @@ class ObjectCreated:
         """
         if self.is_restore:
             return execution_name(self.object, prefix="restored", salt=self.event_time or "")
+        if self.rescan_run:
+            return execution_name(self.object, prefix=f"rescan-{self.rescan_run}")
         return execution_name(self.object)
 
 
@@ -74,7 +82,10 @@ def _parse_record(record: object) -> ObjectCreated:
     except (KeyError, TypeError) as err:
         raise InvalidInput(f"S3 record lacks {err}") from err
     size = raw.get("size")
+    scanner = record.get("scanner") if isinstance(record.get("scanner"), dict) else {}
+    rescan_run = str(scanner.get("rescanRun") or "") or None
     return ObjectCreated(
+        rescan_run=rescan_run,
         object=ObjectRef(
             bucket=bucket,
             key=key,
@@ -91,12 +102,33 @@ def _parse_record(record: object) -> ObjectCreated:
 
 
 def execution_input(event: ObjectCreated, message_id: str) -> dict:
-    return {
-        "object": event.object.to_dict(),
-        "trigger": {
-            "source": str(TriggerSource.S3_EVENT),
-            "eventName": event.event_name,
-            "eventTime": event.event_time,
-            "messageId": message_id,
-        },
+    trigger = {
+        "source": str(TriggerSource.RESCAN if event.rescan_run else TriggerSource.S3_EVENT),
+        "eventName": event.event_name,
+        "eventTime": event.event_time,
+        "messageId": message_id,
     }
+    if event.rescan_run:
+        trigger["runId"] = event.rescan_run
+    return {"object": event.object.to_dict(), "trigger": trigger}
+
+
+def rescan_message(obj: ObjectRef, run_id: str, event_time: str) -> str:
+    """The body S3 would send for this object, marked as a rescan of run ``run_id``."""
+    raw: dict = {"key": quote_plus(obj.key, safe="/"), "size": obj.size, "eTag": obj.etag}
+    if obj.version_id:
+        raw["versionId"] = obj.version_id
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "eventTime": event_time,
+                    "eventName": RESCAN_EVENT,
+                    "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": obj.bucket}, "object": raw},
+                    "scanner": {"rescanRun": run_id},
+                }
+            ]
+        }
+    )

@@ -43,7 +43,7 @@ def record_handler(record: SQSRecord) -> None:
         logger.info("S3 test event ignored", extra={"messageId": record.message_id})
         return
     settings = load_settings()
-    arn = settings.require("state_machine_arn", "STATE_MACHINE_ARN")
+    settings.require("state_machine_arn", "STATE_MACHINE_ARN")
     source = settings.require("source_bucket", "SOURCE_BUCKET_NAME")
     for event in events:
         if event.object.bucket != source:
@@ -55,6 +55,7 @@ def record_handler(record: SQSRecord) -> None:
             )
             metrics.add_metric(name="ForeignBucketEvents", unit=MetricUnit.Count, value=1)
             continue
+        arn = settings.state_machine_for(event.object.size)
         started = start_scan(client("stepfunctions"), arn, event, record.message_id)
         metrics.add_metric(
             name="DuplicateEvents" if started.already_existed else "ExecutionsStarted",
@@ -66,6 +67,7 @@ def record_handler(record: SQSRecord) -> None:
             extra={
                 "object": event.object.uri,
                 "execution": started.name,
+                "stateMachine": arn.rsplit(":", 1)[-1],
                 "duplicate": started.already_existed,
             },
         )

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared.aws import client
 from functions.shared.config import load_settings
+from functions.update_definitions.retroscan import retroscan
 from functions.update_definitions.updater import update_definitions
 
 logger = Logger()
@@ -45,6 +46,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         work_root=work,
     )
     logger.info("definitions updated", extra={"result": result.__dict__})
+    retro = None
+    if result.published and settings.retroscan_hours:
+        # What the old definitions passed recently is scanned again with the new ones.
+        retro = retroscan(
+            client("dynamodb"),
+            client("sqs"),
+            table=settings.require("table_name", "DDB_TABLE_NAME"),
+            queue_url=settings.require("scan_queue_url", "SCAN_QUEUE_URL"),
+            source_bucket=settings.require("source_bucket", "SOURCE_BUCKET_NAME"),
+            version=result.version,
+            hours=settings.retroscan_hours,
+        )
+        logger.info("retro-scan queued", extra=retro)
+        metrics.add_metric(name="RetroScanQueued", unit=MetricUnit.Count, value=retro["queued"])
     metrics.add_metric(
         name="DefinitionsPublished", unit=MetricUnit.Count, value=int(result.published)
     )
@@ -55,4 +70,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "published": result.published,
         "version": result.version,
         "signatures": result.signatures,
+        "retroscan": retro,
     }

@@ -66,9 +66,26 @@ class LocalScanner:
 
     def __exit__(self, *exc: object) -> None:
         if self._patches is not None:
+            self._settle()
             self._patches.close()
             self._patches = None
         self._env.restore()
+
+    def _settle(self, timeout_s: float = 60.0) -> None:
+        """Let executions still running (a re-run nobody waited for) end while the
+        emulated AWS they call still exists; a thread outliving it would fail."""
+        sfn = self.client("stepfunctions")
+        machines = [self.state_machine_arn, self.deployment.express_state_machine_arn]
+        deadline = time.monotonic() + timeout_s
+        for machine in filter(None, machines):
+            while time.monotonic() < deadline:
+                try:
+                    running = sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")
+                except Exception:  # noqa: BLE001 - set-up failed before the machine existed
+                    break
+                if not running["executions"]:
+                    break
+                time.sleep(0.05)
 
     def _create(self) -> None:
         from functions.apply_verdict.actions import forget_bucket_facts
@@ -79,7 +96,7 @@ class LocalScanner:
         resources.create_storage(self.client, o)
         resources.create_ingest(self.client, o, self.deployment)
         resources.create_failure_dlq(self.client, self.deployment)
-        env = resources.function_env(o)
+        env = resources.function_env(o, self.deployment)
         self._env.set(env)
         # A warm scanner from an earlier harness keeps its clamd only if it fits.
         settings = load_settings()
@@ -88,7 +105,12 @@ class LocalScanner:
         resources.create_functions(self.client, env, self.deployment)
         self.invoker.function_arns = self.deployment.function_arns
         resources.create_state_machine(self.client, o, self.deployment)
-        self._env.set({"STATE_MACHINE_ARN": self.state_machine_arn})
+        self._env.set(
+            {
+                "STATE_MACHINE_ARN": self.state_machine_arn,
+                "EXPRESS_STATE_MACHINE_ARN": self.deployment.express_state_machine_arn,
+            }
+        )
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION)
@@ -216,15 +238,40 @@ class LocalScanner:
         )
         return name
 
-    def execution_arn(self, name: str) -> str:
-        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    def execution_arn(self, name: str, express: bool = False) -> str:
+        machine = self.deployment.express_state_machine_arn if express else self.state_machine_arn
+        return machine.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def _find(self, sfn: Any, name: str) -> dict[str, Any]:
+        """The execution of that name, on the Standard machine or else the Express one."""
+        try:
+            return sfn.describe_execution(executionArn=self.execution_arn(name))
+        except sfn.exceptions.ExecutionDoesNotExist:
+            if not self.deployment.express_state_machine_arn:
+                raise
+            return sfn.describe_execution(executionArn=self.execution_arn(name, express=True))
+
+    def rescan(self, prefix: str = "", mode: str = "all", **options: Any) -> dict[str, Any]:
+        """The Rescan machine's run, emulated (scanctl/harness/rescan.py): the batches go to
+        the scan queue; ``drain()`` then starts their scans."""
+        import datetime as dt
+
+        import statemachines
+        from scanctl.harness import rescan
+
+        run_id = options.pop("run_id", None) or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        execution_input = statemachines.rescan_input(prefix, run_id, mode, **options)
+        totals = rescan.run(
+            self.client("s3"), self.options.source_bucket, execution_input, self.invoker.invoke
+        )
+        return {"runId": run_id, **totals}
 
     def wait(self, names: list[str], timeout_s: float = 120.0) -> list[ExecutionReport]:
         sfn = self.client("stepfunctions")
         deadline = time.monotonic() + timeout_s
         reports = []
         for name in names:
-            arn = self.execution_arn(name)
+            arn = self._find(sfn, name)["executionArn"]
             while True:
                 described = sfn.describe_execution(executionArn=arn)
                 if described["status"] != "RUNNING":

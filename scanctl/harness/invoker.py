@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,15 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 900_000
+
+
+class Stall(Exception):
+    """A fault that makes the invocation slow rather than failed: the handler
+    runs after ``seconds``, so a task's TimeoutSeconds can pass first."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stalled {seconds}s")
+        self.seconds = seconds
 
 
 class Invoker:
@@ -68,7 +78,9 @@ class Invoker:
                 fault = self._next_fault(name)
                 if fault is None and self.chaos is not None:
                     fault = self.chaos(name, event)
-                if fault is not None:
+                if isinstance(fault, Stall):
+                    time.sleep(fault.seconds)
+                elif fault is not None:
                     raise fault
                 module = self.handler_module(name)
                 result = self.call(module, name, event if event is not None else {})

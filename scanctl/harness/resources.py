@@ -10,6 +10,7 @@ from typing import Any
 from scanctl.harness.environment import ACCOUNT_ID
 
 STATE_MACHINE_NAME = "scan-object"
+EXPRESS_STATE_MACHINE_NAME = "scan-object-express"
 MAX_RECEIVE_COUNT = 5
 ROLE_NAME = "scanner-local"
 
@@ -28,6 +29,10 @@ class HarnessOptions:
     versioned: bool = True
     quarantine_versioned: bool | None = None  # None: like the source bucket
     object_lock: bool = False
+    workflow_type: str = "STANDARD"  # or EXPRESS: both machines, small objects to Express
+    express_max_object_mb: int | None = None
+    # Shortens the Express Scan Object's TimeoutSeconds so a test can pass it.
+    express_scan_timeout_s: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -37,12 +42,15 @@ class Deployment:
     dlq_url: str = ""
     failure_dlq_url: str = ""
     state_machine_arn: str = ""
+    express_state_machine_arn: str = ""
     function_arns: dict[str, str] = field(default_factory=dict)
 
 
-def function_env(o: HarnessOptions) -> dict[str, str]:
+def function_env(o: HarnessOptions, deployment: Deployment) -> dict[str, str]:
     """What the stack provisions to the functions (here: one process, one environment)."""
     return {
+        "SCAN_QUEUE_URL": deployment.queue_url,
+        "EXPRESS_MAX_OBJECT_MB": str(o.express_max_object_mb or ""),
         "SOURCE_BUCKET_NAME": o.source_bucket,
         "DDB_TABLE_NAME": o.table_name,
         "QUARANTINE_BUCKET_NAME": o.quarantine_bucket if o.quarantine else "",
@@ -132,7 +140,9 @@ def create_functions(client: Any, env: dict[str, str], deployment: Deployment) -
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
     lam = client("lambda")
-    for name in ("start_scan", "record_failure", *STATE_MACHINE_FUNCTIONS):
+    for name in dict.fromkeys(
+        ("start_scan", "record_failure", "rescan_batch", *STATE_MACHINE_FUNCTIONS)
+    ):
         deployment.function_arns[name] = lam.create_function(
             FunctionName=name.replace("_", "-"),
             Runtime="python3.12",
@@ -147,9 +157,28 @@ def create_state_machine(client: Any, o: HarnessOptions, deployment: Deployment)
     """The real ASL, filled by the same substitutions the stack uses."""
     from statemachines import render
 
-    definition = render(bool(o.webhook_url), deployment.function_arns)
-    deployment.state_machine_arn = client("stepfunctions").create_state_machine(
+    sfn = client("stepfunctions")
+    role = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE_NAME}"
+    deployment.state_machine_arn = sfn.create_state_machine(
         name=STATE_MACHINE_NAME,
-        definition=definition,
-        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE_NAME}",
+        definition=render(bool(o.webhook_url), deployment.function_arns),
+        roleArn=role,
     )["stateMachineArn"]
+    if o.workflow_type == "EXPRESS":
+        deployment.express_state_machine_arn = sfn.create_state_machine(
+            name=EXPRESS_STATE_MACHINE_NAME,
+            definition=_express_definition(o, deployment),
+            roleArn=role,
+            type="EXPRESS",
+        )["stateMachineArn"]
+
+
+def _express_definition(o: HarnessOptions, deployment: Deployment) -> str:
+    from statemachines import render
+
+    text = render(bool(o.webhook_url), deployment.function_arns, express=True)
+    if o.express_scan_timeout_s is None:
+        return text
+    definition = json.loads(text)
+    definition["States"]["Scan Object"]["TimeoutSeconds"] = o.express_scan_timeout_s
+    return json.dumps(definition)

@@ -83,9 +83,15 @@ class StatusChanges:
 
     def ended(self, execution: Any) -> None:
         redrives = getattr(execution, "redrive_count", 0)
+        # moto leaves ``sm_type`` at STANDARD; the machine's ``type`` is the truth
+        machine_type = getattr(getattr(execution, "state_machine", None), "type", "STANDARD")
+        express = str(getattr(machine_type, "value", machine_type)) == "EXPRESS"
         if not self.matches(execution.status, redrives):
             return
         flag = self._flag(execution.exec_arn, redrives)
+        if express:
+            flag.set()  # Express emits no status-change events: nothing to wait for
+            return
         try:
             with self._lock:
                 lost, self.lose_next = self.lose_next > 0, max(self.lose_next - 1, 0)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from functions.record_audit.schema import BY_VERDICT_INDEX
 from stacks.config import DeployConfig
 from stacks.constants import (
     DEFINITIONS_PREFIX,
@@ -71,6 +74,26 @@ class Definitions(Construct):
             description="Refresh the ClamAV definitions cache",
             targets=[targets.LambdaFunction(self.updater, retry_attempts=2)],
         )
+
+    def retroscan(
+        self, *, hours: int, queue: sqs.IQueue, table: dynamodb.ITable, source_bucket: str
+    ) -> None:
+        """After each publish, the updater sends back to the queue what it found clean
+        in the previous ``hours`` with older definitions."""
+        for name, value in {
+            "RETROSCAN_AFTER_UPDATE_HOURS": str(hours),
+            "SCAN_QUEUE_URL": queue.queue_url,
+            "DDB_TABLE_NAME": table.table_name,
+            "SOURCE_BUCKET_NAME": source_bucket,
+        }.items():
+            self.updater.add_environment(name, value)
+        self.updater.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query"],
+                resources=[f"{table.table_arn}/index/{BY_VERDICT_INDEX}"],
+            )
+        )
+        queue.grant_send_messages(self.updater)
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
         # GetObjectVersion: readers fetch the tarball version the manifest names.

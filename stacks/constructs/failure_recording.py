@@ -121,6 +121,10 @@ class FailureRecording(Construct):
         )
         self._grant(state_machine, source, table, notify_webhook)
 
+    def may_rerun_on(self, standard: sfn.StateMachine) -> None:
+        """Express: a scan that timed out is started again on the Standard machine."""
+        standard.grant_start_execution(self.recorder)
+
     def _grant(
         self,
         state_machine: sfn.StateMachine,

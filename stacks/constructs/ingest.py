@@ -70,6 +70,8 @@ class Ingest(Construct):
         state_machine: sfn.IStateMachine,
         common_env: dict[str, str],
         max_concurrency: int,
+        express_state_machine: sfn.IStateMachine | None = None,
+        express_max_object_mb: int = 256,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letter_queue = sqs.Queue(
@@ -107,6 +109,15 @@ class Ingest(Construct):
                 **common_env,
                 "STATE_MACHINE_ARN": state_machine.state_machine_arn,
                 "SOURCE_BUCKET_NAME": source.bucket_name,
+                **(
+                    {
+                        # Small objects to Express, the rest to Standard.
+                        "EXPRESS_STATE_MACHINE_ARN": express_state_machine.state_machine_arn,
+                        "EXPRESS_MAX_OBJECT_MB": str(express_max_object_mb),
+                    }
+                    if express_state_machine is not None
+                    else {}
+                ),
             },
             memory_mb=STARTER_MEMORY_MB,
             timeout=Duration.seconds(STARTER_TIMEOUT_S),
@@ -122,3 +133,5 @@ class Ingest(Construct):
             )
         )
         state_machine.grant_start_execution(self.starter)
+        if express_state_machine is not None:
+            express_state_machine.grant_start_execution(self.starter)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -127,10 +129,58 @@ class Workflow(Construct):
             tracing_enabled=True,
             comment="Scan one S3 object version with ClamAV",
         )
-        for fn in self.by_name.values():
-            self.state_machine.role.add_to_principal_policy(
+        self._may_invoke(self.state_machine, self.by_name.values())
+        self.express_state_machine: sfn.StateMachine | None = None
+        self._webhook = webhook
+
+    @staticmethod
+    def _may_invoke(machine: sfn.StateMachine, functions: Any) -> None:
+        for fn in functions:
+            machine.role.add_to_principal_policy(
                 iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[fn.function_arn])
             )
+
+    def add_express(
+        self, recorder: lambda_.IFunction, *, execution_data: bool = True
+    ) -> sfn.StateMachine:
+        """WORKFLOW_TYPE=EXPRESS: the same definition as an Express machine, beside the
+        Standard one (which scans objects too large for Express's 5 minutes).
+
+        Express keeps no history in Step Functions: its console view reads the
+        executions from CloudWatch Logs, so every event is logged (with its data
+        unless EXPRESS_LOG_EXECUTION_DATA=false), to a log group of its own with a
+        retention.
+        """
+        functions = {**self.by_name, "record_failure": recorder}
+        used = statemachines.functions(self._webhook, express=True)
+        log_group = logs.LogGroup(
+            self,
+            "ExpressExecutionLogs",
+            retention=LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.express_state_machine = sfn.StateMachine(
+            self,
+            "ScanObjectExpressStateMachine",
+            state_machine_type=sfn.StateMachineType.EXPRESS,
+            definition_body=sfn.DefinitionBody.from_string(
+                statemachines.variant_text(self._webhook, express=True)
+            ),
+            definition_substitutions=statemachines.substitutions(
+                {name: fn.function_arn for name, fn in functions.items()},
+                self._webhook,
+                express=True,
+            ),
+            logs=sfn.LogOptions(
+                destination=log_group,
+                level=sfn.LogLevel.ALL,
+                include_execution_data=execution_data,
+            ),
+            tracing_enabled=True,
+            comment="Scan one S3 object version with ClamAV (Express)",
+        )
+        self._may_invoke(self.express_state_machine, [functions[name] for name in used])
+        return self.express_state_machine
 
     def _grant(
         self,

@@ -20,6 +20,7 @@ QUARANTINE_KMS_ARN = "arn:aws:kms:eu-west-1:111122223333:key/99999999-12ab-34cd-
 TOPIC_ARN = "arn:aws:sns:eu-west-1:111122223333:scanner-alarms"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:scanner/webhook-AbCdEf"
 ADMIN_ARN = "arn:aws:iam::111122223333:role/storage-admin"
+INVENTORY_ARN = "arn:aws:s3:::acme-inventory"
 
 MINIMAL = {"SOURCE_BUCKET_ARN": SOURCE_ARN}
 EVERYTHING = {
@@ -45,7 +46,7 @@ def run_app(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     base = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "CDK_")) and k not in MINIMAL | EVERYTHING
+        if not k.startswith(("AWS_", "CDK_")) and k not in MINIMAL | EVERYTHING | EXPRESS
     }
     base.update(
         {
@@ -75,13 +76,31 @@ def _synth(name: str, env: dict[str, str], tmp: Path) -> dict[str, Any]:
     return {"template": json.loads(template.read_text()), "path": template, "stderr": result.stderr}
 
 
+# WORKFLOW_TYPE=EXPRESS: both machines, small objects to Express.
+EXPRESS = {
+    "SOURCE_BUCKET_ARN": SOURCE_ARN,
+    "WEBHOOK_URL": "https://hooks.example.com/scan",
+    "WORKFLOW_TYPE": "EXPRESS",
+    "EXPRESS_MAX_OBJECT_MB": "64",
+    # And the volume options: the retro-scan, an inventory for rescans.
+    "RETROSCAN_AFTER_UPDATE_HOURS": "24",
+    "RESCAN_INVENTORY_BUCKET_ARN": INVENTORY_ARN,
+}
+
+
 @pytest.fixture(scope="session")
 def synths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("synth")
-    with ThreadPoolExecutor(2) as pool:
-        minimal = pool.submit(_synth, "minimal", MINIMAL, tmp)
-        everything = pool.submit(_synth, "everything", EVERYTHING, tmp)
-        return {"minimal": minimal.result(), "everything": everything.result()}
+    with ThreadPoolExecutor(3) as pool:
+        variants = {
+            name: pool.submit(_synth, name, env, tmp)
+            for name, env in (
+                ("minimal", MINIMAL),
+                ("everything", EVERYTHING),
+                ("express", EXPRESS),
+            )
+        }
+        return {name: future.result() for name, future in variants.items()}
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +111,8 @@ def minimal(synths) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def everything(synths) -> dict[str, Any]:
     return synths["everything"]["template"]
+
+
+@pytest.fixture(scope="session")
+def express(synths) -> dict[str, Any]:
+    return synths["express"]["template"]

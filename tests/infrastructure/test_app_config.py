@@ -62,6 +62,24 @@ from tests.infrastructure.conftest import SOURCE_ARN, run_app
             },
             "UNSCANNED_READERS",
         ),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "WORKFLOW_TYPE": "fast"}, "WORKFLOW_TYPE"),
+        ({"SOURCE_BUCKET_ARN": SOURCE_ARN, "EXPRESS_MAX_OBJECT_MB": "64"}, "EXPRESS_MAX_OBJECT_MB"),
+        (
+            {
+                "SOURCE_BUCKET_ARN": SOURCE_ARN,
+                "WORKFLOW_TYPE": "EXPRESS",
+                "EXPRESS_LOG_EXECUTION_DATA": "maybe",
+            },
+            "EXPRESS_LOG_EXECUTION_DATA",
+        ),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "RETROSCAN_AFTER_UPDATE_HOURS": "-1"},
+            "RETROSCAN_AFTER_UPDATE_HOURS",
+        ),
+        (
+            {"SOURCE_BUCKET_ARN": SOURCE_ARN, "RESCAN_INVENTORY_BUCKET_ARN": "inventory"},
+            "RESCAN_INVENTORY_BUCKET_ARN",
+        ),
     ],
 )
 def test_bad_configuration_is_one_clear_sentence(tmp_path, env, variable):

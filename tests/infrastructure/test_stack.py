@@ -11,6 +11,7 @@ import statemachines
 from functions.shared import access_gate
 from tests.infrastructure.conftest import (
     ADMIN_ARN,
+    INVENTORY_ARN,
     KMS_KEY_ARN,
     QUARANTINE_ARN,
     QUARANTINE_KMS_ARN,
@@ -169,8 +170,18 @@ def test_webhook_url_reaches_only_notify_webhook(everything):
 # -- workflow ---------------------------------------------------------------------
 
 
+def is_rescan(props: dict) -> bool:
+    return str(props.get("StateMachineName", "")).endswith("-rescan")
+
+
 def state_machine(template: dict) -> dict:
-    return one(template, "AWS::StepFunctions::StateMachine")["Properties"]
+    """The Standard scan machine (beside it: the Rescan machine, maybe the Express one)."""
+    [props] = [
+        r["Properties"]
+        for r in resources(template, "AWS::StepFunctions::StateMachine").values()
+        if not is_rescan(r["Properties"]) and r["Properties"]["StateMachineType"] == "STANDARD"
+    ]
+    return props
 
 
 def test_state_machine_is_standard_logged_and_traced(minimal):
@@ -371,7 +382,7 @@ def all_statements(template: dict) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("variant", ["minimal", "everything"])
+@pytest.mark.parametrize("variant", ["minimal", "everything", "express"])
 def test_no_wildcard_service_actions_or_data_actions_on_star(synths, variant):
     for statement in all_statements(synths[variant]["template"]):
         actions = (
@@ -488,7 +499,7 @@ CFN_LINT_IGNORED: dict[str, str] = {
 }
 
 
-@pytest.mark.parametrize("variant", ["minimal", "everything"])
+@pytest.mark.parametrize("variant", ["minimal", "everything", "express"])
 def test_cfn_lint_passes(synths, variant):
     from cfnlint.api import ManualArgs, lint_file
 
@@ -504,7 +515,7 @@ def test_cfn_lint_sees_the_state_machine_definition(synths, tmp_path):
     from cfnlint.api import ManualArgs, lint_file
 
     template = json.loads(json.dumps(synths["minimal"]["template"]))
-    sm = one(template, "AWS::StepFunctions::StateMachine")["Properties"]
+    sm = state_machine(template)
     asl = json.loads(sm["DefinitionString"])
     asl["States"]["Scan Object"]["Retry"] = "often"
     sm["DefinitionString"] = json.dumps(asl)
@@ -575,7 +586,11 @@ def test_a_failed_execution_reaches_the_recorder_through_eventbridge(minimal):
         {"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
         {"status": ["SUCCEEDED"], "redriveCount": [{"numeric": [">", 0]}]},
     ]
-    [sm_id] = resources(minimal, "AWS::StepFunctions::StateMachine")
+    [sm_id] = [
+        k
+        for k, r in resources(minimal, "AWS::StepFunctions::StateMachine").items()
+        if r["Properties"] is state_machine(minimal)
+    ]
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": sm_id}]
     [target] = rule["Targets"]
     recorder = functions_by_handler(minimal)["record_failure"]
@@ -606,3 +621,112 @@ def test_the_recorder_sends_notices_only_through_notify_webhook(minimal, everyth
     assert "NOTIFY_WEBHOOK_FUNCTION" not in variables(minimal)
     assert "NOTIFY_WEBHOOK_FUNCTION" in variables(everything)
     assert "WEBHOOK_URL" not in variables(everything)
+
+
+# -- WORKFLOW_TYPE=EXPRESS ---------------------------------------------------------------------
+
+
+def machines(template: dict) -> dict[str, dict]:
+    """The scan machines by type."""
+    return {
+        r["Properties"]["StateMachineType"]: r["Properties"]
+        for r in resources(template, "AWS::StepFunctions::StateMachine").values()
+        if not is_rescan(r["Properties"])
+    }
+
+
+def test_express_deploys_both_machines_and_logs_every_express_execution(express):
+    both = machines(express)
+    assert set(both) == {"STANDARD", "EXPRESS"}
+    logging = both["EXPRESS"]["LoggingConfiguration"]
+    assert logging["Level"] == "ALL"
+    assert logging["IncludeExecutionData"] is True
+    [destination] = logging["Destinations"]
+    group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+    assert express["Resources"][group_id]["Properties"]["RetentionInDays"] == 90
+    # The deployed Express text is the derived variant, failures recorded inside it.
+    assert both["EXPRESS"]["DefinitionString"] == statemachines.variant_text(True, express=True)
+    assert both["STANDARD"]["DefinitionString"] == statemachines.variant_text(True)
+
+
+def test_the_starter_routes_by_size_to_either_machine(express):
+    starter = functions_by_handler(express)["start_scan"]
+    variables = starter["Properties"]["Environment"]["Variables"]
+    assert variables["EXPRESS_MAX_OBJECT_MB"] == "64"
+    assert "EXPRESS_STATE_MACHINE_ARN" in variables
+    assert "STATE_MACHINE_ARN" in variables
+    started = [
+        s for s in statements_for(express, "start_scan") if s["Action"] == "states:StartExecution"
+    ]
+    assert len(started) == 2
+
+
+def test_standard_is_the_default_and_deploys_one_machine(minimal):
+    assert set(machines(minimal)) == {"STANDARD"}
+
+
+# -- rescans and the retro-scan ----------------------------------------------------------------
+
+
+def rescan_machine(template: dict) -> dict:
+    [props] = [
+        r["Properties"]
+        for r in resources(template, "AWS::StepFunctions::StateMachine").values()
+        if is_rescan(r["Properties"])
+    ]
+    return props
+
+
+def test_every_deployment_has_a_rescan_machine_scanctl_can_find(minimal):
+    rescan = rescan_machine(minimal)
+    # A fixed name: `scanctl rescan` finds it from the stack name alone.
+    assert rescan["StateMachineName"] == "S3VirusScanner-dev-rescan"
+    assert rescan["StateMachineType"] == "STANDARD"
+    assert json.loads(rescan["DefinitionString"]) == json.loads(statemachines.rescan_text())
+    assert set(rescan["DefinitionSubstitutions"]) == statemachines.placeholders(
+        statemachines.rescan_text()
+    )
+    assert rescan["DefinitionSubstitutions"]["SourceBucketName"] == "acme-uploads"
+    outputs = minimal["Outputs"]
+    assert "RescanStateMachineArn" in outputs
+
+
+def test_the_rescan_machine_lists_the_bucket_and_reads_nothing_else(minimal, express):
+    role = rescan_machine(minimal)["RoleArn"]["Fn::GetAtt"][0]
+    assert actions_of(policy_statements(minimal, role)) - STAR_ALLOWED == {
+        "s3:ListBucket",
+        "lambda:InvokeFunction",
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+    }
+    # With an inventory bucket configured, its reports (and only those) too.
+    role = rescan_machine(express)["RoleArn"]["Fn::GetAtt"][0]
+    reads = [s for s in policy_statements(express, role) if s["Action"] == "s3:GetObject"]
+    assert [s["Resource"] for s in reads] == [f"{INVENTORY_ARN}/*"]
+
+
+def test_a_rescan_batch_reads_tags_and_sends_to_the_scan_queue_only(minimal):
+    assert actions_of(statements_for(minimal, "rescan_batch")) - STAR_ALLOWED == {
+        "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+
+
+def test_the_retro_scan_is_off_unless_configured(minimal, express):
+    updater = lambda t: functions_by_handler(t)["update_definitions"]  # noqa: E731
+    assert (
+        "RETROSCAN_AFTER_UPDATE_HOURS"
+        not in updater(minimal)["Properties"]["Environment"]["Variables"]
+    )
+    variables = updater(express)["Properties"]["Environment"]["Variables"]
+    assert variables["RETROSCAN_AFTER_UPDATE_HOURS"] == "24"
+    assert {"SCAN_QUEUE_URL", "DDB_TABLE_NAME", "SOURCE_BUCKET_NAME"} <= set(variables)
+    queried = [
+        s for s in statements_for(express, "update_definitions") if s["Action"] == "dynamodb:Query"
+    ]
+    [query] = queried
+    assert query["Resource"]["Fn::Join"][1][-1] == "/index/by-verdict"

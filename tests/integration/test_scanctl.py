@@ -212,8 +212,8 @@ def test_rescan_scans_objects_that_predate_the_scanner(harness, runner):
         == []
     )
 
-    # WHEN they are rescanned
-    result = runner.invoke(main, ["rescan", "s3://uploads/old/", *aws_args(harness)])
+    # WHEN they are rescanned from here (the Rescan machine's runs: test_volume.py)
+    result = runner.invoke(main, ["rescan", "s3://uploads/old/", "--local", *aws_args(harness)])
     assert result.exit_code == 0, result.output
     assert "2 executions started" in result.stderr
     names = [
@@ -229,6 +229,36 @@ def test_rescan_scans_objects_that_predate_the_scanner(harness, runner):
     assert {r.input["trigger"]["source"] for r in reports} == {"rescan"}
     assert harness.audit_items("old/a.txt")[0]["verdict"] == "clean"
     assert harness.audit_items("other/c.txt") == []
+
+    # AND a dry run for what is still unscanned names only the newcomer
+    harness.upload("old/new.txt", b"new content")
+    harness.wait(harness.drain())
+    harness.client("s3").delete_object_tagging(Bucket="uploads", Key="old/new.txt")
+    unscanned = runner.invoke(
+        main,
+        ["rescan", "--mode", "unscanned", "--dry-run", "s3://uploads/old/", *aws_args(harness)],
+    )
+    assert unscanned.exit_code == 0, unscanned.output
+    assert unscanned.stdout.split() == ["old/new.txt"]
+    assert "1 of 3 objects would be rescanned (mode unscanned; 2 up to date" in unscanned.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--mode", "outdated"], "--mode outdated needs --scanned-before or --definitions"),
+        (["--scanned-before", "30d"], "go with --mode outdated"),
+        (["--local", "--inventory", "s3://inv/manifest.json"], "--inventory is read by"),
+        (["--rate", "0", "--local"], "--rate"),
+    ],
+)
+def test_rescan_refuses_options_that_do_not_go_together(runner, args, says):
+    result = runner.invoke(
+        main, ["rescan", "s3://uploads/", *args, "--state-machine-arn", "a", "--table", "t"]
+    )
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_rescan_bad_uri(runner):

@@ -275,6 +275,41 @@ def test_scan_engine_failing_once_is_retried(harness, monkeypatch):
     assert len(harness.retry_waits) >= 1
 
 
+def test_a_clamd_that_lost_its_temporary_directory_still_finds_eicar(harness):
+    # clamd 1.4 answers OK for every file, EICAR included, once its
+    # TemporaryDirectory is gone (a /tmp clean-up, a second scanner in the container)
+    import shutil
+
+    from functions.scan_object import app as scan_app
+
+    harness.scan("warmup.txt", b"warm the engine")
+    shutil.rmtree(scan_app.get_scanner().engine.tmp_dir)
+
+    report = harness.scan("eicar.com", samples.EICAR)
+
+    assert report.output["scan"]["verdict"] == "infected"
+
+
+def test_a_clamd_that_says_ok_to_everything_never_makes_anything_clean(harness, monkeypatch):
+    # GIVEN a clamd that stopped detecting (it answers OK to every file)
+    from functions.scan_object.engine import ClamdEngine, RawResult
+
+    harness.scan("warmup.txt", b"warm the engine")
+    monkeypatch.setattr(
+        ClamdEngine, "scan_file", lambda self, path: RawResult(found=False, signature=None)
+    )
+
+    # WHEN an object is scanned
+    report = harness.scan("looks-clean.txt", b"anything")
+
+    # THEN no attempt calls it clean: the canary check fails each one, the
+    # execution fails at Scan Object, and the object is marked error, not clean
+    assert report.status == "FAILED"
+    assert report.failed_state == "Scan Object"
+    assert report.error == "ScanEngineUnavailable"
+    assert harness.tags("looks-clean.txt")["scan-status"] == "error"
+
+
 def test_webhook_500_twice_then_200_is_delivered_on_the_third_try(make_harness, webhook):
     webhook.answer(500, 500)
     harness = make_harness(webhook_url=webhook.url)

@@ -67,3 +67,49 @@ def test_totals_are_positive_and_grow_with_object_size(verdict):
     assert theirs == sorted(theirs)
     assert theirs[0] < theirs[-1]
     assert all(v > 0 for v in cost.fixed_monthly().values())
+
+
+def test_express_bills_requests_duration_and_logs_instead_of_transitions():
+    standard = cost.per_object(ASL, cost.MIB, "clean", webhook=False)
+    express = cost.per_object(ASL, cost.MIB, "clean", webhook=False, workflow="express")
+    assert "Step Functions transitions" not in express["components"]
+    assert express["components"]["Step Functions Express requests"] == pytest.approx(1e-6)
+    assert express["components"]["CloudWatch Logs ingestion"] > 0
+    # Everything else (Lambda, S3, SQS, DynamoDB) is the same work either way.
+    shared = {k: v for k, v in standard["components"].items() if k != "Step Functions transitions"}
+    assert {k: express["components"][k] for k in shared} == shared
+    assert express["total"] < standard["total"]
+
+
+def test_express_logs_without_execution_data_cost_less_and_more_states_log_more():
+    def logs(**kw):
+        return cost.per_object(ASL, cost.MIB, workflow="express", **kw)["components"][
+            "CloudWatch Logs ingestion"
+        ]
+
+    with_data = logs(verdict="clean", webhook=False)
+    assert logs(verdict="clean", webhook=False, execution_data=False) < with_data / 2
+    assert logs(verdict="clean", webhook=True) > with_data
+
+
+def test_express_duration_is_billed_in_100_ms_steps_of_64_mb():
+    one = cost.workflow_cost(["a"], 1, "express")["Step Functions Express duration"]
+    assert cost.workflow_cost(["a"], 100, "express")["Step Functions Express duration"] == one
+    assert cost.workflow_cost(["a"], 101, "express")[
+        "Step Functions Express duration"
+    ] == pytest.approx(2 * one)
+    assert one == pytest.approx(64 / 1024 * 0.1 * cost.price("sfn_express_gb_second"))
+
+
+def test_cli_prices_the_workflow_asked_for(capsys):
+    import json
+
+    assert cost.main(["--workflow", "express", "--json", "--size", "1MB"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["workflow"] == "express"
+    [row] = report["per_million_objects"]
+    assert "Step Functions Express requests" in row["ours"]
+    assert report["transitions"]["clean"]["count"] == 5
+    assert report["transitions"]["clean+webhook"]["count"] == 6
+    with pytest.raises(SystemExit):
+        cost.main(["--no-execution-data"])  # only with --workflow express

@@ -125,9 +125,14 @@ def test_transient_errors_are_retried_somewhere():
 def test_placeholders_are_exactly_the_mapping():
     assert statemachines.placeholders(statemachines.definition_text()) == set(
         statemachines.FUNCTION_PLACEHOLDERS
-    )
+    ) - {"RecordFailureFunctionArn"}  # only the Express variant calls it
+    express = statemachines.placeholders(statemachines.variant_text(True, express=True))
+    assert express == set(statemachines.FUNCTION_PLACEHOLDERS)
     without = statemachines.placeholders(statemachines.variant_text(webhook=False))
-    assert without == set(statemachines.FUNCTION_PLACEHOLDERS) - {"NotifyWebhookFunctionArn"}
+    assert without == set(statemachines.FUNCTION_PLACEHOLDERS) - {
+        "NotifyWebhookFunctionArn",
+        "RecordFailureFunctionArn",
+    }
 
 
 @pytest.mark.parametrize("webhook", [True, False])
@@ -196,3 +201,80 @@ def test_tasks_pass_only_what_exists_in_every_state():
     # JSONPath Parameters that name a missing path fail with States.Runtime, which
     # no Catch sees; Fetch Definitions runs first and must not depend on input.
     assert STATES["Fetch Definitions"]["Parameters"] == {"requestedBy.$": "$$.Execution.Name"}
+
+
+# -- the Express variant ---------------------------------------------------------------------
+
+EXPRESS = statemachines.definition(webhook=True, express=True)
+
+
+def test_express_tasks_record_their_own_failures():
+    # Express keeps no history and emits no status change: each Task catches what
+    # its retries did not fix into Record Failure, after its decisions.
+    for name, state in EXPRESS["States"].items():
+        if state["Type"] != "Task" or name == "Record Failure":
+            continue
+        *decisions, last = state["Catch"]
+        assert last == {
+            "ErrorEquals": ["States.ALL"],
+            "ResultPath": "$.error",
+            "Next": "Record Failure",
+        }
+        assert {e for c in decisions for e in c["ErrorEquals"]} == set(DECISIONS.get(name, {}))
+    assert EXPRESS["States"]["Record Failure"]["Next"] == "Scan Failed"
+    assert EXPRESS["States"]["Scan Failed"]["Type"] == "Fail"
+    assert EXPRESS["States"]["Unknown Verdict"]["Next"] == "Record Failure"
+
+
+def test_express_scans_time_out_before_express_does():
+    assert EXPRESS["States"]["Scan Object"]["TimeoutSeconds"] < 300
+
+
+def test_express_reads_no_redrive_count_and_standard_does():
+    assert "RedriveCount" not in json.dumps(EXPRESS)
+    assert "$$.Execution.RedriveCount" in json.dumps(statemachines.definition(webhook=True))
+
+
+def test_express_targets_exist():
+    states = EXPRESS["States"]
+    for name, state in states.items():
+        for target in targets(state):
+            assert target in states, f"{name} -> {target}"
+
+
+# -- the Rescan machine -----------------------------------------------------------------------
+
+RESCAN = json.loads(statemachines.rescan_text())
+
+
+def test_rescan_is_a_distributed_map_over_the_source_bucket():
+    listed = RESCAN["States"]["Rescan Listed Objects"]
+    assert listed["Type"] == "Map"
+    assert listed["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
+    assert listed["ItemReader"]["Parameters"] == {
+        "Bucket": "${SourceBucketName}",
+        "Prefix.$": "$.prefix",
+    }
+    assert listed["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert listed["ItemBatcher"]["BatchInput"]["runId.$"] == "$.runId"
+    inventoried = RESCAN["States"]["Rescan Inventoried Objects"]
+    assert inventoried["ItemReader"]["ReaderConfig"] == {"InputType": "MANIFEST"}
+    for state in (listed, inventoried):
+        [task] = state["ItemProcessor"]["States"].values()
+        assert task["Resource"] == "${RescanBatchFunctionArn}"
+        assert "ObjectStoreUnavailable" in task["Retry"][0]["ErrorEquals"]
+
+
+def test_rescan_placeholders_and_input_fields():
+    assert statemachines.placeholders(statemachines.rescan_text()) == {
+        "SourceBucketName",
+        "RescanBatchFunctionArn",
+    }
+    fields = statemachines.rescan_input("p/", "run")
+    paths = {
+        v.removeprefix("$.").split(".")[0]
+        for state in RESCAN["States"].values()
+        for v in json.dumps(state).replace('"', " ").split()
+        if v.startswith("$.")
+    }
+    assert paths <= set(fields)  # every path the definition reads is always present

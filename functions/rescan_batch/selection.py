@@ -1,0 +1,176 @@
+"""Which listed objects a rescan sends to the scan queue, and sending them.
+
+The Rescan state machine lists the source bucket (a Distributed Map over
+ListObjectsV2, or over an S3 Inventory manifest) and hands this a batch of
+listed objects. Modes:
+
+- ``all``: every object (no request per object: a listing carries no version
+  id, and the scanner pins the current version when it HEADs the object);
+- ``unscanned``: objects without a ``scan-status`` tag of ours;
+- ``outdated``: those, and objects whose last scan is older than
+  ``scannedBefore`` or used other definitions than ``definitionsVersion``.
+
+The two filtering modes read each object's tags (one GetObjectTagging, which
+also names the current version). Selected objects go to the scan queue as
+the records S3 itself sends, marked with the run id, so rescans flow through
+the one ingest path, its concurrency limits and its de-duplication; their
+executions are named ``rescan-<run id>-...``, apart from the upload's.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from functions.shared.aws import GONE_CODES, error_code, is_transient
+from functions.shared.clock import parse_iso, utc_now_iso
+from functions.shared.contracts import ObjectRef, Tag
+from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
+from functions.shared.s3event import rescan_message
+
+SQS_BATCH = 10
+
+
+class Mode(enum.StrEnum):
+    ALL = "all"
+    UNSCANNED = "unscanned"
+    OUTDATED = "outdated"
+
+
+@dataclass(frozen=True)
+class Request:
+    bucket: str
+    run_id: str
+    mode: Mode
+    scanned_before: str | None = None
+    definitions_version: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Request:
+        if not isinstance(data, dict):
+            raise InvalidInput("BatchInput must be an object")
+        try:
+            mode = Mode(data.get("mode") or "all")
+        except ValueError as err:
+            raise InvalidInput(f"mode must be one of {[str(m) for m in Mode]}") from err
+        bucket, run_id = data.get("bucket"), data.get("runId")
+        if not bucket or not run_id:
+            raise InvalidInput("BatchInput needs bucket and runId")
+        before = data.get("scannedBefore") or None
+        if before:
+            parse_iso(str(before))  # refuses what is not a time
+        return cls(str(bucket), str(run_id), mode, before, data.get("definitionsVersion") or None)
+
+
+@dataclass
+class Outcome:
+    listed: int = 0
+    queued: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"listed": self.listed, "queued": self.queued, "skipped": self.skipped}
+
+
+def listed_object(bucket: str, item: dict[str, Any]) -> ObjectRef:
+    """A ListObjectsV2 entry, or an S3 Inventory row, as an object reference."""
+    key = item.get("Key") or item.get("key")
+    if not key:
+        raise InvalidInput(f"listed item without a key: {item!r}")
+    size = item.get("Size", item.get("size"))
+    version = item.get("VersionId") or None
+    return ObjectRef(
+        bucket=str(item.get("Bucket") or bucket),
+        key=str(key),
+        version_id=None if version in (None, "", "null") else str(version),
+        size=int(size) if str(size or "").isdigit() else None,
+        etag=str(item.get("ETag") or item.get("eTag") or "").strip('"') or None,
+    )
+
+
+class Selector:
+    def __init__(self, s3: Any, sqs: Any, queue_url: str, source_bucket: str) -> None:
+        self.s3, self.sqs, self.queue_url, self.source = s3, sqs, queue_url, source_bucket
+
+    def run(self, request: Request, items: list[dict[str, Any]]) -> Outcome:
+        if request.bucket != self.source:
+            raise InvalidInput(f"rescans scan only the source bucket {self.source!r}")
+        outcome = Outcome()
+        chosen: list[ObjectRef] = []
+        for item in items:
+            outcome.listed += 1
+            obj = listed_object(request.bucket, item)
+            if obj.key.endswith("/") and not obj.size:
+                outcome.skip("folder-marker")
+                continue
+            picked = self.pick(request, obj)
+            if picked is None:
+                outcome.skip("up-to-date" if request.mode != Mode.ALL else "gone")
+                continue
+            chosen.append(picked)
+        now = utc_now_iso()
+        for start in range(0, len(chosen), SQS_BATCH):
+            batch = chosen[start : start + SQS_BATCH]
+            self._send([rescan_message(obj, request.run_id, now) for obj in batch])
+            outcome.queued += len(batch)
+        return outcome
+
+    def pick(self, request: Request, obj: ObjectRef) -> ObjectRef | None:
+        """The object (its version pinned when the tags name it) if the mode wants it."""
+        if request.mode == Mode.ALL:
+            return obj
+        try:
+            answer = self.s3.get_object_tagging(Bucket=obj.bucket, Key=obj.key, **obj.version_args)
+        except ClientError as err:
+            if error_code(err) in GONE_CODES:
+                return None
+            if is_transient(err):
+                raise ObjectStoreUnavailable(
+                    f"GetObjectTagging {obj.uri}: {error_code(err)}"
+                ) from err
+            raise
+        except BotoCoreError as err:
+            raise ObjectStoreUnavailable(f"GetObjectTagging {obj.uri}: {err}") from err
+        tags = {t["Key"]: t["Value"] for t in answer.get("TagSet", [])}
+        version = answer.get("VersionId")
+        if version and version != "null" and not obj.version_id:
+            obj = ObjectRef(obj.bucket, obj.key, version, obj.size, obj.etag)
+        return obj if _wanted(request, tags) else None
+
+    def _send(self, bodies: list[str]) -> None:
+        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
+        for _ in range(5):
+            answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                return
+        # The Map retries the batch; a message sent twice names the same execution.
+        raise ObjectStoreUnavailable(f"the scan queue refused {len(entries)} messages")
+
+
+def _wanted(request: Request, tags: dict[str, str]) -> bool:
+    status = tags.get(Tag.STATUS)
+    if not status:
+        return True  # never scanned: every filtering mode wants it
+    if request.mode == Mode.UNSCANNED:
+        return False
+    when = tags.get(Tag.TIME)
+    if request.scanned_before and (not when or _before(when, request.scanned_before)):
+        return True
+    engine = tags.get(Tag.ENGINE, "")
+    wanted_version = request.definitions_version
+    return bool(wanted_version) and not engine.endswith(f"/{wanted_version}")
+
+
+def _before(when: str, limit: str) -> bool:
+    try:
+        return parse_iso(when) < parse_iso(limit)
+    except ValueError:
+        return True  # an unreadable time is not proof of a recent scan

@@ -1,0 +1,202 @@
+"""At volume: Express beside Standard, rescans by Step Functions, the retro-scan.
+
+The real ASL variants in moto; the Rescan machine's Distributed Map emulated
+(scanctl/harness/rescan.py); real clamd.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from functions.shared.errors import ScanEngineUnavailable
+from scanctl import samples
+from scanctl.harness.invoker import Stall
+
+
+@pytest.fixture
+def express(make_harness):
+    return make_harness(workflow_type="EXPRESS", express_max_object_mb=1)
+
+
+def test_small_objects_run_on_express_and_large_ones_on_standard(express):
+    small = express.scan("small.txt", b"hello")
+    large = express.scan("large.bin", b"\0" * (1024 * 1024 + 1))
+
+    assert ":stateMachine:" not in small.arn
+    assert "scan-object-express" in small.arn
+    assert small.status == "SUCCEEDED"
+    assert small.output["scan"]["verdict"] == "clean"
+    assert "scan-object-express" not in large.arn
+    assert large.status == "SUCCEEDED"
+    assert express.audit_items("small.txt")[0]["executionArn"] == small.arn
+
+
+def test_an_express_failure_is_recorded_by_the_execution_itself(express):
+    express.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+
+    report = express.scan("broken.com", samples.EICAR, tags={"scan-status": "clean"})
+
+    # Express keeps no history and emits no status change: its own Record Failure did it
+    assert report.status == "FAILED"
+    assert report.states[-2:] == ["Record Failure", "Scan Failed"]
+    [item] = express.audit_items("broken.com")
+    assert (item["failed"], item["failedState"], item["workflow"]) == (
+        True,
+        "Scan Object",
+        "EXPRESS",
+    )
+    assert express.tags("broken.com")["scan-status"] == "error"
+
+
+def test_an_express_scan_that_times_out_runs_again_on_standard(make_harness):
+    # Scan Object's TimeoutSeconds sits below Express's 5-minute limit so a slow
+    # scan fails as States.Timeout inside the execution: caught, recorded, re-run.
+    express = make_harness(
+        workflow_type="EXPRESS", express_max_object_mb=1, express_scan_timeout_s=1
+    )
+    express.fail_next("scan_object", Stall(3))
+
+    report = express.scan("slow.com", samples.EICAR)
+
+    [item] = [i for i in express.audit_items("slow.com") if i["workflow"] == "EXPRESS"]
+    assert item["error"]["error"] == "States.Timeout"
+    assert item["rerunOn"].endswith(f":scan-object:{report.name}")
+    [rerun] = express.wait([report.name])  # same name, on the Standard machine
+    standard = express.client("stepfunctions").describe_execution(executionArn=item["rerunOn"])
+    assert standard["status"] == "SUCCEEDED"
+    assert rerun.status in ("FAILED", "SUCCEEDED")
+
+
+def test_scanctl_redrive_reruns_express_failures_from_the_audit_table(express):
+    from scanctl.ops import RedriveSummary, redrive_express
+
+    express.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    failed = express.scan("again.txt", b"hello")
+    summary = RedriveSummary()
+
+    redrive_express(
+        express.client("dynamodb"),
+        "scan-audit",
+        express.client("stepfunctions"),
+        express.state_machine_arn,
+        dt.timedelta(hours=1),
+        summary,
+    )
+
+    assert [name for name, _ in summary.restarted] == [failed.name]
+    rerun = express.client("stepfunctions").describe_execution(
+        executionArn=express.execution_arn(failed.name)
+    )
+    assert rerun["executionArn"] != failed.arn
+    again = RedriveSummary()
+    redrive_express(
+        express.client("dynamodb"),
+        "scan-audit",
+        express.client("stepfunctions"),
+        express.state_machine_arn,
+        dt.timedelta(hours=1),
+        again,
+    )
+    assert again.restarted == []  # the name is taken: nothing runs twice
+
+
+# -- rescans ---------------------------------------------------------------------------------
+
+
+def seed(harness, keys: list[str]) -> None:
+    """Objects that predate the scanner: their notifications are gone."""
+    harness.drain()
+    for key in keys:  # a key ending in "/" is the console's empty folder marker
+        harness.upload(key, b"" if key.endswith("/") else b"old content " + key.encode())
+    harness.client("sqs").purge_queue(QueueUrl=harness.queue_url)
+
+
+def test_a_rescan_of_a_prefix_scans_exactly_its_objects_once(harness):
+    seed(harness, ["old/a.txt", "old/b.txt", "old/sub/c.txt", "other/d.txt", "old/folder/"])
+
+    run = harness.rescan("old/", mode="all", run_id="r1")
+    reports = harness.wait(harness.drain())
+
+    assert run["queued"] == 3
+    assert run["skipped"] == {"folder-marker": 1}
+    assert sorted(r.input["object"]["key"] for r in reports) == [
+        "old/a.txt",
+        "old/b.txt",
+        "old/sub/c.txt",
+    ]
+    for report in reports:
+        assert report.name.startswith("rescan-r1-")  # named apart from the upload's
+        assert report.input["trigger"]["source"] == "rescan"
+        # The listing carries no version id: the scan pinned the current one.
+        assert report.output["scan"]["scannedVersionId"]
+        assert report.status == "SUCCEEDED"
+    assert harness.audit_items("other/d.txt") == []
+
+
+def test_a_second_unscanned_rescan_starts_nothing(harness):
+    seed(harness, ["old/a.txt", "old/b.txt"])
+    harness.rescan("old/", mode="all", run_id="first")
+    harness.wait(harness.drain())
+
+    run = harness.rescan("old/", mode="unscanned", run_id="second")
+
+    assert run["queued"] == 0
+    assert run["skipped"] == {"up-to-date": 2}
+    assert harness.drain() == []
+
+
+def test_an_outdated_rescan_picks_the_objects_scanned_with_other_definitions(
+    make_harness, eicar_only, signatures
+):
+    harness = make_harness(publish=eicar_only)
+    seed(harness, ["old/clam.exe"])
+    harness.upload("old/clam.exe", samples.CLAM_EXE.read_bytes())
+    harness.wait(harness.drain())  # clean, under set A
+    version = harness.publish_definitions(signatures)["version"]
+
+    run = harness.rescan("old/", mode="outdated", definitions_version=version, run_id="defs")
+    [report] = harness.wait(harness.drain())
+
+    assert run["queued"] == 1
+    assert report.output["scan"]["verdict"] == "infected"  # the new set knows it
+
+
+# -- the retro-scan --------------------------------------------------------------------------
+
+
+def test_the_retro_scan_picks_clean_objects_scanned_with_older_definitions_in_the_window(
+    make_harness, eicar_only, signatures
+):
+    from functions.update_definitions.retroscan import retroscan
+
+    harness = make_harness(publish=eicar_only)
+    harness.scan("recent/clam.exe", samples.CLAM_EXE.read_bytes())  # clean under set A
+    harness.scan("recent/eicar.com", samples.EICAR)  # infected: quarantined, not rescanned
+    version = harness.publish_definitions(signatures)["version"]
+    harness.scan("fresh.txt", b"scanned with the new set already")
+
+    def retro(**when):
+        return retroscan(
+            harness.client("dynamodb"),
+            harness.client("sqs"),
+            table="scan-audit",
+            queue_url=harness.queue_url,
+            source_bucket="uploads",
+            version=version,
+            hours=1,
+            **when,
+        )
+
+    queued = retro()
+    # Two hours on, the same scans are out of the one-hour window.
+    later = retro(now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
+    reports = harness.wait(harness.drain())
+
+    assert queued["queued"] == 1
+    assert later["queued"] == 0
+    [report] = reports
+    assert report.input["object"]["key"] == "recent/clam.exe"
+    assert report.name.startswith(f"rescan-{queued['runId']}-")
+    assert report.output["scan"]["verdict"] == "infected"
