@@ -9,13 +9,14 @@ APT_STAMP := .make/apt.installed
 PACKAGES := $(shell grep -hv '^\s*\#' docker/clamav-packages.txt docker/test-packages.txt)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup demo test test-fast lint format synth bench bench-quick faults clean
+.PHONY: setup demo test test-fast lint format synth bench bench-quick faults diagrams clean
 
 setup: $(STAMP) $(APT_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 # Installs with apt only what is missing; needs root (or sudo) the first time.
@@ -49,6 +50,15 @@ format: setup
 
 synth: setup
 	CDK_OUTDIR=cdk.out $(PY) app.py
+
+# The README's pictures, drawn by Graphviz (installed with apt when missing): the
+# architecture from docs/diagrams/architecture.dot, the state machine from its ASL.
+diagrams: setup
+	@command -v dot >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }
+	$(PY) -m statemachines.graph > docs/diagrams/state-machine.dot
+	dot -Tsvg docs/diagrams/architecture.dot -o docs/architecture.svg
+	dot -Tsvg docs/diagrams/state-machine.dot -o docs/state-machine.svg
 
 clean:
 	rm -rf $(VENV) .make cdk.out .pytest_cache

@@ -203,7 +203,7 @@ WORKLOAD: dict[str, Any] = {
     "guardduty_s3_requests": {"get": 1, "put": 1},
     # Express: billed memory is 50 MB + definition + execution data, one 64 MB chunk
     # here; duration is the Tasks' time plus Lambda's invoke round trip each.
-    # Log bytes per execution (level ALL) as bench/express_logs.py measures them for
+    # Log bytes per execution (level ALL; both types) as bench/express_logs.py measures them for
     # a clean object without a webhook (5 states, 24 events), CloudWatch's 26 bytes of
     # metering per event included; other paths scale by the states they enter.
     "express": {
@@ -406,23 +406,30 @@ def workflow_cost(
     path: list[str], task_ms: float, workflow: str, execution_data: bool = True
 ) -> dict[str, float]:
     """What Step Functions itself bills for one execution on ``path``."""
-    if workflow == "standard":
-        return {"Step Functions transitions": len(path) * price("sfn_standard_transition")}
     ex = WORKLOAD["express"]
-    states = len(path)  # each state entered writes its events (a Task's: five)
-    billed_s = math.ceil(task_ms / 100) / 10  # 100 ms steps
+    # Both machines log every event (level ALL) to CloudWatch Logs; Standard always
+    # with its data, Express unless EXPRESS_LOG_EXECUTION_DATA=false.
     log_bytes = ex["log_bytes"]["execution_data" if execution_data else "no_execution_data"]
+    logs = (
+        log_bytes
+        * len(path)  # each state entered writes its events (a Task's: five)
+        / ex["log_bytes_states"]
+        / GIB
+        * price("cloudwatch_logs_ingestion_gb")
+    )
+    if workflow == "standard":
+        return {
+            "Step Functions transitions": len(path) * price("sfn_standard_transition"),
+            "CloudWatch Logs ingestion": logs,
+        }
+    billed_s = math.ceil(task_ms / 100) / 10  # 100 ms steps
     return {
         "Step Functions Express requests": price("sfn_express_request"),
         "Step Functions Express duration": ex["memory_mb"]
         / 1024
         * billed_s
         * price("sfn_express_gb_second"),
-        "CloudWatch Logs ingestion": log_bytes
-        * states
-        / ex["log_bytes_states"]
-        / GIB
-        * price("cloudwatch_logs_ingestion_gb"),
+        "CloudWatch Logs ingestion": logs,
     }
 
 

@@ -8,6 +8,9 @@ B3 memory: peak RSS of the scanner's own process per object size (clamd apart).
 B4 cold start: from nothing on disk to the first verdict against clamd's own
    load time for the same database.
 B5 the whole local pipeline through the state machine harness.
+B6 one big file through `scanctl local` (upload, the state machine, the
+   scanner's ranged download, clamd) against `clamdscan --fdpass` on a clamd
+   with the same database and limits, and scanctl's peak RSS.
 
 Writes bench/results.json and BENCHMARKS.md. Timings live here, never in tests.
 """
@@ -47,6 +50,8 @@ TARGETS = {
     "cold_start_ratio": ("<=", 1.2),
     "second_pass_archives": ("<=", 1.3),
     "second_pass_plain": ("<=", 1.05),
+    "big_file_ratio": ("<=", 3.0),
+    "big_file_rss_mib": ("<=", 512.0),
 }
 
 
@@ -214,6 +219,81 @@ def run_worker(
     return json.loads(proc.stdout)
 
 
+def _random_file(path: Path, size: int) -> Path:
+    """Incompressible content (what big uploads mostly are: media, archives)."""
+    if path.exists() and path.stat().st_size == size:
+        return path
+    rng = random.Random(6)
+    with path.open("wb") as out:
+        left = size
+        while left:
+            block = min(left, 8 * MIB)
+            out.write(rng.randbytes(block))
+            left -= block
+    return path
+
+
+def _peak_rss_of(proc: subprocess.Popen, every_s: float = 0.05) -> float:
+    """The process's own peak RSS in MiB (its children, clamd among them, apart)."""
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(every_s)
+    return peak / 1024
+
+
+def big_file(db: Path, work: Path, size: int) -> dict[str, Any]:
+    """B6: one big file through `scanctl local` against `clamdscan --fdpass`."""
+    from functions.scan_object.engine import ClamdEngine, Limits
+
+    path = _random_file(work / f"big-{size // MIB}MB", size)
+    # The limits scanctl local's scanner sets (MAX_OBJECT_SIZE_MB 1024, scan 4095 MB).
+    engine = ClamdEngine(work / "b6-clamd", Limits(1024 * MIB, 4095 * MIB))
+    engine.ensure("b6", db)
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["clamdscan", "--fdpass", "--no-summary", f"--config-file={engine.config_path}", path],
+            capture_output=True,
+            check=False,
+        )
+        clamdscan_s = time.perf_counter() - t0
+    finally:
+        engine.stop()
+    scratch = work / "b6-tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scanctl", "local", str(path), "--json", "--definitions", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    rss = _peak_rss_of(proc)
+    stdout, _ = proc.communicate()
+    scanctl_s = time.perf_counter() - t0
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return {
+        "bytes": size,
+        "content": "random",
+        "scanctl_s": scanctl_s,
+        "clamdscan_fdpass_s": clamdscan_s,
+        "ratio": scanctl_s / clamdscan_s,
+        "scanctl_peak_rss_mib": rss,
+        "verdict": rows[0]["verdict"] if rows else "none",
+        "exit_status": proc.returncode,
+    }
+
+
 def pipeline(db: Path, work: Path, count: int) -> dict[str, Any]:
     """B5: objects per second and per-object latency through the state machine."""
     from scanctl.harness import HarnessOptions, LocalScanner
@@ -346,6 +426,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print("B5: the local pipeline …", file=sys.stderr)
     flow = pipeline(db, work, pipeline_count)
+    print("B6: a big file through scanctl local …", file=sys.stderr)
+    big = big_file(db, work, (64 if quick else 1024) * MIB)
 
     objects = inside["objects"]
     b1 = {
@@ -396,6 +478,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rss_growth_mib": rss_growth,
         "cold_start_ratio": inside["cold_start_s"] / clamd_load_s,
         "pipeline_objects_per_s": flow["objects_per_s"],
+        "big_file_ratio": big["ratio"],
+        "big_file_rss_mib": big["scanctl_peak_rss_mib"],
         "second_pass_archives": max(v["ratio"] for v in b7.values() if v["archive"]),
         "second_pass_plain": max(v["ratio"] for v in b7.values() if not v["archive"]),
         "units": {
@@ -406,6 +490,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "overhead_vs_clamd_large_handler": "whole handler incl. S3 download / clamdscan --fdpass",
             "rss_growth_mib": f"scanner peak RSS at {largest_random} minus at {smallest}",
             "cold_start_ratio": "first verdict from empty disk / clamd load time of the same database",
+            "big_file_ratio": "scanctl local of one big file, start to exit / clamdscan --fdpass of it",
+            "big_file_rss_mib": "scanctl's own peak RSS (VmHWM; clamd apart) for that file",
             "second_pass_*": "Scan Object's scan step (HEAD, GET, clamd, second pass) / the same without the second pass; worst object",
         },
         "b1_latency": b1,
@@ -418,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "phases": inside["cold_start_phases"],
         },
         "b5_pipeline": flow,
+        "b6_big_file": big,
         "b7_second_pass": b7,
         "database": db_info,
         "clamav": clamav_version(),
@@ -565,6 +652,20 @@ def render(r: dict[str, Any]) -> str:
         f"({b5['succeeded']} succeeded).",
         "",
     ]
+    b6 = r.get("b6_big_file")
+    if b6:
+        lines += [
+            "## B6: one big file through `scanctl local`",
+            "",
+            f"A {b6['bytes'] / MIB:,.0f} MiB file of {b6['content']} bytes, from the command's start "
+            f"to its exit (emulator and clamd start, definitions published and loaded, the "
+            f"file streamed into the emulated bucket, the state machine, the scanner's ranged "
+            f"download, clamd, tagging, audit): {b6['scanctl_s']:.1f} s, verdict "
+            f"{b6['verdict']}; `clamdscan --fdpass` of the same file on a clamd with the same "
+            f"database and limits: {b6['clamdscan_fdpass_s']:.1f} s; ratio {b6['ratio']:.2f}. "
+            f"scanctl's own peak RSS (clamd apart): {b6['scanctl_peak_rss_mib']:.0f} MiB.",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -69,55 +69,121 @@ def main() -> None:
 # -- local -------------------------------------------------------------------------------------
 
 
-class _DefaultToScan(click.Group):
-    """`scanctl local PATH...` scans; `scanctl local serve` serves."""
+class _LocalGroup(click.Group):
+    """`scanctl local [OPTIONS] PATH...` scans (options before or after the paths);
+    `scanctl local serve [OPTIONS]` serves."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["context_settings"] = {
+            "ignore_unknown_options": True,  # the scan's options, wherever they are
+            "allow_extra_args": True,
+            "help_option_names": [],  # --help belongs to the scan, which lists serve too
+        }
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args:
+            args = ["--help"]  # `scanctl local` alone: the help, not an error
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] in self.commands:
+        if args and args[0] in self.commands and args[0] != "scan":
             return super().resolve_command(ctx, args)
         return super().resolve_command(ctx, ["scan", *args])
 
 
-@main.group(cls=_DefaultToScan)
+@main.group(cls=_LocalGroup, invoke_without_command=False)
 def local() -> None:
     """Scan files through the whole pipeline on this machine (emulated AWS, real ClamAV)."""
 
 
 def _scan_options(fn: Any) -> Any:
-    fn = click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")(fn)
+    # Applied last first: --help lists them in this order.
+    fn = click.option("--webhook", metavar="URL", help="POST every result to this URL.")(fn)
+    fn = click.option(
+        "--no-quarantine", is_flag=True, help="Delete infected objects instead of quarantining."
+    )(fn)
     fn = click.option(
         "--definitions",
         type=click.Path(path_type=Path),
         help="A directory of ClamAV database files (default: /var/lib/clamav if it holds "
         "a database, else a built-in test signature set).",
     )(fn)
-    fn = click.option(
-        "--no-quarantine", is_flag=True, help="Delete infected objects instead of quarantining."
-    )(fn)
-    fn = click.option("--webhook", metavar="URL", help="POST every result to this URL.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")(fn)
     return fn
 
 
-@local.command("scan", hidden=True)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+class _ScanCommand(click.Command):
+    """The scan, whose help also names `scanctl local serve`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["context_settings"] = {"help_option_names": ["--help", "-h"]}
+        super().__init__(*args, **kwargs)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # It is `scanctl local PATH...`: the hidden `scan` is not typed.
+        path = ctx.command_path.removesuffix(" scan")
+        formatter.write_usage(path, " ".join(self.collect_usage_pieces(ctx)))
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Also"):
+            formatter.write_dl(
+                [
+                    (
+                        "scanctl local serve [OPTIONS]",
+                        "Keep the emulated AWS on 127.0.0.1 and scan whatever is uploaded "
+                        "(see scanctl local serve --help).",
+                    )
+                ]
+            )
+
+
+@local.command("scan", cls=_ScanCommand, hidden=True)
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PATH..."
+)
 @_scan_options
+@click.pass_context
 def local_scan(
+    ctx: click.Context,
     paths: tuple[Path, ...],
     as_json: bool,
     definitions: Path | None,
     no_quarantine: bool,
     webhook: str | None,
 ) -> None:
+    """Scan files and directories through the whole pipeline on this machine.
+
+    Emulated S3, SQS, Step Functions and DynamoDB, the real state machine, real
+    ClamAV. Options go before or after the paths. Only regular files are scanned:
+    anything else (a FIFO, a device, a socket, a symlink loop, a dangling link)
+    gets an error row. Exit status: 0 all clean, 1 anything infected or
+    unscannable, 2 errors, 130 interrupted (results so far are printed).
+    """
     from scanctl.local import collect
 
-    try:
-        targets = collect(list(paths))
-    except FileNotFoundError as missing:
-        _fail(f"{missing} does not exist")
+    ctx.info_name = "local"  # usage reads `scanctl local`, not `scanctl local scan`
+    targets = collect(list(paths))
     if not targets:
         _say("nothing to scan")
         sys.exit(0)
     _run_and_report(targets, definitions, not no_quarantine, webhook, as_json)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops a run the way Ctrl-C does: results so far, temp files removed."""
+    import signal
+
+    from scanctl.local import Interrupted
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(128 + signum)
+
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # (click's test runner may not be)
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _run_and_report(
@@ -128,55 +194,73 @@ def _run_and_report(
     as_json: bool,
     expected: dict[str, str] | None = None,
 ) -> None:
+    import contextlib
+
     from functions.shared.config import validate_webhook_url
     from functions.shared.errors import ConfigurationError
-    from scanctl.local import choose_definitions, exit_status, run_local
+    from scanctl.local import Interrupted, choose_definitions, exit_status, run_local
 
     if webhook:
         try:
             validate_webhook_url("--webhook", webhook)
         except ConfigurationError as bad:
             _fail(str(bad))
-    with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+    _stop_on_sigterm()
+    results_out = sys.stdout
+    interrupted: Interrupted | None = None
+    started = time.monotonic()
+    # Results alone go to stdout: anything else the pipeline prints (Powertools'
+    # metrics, a library's warning) goes to stderr while it runs.
+    with contextlib.redirect_stdout(sys.stderr):
         try:
-            choice = choose_definitions(definitions, Path(tmp))
-        except FileNotFoundError as bad:
-            _fail(str(bad))
-        _say(f"definitions: {choice.description}")
-        started = time.monotonic()
-        total = len(targets)
-        done = [0]
-        step = max(100, total // 20)
+            with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+                try:
+                    choice = choose_definitions(definitions, Path(tmp))
+                except FileNotFoundError as bad:
+                    _fail(str(bad))
+                _say(f"definitions: {choice.description}")
+                total = len(targets)
+                done = [0]
+                step = max(64, total // 20)  # 64: what one batch of executions scans
 
-        def advance(progress: Progress, task: Any, n: int) -> None:
-            progress.advance(task, n)
-            # Without a terminal the bar is not drawn: log a line now and then.
-            before, done[0] = done[0], done[0] + n
-            if not err.is_terminal and (done[0] // step > before // step or done[0] == total):
-                rate = done[0] / max(time.monotonic() - started, 1e-9)
-                _say(f"scanned {done[0]}/{total} ({rate:.1f}/s)")
+                def advance(progress: Progress, task: Any, n: int) -> None:
+                    progress.advance(task, n)
+                    # Without a terminal the bar is not drawn: log a line now and then.
+                    before, done[0] = done[0], done[0] + n
+                    if not err.is_terminal and (
+                        done[0] // step > before // step or done[0] == total
+                    ):
+                        rate = done[0] / max(time.monotonic() - started, 1e-9)
+                        _say(f"scanned {done[0]}/{total} ({rate:.1f}/s)")
 
-        with _progress() as progress:
-            task = progress.add_task("scanning", total=total)
-            results = run_local(
-                targets,
-                choice,
-                quarantine=quarantine,
-                webhook_url=webhook,
-                on_progress=lambda n: advance(progress, task, n),
-            )
-        elapsed = time.monotonic() - started
+                with _progress() as progress:
+                    task = progress.add_task("scanning", total=total)
+                    run = run_local(
+                        targets,
+                        choice,
+                        quarantine=quarantine,
+                        webhook_url=webhook,
+                        on_progress=lambda n: advance(progress, task, n),
+                    )
+                results, interrupted = run.results, run.interrupted
+        except KeyboardInterrupt as stop:  # before the pipeline was up: nothing to report
+            _say("interrupted")
+            sys.exit(getattr(stop, "status", 130))
+    elapsed = time.monotonic() - started
     if as_json:
         for result in results:
-            click.echo(json.dumps(result.as_json()))
+            click.echo(json.dumps(result.as_json()), file=results_out)
     else:
         _print_results(results, expected)
     counts: dict[str, int] = {}
     for result in results:
         counts[result.verdict] = counts.get(result.verdict, 0) + 1
-    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing finished"
     rate = len(results) / elapsed if elapsed else 0.0
     _say(f"{len(results)} files in {elapsed:.1f}s ({rate:.1f}/s): {summary}")
+    if interrupted is not None:
+        _say(f"interrupted: {len(results)} of {len(targets)} finished")
+        sys.exit(interrupted.status)
     if expected is not None:
         wrong = [r.key for r in results if expected.get(r.key) != r.verdict]
         if wrong:
@@ -187,56 +271,104 @@ def _run_and_report(
     sys.exit(exit_status(results))
 
 
-def _print_results(results: list[Any], expected: dict[str, str] | None) -> None:
-    table = Table(title="Scan results")
-    table.add_column("file", overflow="fold")
-    if expected is not None:
-        table.add_column("made to be")
-    for column in ("verdict", "action", "signature / reason", "path"):
+_VERDICT_COLORS = {"clean": "green", "infected": "red", "unscannable": "yellow", "error": "red"}
+
+
+def _emit_table(title: str, columns: list[str], rows: list[list[str]], verdict_at: int) -> None:
+    """A table on a terminal; elsewhere (a pipe, a file) one tab-separated line per row
+    under a header line, never wrapped, so scripts can cut and grep it."""
+    if not out.is_terminal:
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
+        return
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column, overflow="fold")
-    colors = {"clean": "green", "infected": "red", "unscannable": "yellow", "error": "red"}
-    for r in results:
-        detail = ", ".join(r.signatures) or r.reason or r.error or ""
-        path = " → ".join(s for s in r.execution.get("states", []) if s not in _COMMON_STATES)
-        verdict = f"[{colors.get(r.verdict, 'white')}]{r.verdict}[/]"
-        row = [r.key]
-        if expected is not None:
-            row.append(expected.get(r.key, ""))
-        table.add_row(*row, verdict, r.action, detail, path)
+    for row in rows:
+        cells = list(row)
+        color = _VERDICT_COLORS.get(cells[verdict_at])
+        if color:
+            cells[verdict_at] = f"[{color}]{cells[verdict_at]}[/]"
+        table.add_row(*cells)
     out.print(table)
 
 
-@local.command("serve")
-@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+def _print_results(results: list[Any], expected: dict[str, str] | None) -> None:
+    columns = ["file", *(["made to be"] if expected is not None else [])]
+    columns += ["verdict", "action", "signature / reason / error", "path"]
+    rows = []
+    for r in results:
+        detail = ", ".join(r.signatures) or r.reason or r.error or ""
+        path = " → ".join(s for s in r.execution.get("states", []) if s not in _COMMON_STATES)
+        row = [r.key]
+        if expected is not None:
+            row.append(expected.get(r.key, ""))
+        rows.append([*row, r.verdict, r.action, detail, path])
+    _emit_table("Scan results", columns, rows, verdict_at=columns.index("verdict"))
+
+
+@local.command("serve", context_settings={"help_option_names": ["--help", "-h"]})
+@click.option(
+    "--port",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port on 127.0.0.1.",
+)
 @click.option("--definitions", type=click.Path(path_type=Path))
 @click.option("--no-quarantine", is_flag=True)
 @click.option("--webhook", metavar="URL")
-@click.option("--for", "seconds", type=float, help="Stop after this many seconds.")
+@click.option(
+    "--for", "seconds", type=click.FloatRange(min=0), help="Stop after this many seconds."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the endpoint and names as one JSON object."
+)
 def local_serve(
     port: int,
     definitions: Path | None,
     no_quarantine: bool,
     webhook: str | None,
     seconds: float | None,
+    as_json: bool,
 ) -> None:
-    """Keep the emulated AWS on 127.0.0.1:PORT and scan whatever is uploaded."""
-    from scanctl.serve import serve
+    """Keep the emulated AWS on 127.0.0.1:PORT and scan whatever is uploaded.
 
+    Prints the endpoint, bucket, quarantine bucket, audit table and state machine
+    ARN, then one line per ended execution (uploads, rescans, redrives).
+    """
+    from scanctl.serve import PortInUse, check_port, serve
+
+    try:
+        check_port(port)  # before anything slow: a busy port is one sentence, now
+    except PortInUse as busy:
+        _fail(str(busy))
+    _stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+        from functions.scan_object.app import reset_scanner
         from scanctl.local import choose_definitions
 
         try:
             choice = choose_definitions(definitions, Path(tmp))
         except FileNotFoundError as bad:
             _fail(str(bad))
-        serve(
-            port,
-            choice,
-            Path(tmp),
-            quarantine=not no_quarantine,
-            webhook_url=webhook,
-            max_seconds=seconds,
-        )
+        try:
+            serve(
+                port,
+                choice,
+                Path(tmp),
+                quarantine=not no_quarantine,
+                webhook_url=webhook,
+                max_seconds=seconds,
+                as_json=as_json,
+            )
+        except PortInUse as busy:
+            _fail(str(busy))
+        except KeyboardInterrupt:
+            _say("stopped")
+        finally:
+            reset_scanner()
 
 
 @main.command()
@@ -264,7 +396,12 @@ def demo(as_json: bool) -> None:
 
 def _aws_options(fn: Any) -> Any:
     fn = click.option("--stack", default=DEFAULT_STACK, show_default=True)(fn)
-    fn = click.option("--state-machine-arn", help="Instead of reading the stack's outputs.")(fn)
+    fn = click.option(
+        "--state-machine-arn",
+        "--state-machine",
+        "state_machine_arn",
+        help="Instead of reading the stack's outputs.",
+    )(fn)
     fn = click.option("--table", help="Audit table name, instead of the stack's outputs.")(fn)
     fn = click.option("--endpoint-url", help="Any AWS-compatible endpoint.")(fn)
     fn = click.option("--region")(fn)
@@ -559,30 +696,65 @@ def redrive(since: str, as_new: bool, dry_run: bool, **aws: Any) -> None:
     )
 
 
-def _print_items(items: list[dict[str, Any]], title: str, as_json: bool) -> None:
+def _plain(value: Any) -> Any:
+    """DynamoDB's numbers as JSON numbers (they come back as Decimal)."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
+def _print_items(
+    items: list[dict[str, Any]], title: str, as_json: bool, failed: bool = False
+) -> None:
     if as_json:
         for item in items:
-            click.echo(json.dumps(item, default=str))
+            click.echo(json.dumps(item, default=_plain))
         return
-    table = Table(title=title)
-    for column in ("scan", "object", "version", "verdict", "signatures / error", "action"):
-        table.add_column(column, overflow="fold")
+    if failed:
+        columns = ["scan", "object", "version", "failed state", "error", "verdict reached"]
+        rows = [
+            [
+                str(item.get("scanId", "")).split("#")[0],
+                item.get("object", ""),
+                str(item.get("versionId") or ""),
+                str(item.get("failedState") or ""),
+                _error_text(item.get("error")),
+                str(item.get("verdict") or ""),
+            ]
+            for item in items
+        ]
+        _emit_table(title, columns, rows, verdict_at=5)
+        return
+    columns = ["scan", "object", "version", "verdict", "signatures / reason / error", "action"]
+    rows = []
     for item in items:
-        error = item.get("error") or {}
         detail = (
             ", ".join(item.get("signatures") or [])
-            or error.get("error", "")
             or (item.get("reason") or "")
+            or _error_text(item.get("error"))
         )
-        table.add_row(
-            str(item.get("scanId", "")).split("#")[0],
-            item.get("object", ""),
-            str(item.get("versionId") or ""),
-            item.get("verdict", ""),
-            detail,
-            item.get("action", ""),
+        rows.append(
+            [
+                str(item.get("scanId", "")).split("#")[0],
+                item.get("object", ""),
+                str(item.get("versionId") or ""),
+                str(item.get("verdict") or ""),
+                detail,
+                str(item.get("action") or ""),
+            ]
         )
-    out.print(table)
+    _emit_table(title, columns, rows, verdict_at=3)
+
+
+def _error_text(error: Any) -> str:
+    if not error:
+        return ""
+    if isinstance(error, dict):
+        name, cause = error.get("error", ""), str(error.get("cause") or "")
+        return f"{name}: {cause[:200]}" if cause else str(name)
+    return str(error)
 
 
 @main.command()
@@ -614,24 +786,46 @@ def history(uri: str, as_json: bool, **aws: Any) -> None:
     show_default=True,
 )
 @click.option("--failed", is_flag=True, help="Failed runs instead, whatever their verdict.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="(--failed) Also failed runs whose object a later scan handled.",
+)
 @click.option("--since", default="24h", show_default=True)
-@click.option("--limit", default=1000, show_default=True)
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 @_aws_options
 @_operator
-def recent(verdict: str, failed: bool, since: str, limit: int, as_json: bool, **aws: Any) -> None:
+def recent(
+    verdict: str,
+    failed: bool,
+    show_all: bool,
+    since: str,
+    limit: int,
+    as_json: bool,
+    **aws: Any,
+) -> None:
     """Recent scans with one verdict (or failed runs), newest first."""
-    from scanctl.ops import parse_duration
+    from scanctl.ops import handled_later, parse_duration
     from scanctl.ops import recent as read_recent
 
+    if show_all and not failed:
+        _fail("--all goes with --failed")
     window = parse_duration(since)
     deployment = _deployment(**aws, needs=("table",))
     [ddb] = _clients(aws["endpoint_url"], aws["region"], "dynamodb")
     table = deployment.need(deployment.table_name, "audit table", "--table")
     items = read_recent(ddb, table, verdict, window, limit, failed=failed)
+    hidden = 0
+    if failed and not show_all:
+        # A failure a later run of the same object version made good is history.
+        kept = [item for item in items if not handled_later(ddb, table, item)]
+        hidden, items = len(items) - len(kept), kept
     if failed:
         verdict = "failed"
     _say(
         f"{len(items)} {verdict} scans since {dt.datetime.now(dt.UTC) - window:%Y-%m-%d %H:%M} UTC"
+        + (f" ({hidden} handled by a later run hidden; --all shows them)" if hidden else "")
     )
-    _print_items(items, f"Recent {verdict} scans", as_json)
+    _print_items(items, f"Recent {verdict} scans", as_json, failed=failed)

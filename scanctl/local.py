@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +27,8 @@ class NothingToScan(Exception):
 class Target:
     path: Path
     key: str
+    # Why it is not scanned (a FIFO, a symlink loop...): an error row, never read.
+    problem: str | None = None
 
 
 @dataclass
@@ -62,23 +67,75 @@ class DefinitionsChoice:
     description: str
 
 
-def collect(paths: list[Path]) -> list[Target]:
-    """Files under the arguments; keys are paths relative to each argument.
+_KINDS = (
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 
-    Raises FileNotFoundError for an argument that does not exist.
-    """
+
+def _problem(path: Path, inside_directory: bool) -> str | None:
+    """None for a regular file (or a link to one); otherwise what it is, in words."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as err:
+        return f"cannot read: {err.strerror or err}"
+    if stat.S_ISLNK(mode):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return "dangling symlink"
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "symlink loop"
+            return f"cannot read: {err.strerror or err}"
+        if stat.S_ISDIR(mode) and inside_directory:
+            return "not a regular file: symlink to a directory (not followed)"
+    if stat.S_ISREG(mode) or (stat.S_ISDIR(mode) and not inside_directory):
+        return None
+    for test, kind in _KINDS:
+        if test(mode):
+            return f"not a regular file: {kind}"
+    return "not a regular file"
+
+
+def collect(paths: list[Path]) -> list[Target]:
+    """What the arguments hold: every regular file under them (keys relative to each
+    argument), and every other entry as a target with a ``problem``, never silently
+    left out. A directory's own symlinks to directories are not followed."""
     targets: list[Target] = []
     for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(str(path))
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
-                if file.is_symlink() and not file.exists():
-                    continue
-                targets.append(Target(file, file.relative_to(path).as_posix()))
+        problem = _problem(path, inside_directory=False)
+        if problem is not None:
+            targets.append(Target(path, path.name or str(path), problem))
+        elif path.is_dir():
+            targets += _walk(path)
         else:
             targets.append(Target(path, path.name))
     return targets
+
+
+def _walk(root: Path) -> list[Target]:
+    found: list[Target] = []
+
+    def unreadable(err: OSError) -> None:  # a directory os.walk cannot list
+        path = Path(err.filename or root)
+        key = path.relative_to(root).as_posix() if path != root else path.name
+        found.append(Target(path, key, f"cannot read: {err.strerror or err}"))
+
+    for directory, subdirectories, files in os.walk(root, onerror=unreadable, followlinks=False):
+        here = Path(directory)
+        subdirectories.sort()
+        # os.walk lists symlinks to directories with the subdirectories (and does not
+        # enter them); they get a row like any other entry that is not scanned.
+        names = sorted(files + [d for d in subdirectories if (here / d).is_symlink()])
+        for name in names:
+            path = here / name
+            found.append(Target(path, path.relative_to(root).as_posix(), _problem(path, True)))
+    return found
 
 
 def choose_definitions(requested: Path | None, scratch: Path) -> DefinitionsChoice:
@@ -105,6 +162,20 @@ def _chunks(items: list[Target], size: int) -> Iterator[list[Target]]:
         yield items[start : start + size]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: stop, report what finished, exit with ``status``."""
+
+    def __init__(self, status: int = 130) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass
+class LocalRun:
+    results: list[FileResult]
+    interrupted: Interrupted | None = None
+
+
 def run_local(
     targets: list[Target],
     definitions: DefinitionsChoice,
@@ -113,47 +184,66 @@ def run_local(
     webhook_url: str | None = None,
     on_progress: Callable[[int], None] = lambda n: None,
     work_dir: Path | None = None,
-) -> list[FileResult]:
+) -> LocalRun:
+    """Scan the targets; on Ctrl-C (or SIGTERM, raised as ``Interrupted``) stop the
+    executions in flight and return what finished, the temporary files removed."""
+    from functions.scan_object.app import reset_scanner
+
     if not targets:
         raise NothingToScan
+    run = LocalRun(results=[])
+    manifest: dict[str, Any] = {}
+    if all(target.problem for target in targets):  # nothing to upload: no pipeline needed
+        run.results = [_error(target, str(target.problem)) for target in targets]
+        return run
     with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
         options = HarnessOptions(
             work_dir=work_dir or Path(tmp) / "clamav",
             quarantine=quarantine,
             webhook_url=webhook_url,
+            # Metrics are off locally unless asked for; on, they go to stderr.
+            extra_env={
+                k: os.environ[k] for k in ("POWERTOOLS_METRICS_DISABLED",) if k in os.environ
+            },
         )
-        with LocalScanner(options) as harness:
-            manifest = harness.publish_definitions(definitions.directory)
-            harness.drain()  # S3's test event
-            results = _scan_all(harness, targets, on_progress)
-            _mark_audited(harness, results)
-    for result in results:
-        result.definitions.setdefault("version", manifest["version"])
+        try:
+            with LocalScanner(options) as harness:
+                try:
+                    manifest = harness.publish_definitions(definitions.directory)
+                    harness.drain()  # S3's test event
+                    _scan_all(harness, targets, on_progress, run.results)
+                    _mark_audited(harness, run.results)
+                except KeyboardInterrupt as stop:
+                    run.interrupted = stop if isinstance(stop, Interrupted) else Interrupted()
+                    harness.abandon()  # stop what is still running; do not wait for it
+        except KeyboardInterrupt as stop:  # a second Ctrl-C while shutting down
+            run.interrupted = run.interrupted or Interrupted(getattr(stop, "status", 130))
+        finally:
+            reset_scanner()  # stop clamd before its directory goes
+    for result in run.results:
+        result.definitions.setdefault("version", manifest.get("version"))
     order = {target.path: i for i, target in enumerate(targets)}
-    results.sort(key=lambda r: order.get(Path(r.file), len(order)))
-    return results
+    run.results.sort(key=lambda r: order.get(Path(r.file), len(order)))
+    return run
 
 
 def _scan_all(
-    harness: LocalScanner, targets: list[Target], on_progress: Callable[[int], None]
-) -> list[FileResult]:
-    results: list[FileResult] = []
+    harness: LocalScanner,
+    targets: list[Target],
+    on_progress: Callable[[int], None],
+    results: list[FileResult],
+) -> None:
     for chunk in _chunks(targets, BATCH):
         by_version: dict[str, Target] = {}
         for target in chunk:
-            try:
-                body = target.path.read_bytes()
-            except OSError as err:
-                results.append(
-                    FileResult(
-                        file=str(target.path),
-                        key=target.key,
-                        verdict="error",
-                        error=f"cannot read: {err.strerror or err}",
-                    )
-                )
+            if target.problem is not None:
+                results.append(_error(target, target.problem))
                 continue
-            version = harness.upload(target.key, body)["VersionId"]
+            try:
+                version = harness.upload_file(target.key, target.path)["VersionId"]
+            except OSError as err:
+                results.append(_error(target, f"cannot read: {err.strerror or err}"))
+                continue
             by_version[version] = target
         for report in harness.wait(harness.drain()):
             target = by_version.pop(report.input.get("object", {}).get("versionId"), None)
@@ -162,16 +252,12 @@ def _scan_all(
         for target in by_version.values():
             # Uploaded, but no execution started (its notification failed): never
             # leave a file out of the results, and never count it as clean.
-            results.append(
-                FileResult(
-                    file=str(target.path),
-                    key=target.key,
-                    verdict="error",
-                    error="no scan was started for this upload (see the DLQ)",
-                )
-            )
+            results.append(_error(target, "no scan was started for this upload (see the DLQ)"))
         on_progress(len(chunk))
-    return results
+
+
+def _error(target: Target, why: str) -> FileResult:
+    return FileResult(file=str(target.path), key=target.key, verdict="error", error=why)
 
 
 def _result(target: Target, report: ExecutionReport) -> FileResult:

@@ -649,3 +649,30 @@ def recent(
             break
         args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
     return items[:limit]
+
+
+def handled_later(ddb: Any, table: str, failed: dict[str, Any]) -> bool:
+    """Whether a later run that did not fail scanned the same object version (a re-run
+    with --as-new, a rescan, a redrive of an Express failure on Standard)."""
+    args = {
+        "TableName": table,
+        "KeyConditionExpression": "#pk = :pk AND #sk > :after",
+        "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+        "ExpressionAttributeValues": {
+            ":pk": {"S": str(failed["object"])},
+            ":after": {"S": str(failed["scanId"])},
+        },
+    }
+    version = failed.get("versionId")
+    while True:
+        response = ddb.query(**args)
+        for item in _items(response):
+            if (
+                not item.get(FAILURE_KEY)
+                and not item.get("failed")
+                and (item.get("versionId") == version)
+            ):
+                return True
+        if "LastEvaluatedKey" not in response:
+            return False
+        args["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -21,6 +21,9 @@ _SECRET_ARN = re.compile(
     r"^arn:(aws|aws-cn|aws-us-gov):secretsmanager:[a-z0-9-]+:\d{12}:"
     r"secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
 )
+_EVENT_BUS_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov):events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9._/-]+$"
+)
 _TOPIC_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
@@ -83,6 +86,8 @@ class DeployConfig:
     express_log_execution_data: bool = True
     # The bucket that holds S3 Inventory reports a rescan may read its list from.
     inventory_bucket_arn: str | None = None
+    # Object Scan Result events: this bus, or the account's default bus.
+    event_bus_arn: str | None = None
     # After new definitions are published, rescan what was scanned with older
     # ones in the previous N hours (0: never).
     retroscan_after_update_hours: int = 0
@@ -230,6 +235,12 @@ def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
             "a complete Secrets Manager secret ARN (ending in its 6-character suffix)",
         ),
         alarm_topic_arn=_match(env, "ALARM_TOPIC_ARN", _TOPIC_ARN, "an SNS topic ARN"),
+        event_bus_arn=_match(
+            env,
+            "EVENT_BUS_ARN",
+            _EVENT_BUS_ARN,
+            "an EventBridge event bus ARN (arn:aws:events:region:account:event-bus/name)",
+        ),
         update_schedule=_match(
             env,
             "DEFINITIONS_UPDATE_SCHEDULE",

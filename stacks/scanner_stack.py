@@ -12,10 +12,12 @@ from stacks.config import DeployConfig
 from stacks.constructs.access_gate import AccessGate
 from stacks.constructs.alarms import Alarms
 from stacks.constructs.audit import Audit
+from stacks.constructs.dashboard import Dashboard
 from stacks.constructs.definitions import Definitions
 from stacks.constructs.failure_recording import FailureRecording
 from stacks.constructs.ingest import Ingest
 from stacks.constructs.rescan import Rescan
+from stacks.constructs.result_events import ResultEvents
 from stacks.constructs.workflow import Workflow
 from stacks.nag import acknowledge_findings
 
@@ -58,6 +60,12 @@ class ScannerStack(Stack):
             table=self.audit.table,
             notify_webhook=self.workflow.notify_webhook,
             common_env=common_env,
+        )
+        self.result_events = ResultEvents(
+            self,
+            "ResultEvents",
+            publishers=[self.workflow.record_audit, self.failures.recorder],
+            bus_arn=config.event_bus_arn,
         )
         express = None
         if config.workflow_type == "EXPRESS":
@@ -116,7 +124,23 @@ class ScannerStack(Stack):
             topic_arn=config.alarm_topic_arn,
         )
 
+        dashboard = Dashboard(
+            self,
+            "Dashboard",
+            machines=[self.workflow.state_machine, *([express] if express else [])],
+            queue=self.ingest.queue,
+            dead_letter_queues={
+                "scan DLQ": self.ingest.dead_letter_queue,
+                "failure recorder DLQ": self.failures.dead_letter_queue,
+            },
+            scanner=self.workflow.scan_object,
+            functions=[self.ingest.starter, *self.workflow.functions],
+        )
+
         outputs = {
+            "DashboardName": dashboard.name,
+            "ResultEventBusArn": self.result_events.bus_arn,
+            "SourceBucketName": source.bucket_name,
             "StateMachineArn": self.workflow.state_machine.state_machine_arn,
             "ExpressStateMachineArn": (
                 express.state_machine_arn if express is not None else "none"

@@ -41,6 +41,8 @@ def recorder() -> FailureRecorder:
         table=settings.require("table_name", "DDB_TABLE_NAME"),
         notify_function=settings.notify_function,
         standard_state_machine_arn=settings.state_machine_arn,
+        events=client("events"),
+        event_bus=settings.event_bus,
     )
 
 

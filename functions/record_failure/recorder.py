@@ -36,8 +36,9 @@ from functions.record_failure.failures import (
     superseded,
 )
 from functions.shared.aws import error_code
-from functions.shared.contracts import ObjectRef
+from functions.shared.contracts import ObjectRef, result_summary
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
+from functions.shared.results_bus import publish
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ class FailureRecorder:
     notify_function: str | None = None
     # The Standard machine: where an Express execution whose scan timed out runs again.
     standard_state_machine_arn: str | None = None
+    # Object Scan Result events, as Record Audit publishes them for completed runs.
+    events: Any = None
+    event_bus: str = "default"
+
+    def _announce(self, key: dict[str, Any], summary: dict[str, Any]) -> None:
+        if self.events is not None and "superseded" not in key:
+            publish(self.events, self.event_bus, summary)
 
     def record(self, failed: FailedExecution) -> dict[str, Any]:
         if failed.express:
@@ -63,8 +71,11 @@ class FailureRecorder:
                 return {"ignored": stale}
             if failed.succeeded:
                 # The redrive fixed it: the item tells the final outcome, failure fields gone.
-                item = build_item(final_state(self.sfn, failed), failed.execution)
-                return {"audit": write_item(self.dynamodb, self.table, item, unless_newer=True)}
+                final = final_state(self.sfn, failed)
+                item = build_item(final, failed.execution)
+                key = write_item(self.dynamodb, self.table, item, unless_newer=True)
+                self._announce(key, result_summary(final, failed.execution))
+                return {"audit": key}
             failed_state, reached = reached_state(self.sfn, failed)
         state = failure_state(failed, reached)
         marking = mark_object(VerdictApplier(self.s3, None), state, failed.error, failed.execution)
@@ -77,6 +88,11 @@ class FailureRecorder:
             "rerunOn": rerun,
         }
         key = write_item(self.dynamodb, self.table, item, unless_newer=True)
+        self._announce(
+            key,
+            result_summary(state, failed.execution)
+            | {"failedState": failed_state, "workflow": item["workflow"]},
+        )
         notification = None
         webhook_failed = failed.error.startswith("Webhook")
         if self.notify_function and not webhook_failed and "superseded" not in key:

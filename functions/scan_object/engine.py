@@ -36,6 +36,7 @@ _SOCKET_TIMEOUT_S = 900.0
 # What clamd logs when a database set itself will not load.
 _DATABASE_ERRORS = ("Malformed database", "Database reload failed", "Can't load", "cli_load")
 _PR_SET_PDEATHSIG = 1
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes with its NUL; leave some room
 
 # A signature of our own, loaded with every set: clamd must report the canary
 # file, or it is not really scanning. clamd 1.4 answers OK for every file,
@@ -112,6 +113,15 @@ class ClamdEngine:
         self.clamd = shutil.which(clamd) or clamd
         self.start_timeout_s = start_timeout_s
         self.socket_path = work_dir / "clamd.sock"
+        self._socket_dir: Path | None = None
+        if len(str(self.socket_path).encode()) > _MAX_SOCKET_PATH:
+            # A Unix socket path holds at most 107 bytes; clamd truncates a longer
+            # one and then cannot set its mode. Deep work directories (a long TMPDIR
+            # on a laptop) get a short directory of their own under /tmp.
+            import tempfile
+
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="clamd-", dir="/tmp"))
+            self.socket_path = self._socket_dir / "clamd.sock"
         self.config_path = work_dir / "clamd.conf"
         self.db_link = work_dir / "db"
         self.log_path = work_dir / "clamd.log"
@@ -212,6 +222,7 @@ class ClamdEngine:
 
     def _write_config(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         lines = [
             "Foreground yes",
             f"LocalSocket {self.socket_path}",
@@ -308,6 +319,8 @@ class ClamdEngine:
                 self.process.wait()
         self.process = None
         self.loaded_version = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     # -- protocol ------------------------------------------------------------
 

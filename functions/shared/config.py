@@ -81,6 +81,8 @@ class Settings:
     express_state_machine_arn: str | None
     express_max_object_bytes: int
     notify_function: str | None
+    # Where Object Scan Result events go: the account's default bus, or EVENT_BUS_ARN.
+    event_bus: str
     scan_queue_url: str | None
     retroscan_hours: int
     max_object_bytes: int
@@ -118,6 +120,7 @@ class Settings:
             express_max_object_bytes=_int(env, "EXPRESS_MAX_OBJECT_MB", 256, 1, 2047) * MIB,
             # The Notify Webhook function, for the failure recorder's notices.
             notify_function=env.get("NOTIFY_WEBHOOK_FUNCTION", "").strip() or None,
+            event_bus=env.get("EVENT_BUS_ARN", "").strip() or "default",
             # Rescans (and the retro-scan) send their records here.
             scan_queue_url=env.get("SCAN_QUEUE_URL", "").strip() or None,
             retroscan_hours=_int(env, "RETROSCAN_AFTER_UPDATE_HOURS", 0, 0, 720),

@@ -32,6 +32,10 @@ class WebhookDeliveryFailed(ScannerError):
     """The webhook answered 5xx, 408 or 429, or did not answer in time."""
 
 
+class ResultNotPublished(ScannerError):
+    """EventBridge refused or failed the Object Scan Result event."""
+
+
 class StartExecutionThrottled(ScannerError):
     """Step Functions throttled StartExecution; the SQS record is retried."""
 
@@ -74,5 +78,6 @@ TRANSIENT_ERRORS = (
     ScanEngineUnavailable,
     ObjectStoreUnavailable,
     AuditWriteFailed,
+    ResultNotPublished,
     WebhookDeliveryFailed,
 )

@@ -20,6 +20,6 @@ One module per job:
 
 from scanctl.harness.driver import HarnessOptions, LocalScanner
 from scanctl.harness.invoker import LambdaContext
-from scanctl.harness.reports import ExecutionReport
+from scanctl.harness.reports import ExecutionReport, read_report
 
-__all__ = ["ExecutionReport", "HarnessOptions", "LambdaContext", "LocalScanner"]
+__all__ = ["ExecutionReport", "HarnessOptions", "LambdaContext", "LocalScanner", "read_report"]

@@ -55,6 +55,7 @@ class LocalScanner:
         self._patches.enter_context(seams.serialize_asl_parsing())
         self._patches.enter_context(seams.ignore_bucket_policies())
         self._patches.enter_context(seams.tag_archived_objects())
+        self._patches.enter_context(seams.ranged_reads())
         self._patches.enter_context(redrive.emulate_redrive())
         self._patches.enter_context(self.status_changes.emitted())
         try:
@@ -71,11 +72,30 @@ class LocalScanner:
             self._patches = None
         self._env.restore()
 
+    def abandon(self) -> None:
+        """Stop every execution still running (Ctrl-C): nobody will wait for them."""
+        sfn = self.client("stepfunctions")
+        self._abandoned = True
+        for machine in filter(None, self.machines()):
+            for page in sfn.get_paginator("list_executions").paginate(
+                stateMachineArn=machine, statusFilter="RUNNING"
+            ):
+                for execution in page["executions"]:
+                    with contextlib.suppress(Exception):  # it may just have ended
+                        sfn.stop_execution(
+                            executionArn=execution["executionArn"], cause="interrupted"
+                        )
+
+    def machines(self) -> list[str]:
+        return [self.state_machine_arn, self.deployment.express_state_machine_arn]
+
     def _settle(self, timeout_s: float = 60.0) -> None:
         """Let executions still running (a re-run nobody waited for) end while the
         emulated AWS they call still exists; a thread outliving it would fail."""
         sfn = self.client("stepfunctions")
-        machines = [self.state_machine_arn, self.deployment.express_state_machine_arn]
+        machines = self.machines()
+        if getattr(self, "_abandoned", False):
+            timeout_s = 2.0
         deadline = time.monotonic() + timeout_s
         for machine in filter(None, machines):
             while time.monotonic() < deadline:
@@ -192,6 +212,14 @@ class LocalScanner:
             args["Tagging"] = urlencode(tags)
         args.update(extra)
         return self.client("s3").put_object(**args)
+
+    def upload_file(self, key: str, path: Path, stream_above: int = 8 << 20) -> dict[str, Any]:
+        """Upload a file: through the SDK when small, streamed into the store when
+        large (a PutObject either way, with its notification)."""
+        if path.stat().st_size <= stream_above:
+            return self.upload(key, path.read_bytes())
+        stored = seams.put_from_file(self.options.source_bucket, key, path)
+        return {"VersionId": stored.version_id, "ETag": stored.etag}
 
     def drain(self, max_rounds: int = 100) -> list[str]:
         """Feed the queue to start_scan like Lambda's SQS event source does.

@@ -152,3 +152,107 @@ def tag_archived_objects() -> Iterator[None]:
         yield
     finally:
         S3Response.get_object_tagging = original  # type: ignore[method-assign]
+
+
+class _RangeBody:
+    """An object's content that reads only the bytes a Range asks for."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.size = int(key.size)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def __getitem__(self, wanted: slice) -> bytes:
+        start, stop, _ = wanted.indices(self.size)
+        with self.key.lock:
+            self.key._value_buffer.seek(start)
+            return self.key._value_buffer.read(max(0, stop - start))
+
+    def read_all(self) -> bytes:
+        return self[0 : self.size]
+
+
+@contextlib.contextmanager
+def ranged_reads() -> Iterator[None]:
+    """A ranged GET reads its range, not the whole object.
+
+    moto 5.2 answers every GET by copying the whole object out of its store
+    (twice) and then slicing the range: the scanner's 8 MiB ranged GETs of a
+    1 GiB object would copy 128 GiB. Here a GET with a Range header gets the
+    content as a view that reads only the slice moto takes from it; anything
+    that does not slice it (a Range moto ignores) gets the whole content, as
+    before.
+    """
+    from moto.s3.models import FakeKey
+    from moto.s3.responses import S3Response
+
+    ranged = threading.local()
+    value_property = FakeKey.value
+    original_key_response = S3Response.key_response
+
+    def value(self: Any) -> Any:
+        if getattr(ranged, "active", False):
+            return _RangeBody(self)
+        return value_property.fget(self)
+
+    def key_response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        if request.method != "GET" or not request.headers.get("range"):
+            return original_key_response(self, request, full_url, headers)
+        ranged.active = True
+        try:
+            status, response_headers, body = original_key_response(self, request, full_url, headers)
+        finally:
+            ranged.active = False
+        if isinstance(body, _RangeBody):  # not sliced: the whole content after all
+            body = body.read_all()
+        return status, response_headers, body
+
+    FakeKey.value = property(value, value_property.fset)  # type: ignore[method-assign,assignment]
+    S3Response.key_response = key_response  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FakeKey.value = value_property  # type: ignore[method-assign]
+        S3Response.key_response = original_key_response  # type: ignore[method-assign]
+
+
+def put_from_file(bucket_name: str, key_name: str, path: Any, chunk: int = 8 << 20) -> Any:
+    """PutObject of a file without holding it in memory: what S3 does with a stream.
+
+    moto 5.2 keeps each object in a SpooledTemporaryFile (on disk beyond a few
+    MB), but a PutObject through the SDK first holds the whole body in memory,
+    several times (the request, botocore's checksum, moto's parsing). This
+    writes the file into that store in chunks, with the eTag S3 gives a single
+    PUT (the MD5), then sends the ObjectCreated:Put notification the SDK path
+    would have sent. Small files still go through the SDK.
+    """
+    import hashlib
+
+    from moto.s3 import notifications
+    from moto.s3.models import s3_backends
+
+    from scanctl.harness.environment import ACCOUNT_ID
+
+    backend = s3_backends[ACCOUNT_ID]["aws"]
+    key = backend.put_object(bucket_name, key_name, b"", disable_notification=True)
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    with key.lock, open(path, "rb") as source:
+        key._value_buffer.seek(0)
+        key._value_buffer.truncate()
+        while block := source.read(chunk):
+            key._value_buffer.write(block)
+            digest.update(block)
+            size += len(block)
+        key.contentsize = size
+        key._etag = digest.hexdigest()
+    bucket = backend.get_bucket(bucket_name)
+    notifications.send_event(
+        ACCOUNT_ID, notifications.S3NotificationEvent.OBJECT_CREATED_PUT_EVENT, bucket, key
+    )
+    return key

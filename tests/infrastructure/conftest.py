@@ -21,6 +21,7 @@ TOPIC_ARN = "arn:aws:sns:eu-west-1:111122223333:scanner-alarms"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:scanner/webhook-AbCdEf"
 ADMIN_ARN = "arn:aws:iam::111122223333:role/storage-admin"
 INVENTORY_ARN = "arn:aws:s3:::acme-inventory"
+BUS_ARN = "arn:aws:events:eu-west-1:111122223333:event-bus/security"
 
 MINIMAL = {"SOURCE_BUCKET_ARN": SOURCE_ARN}
 EVERYTHING = {
@@ -38,6 +39,7 @@ EVERYTHING = {
     "SCANNER_MEMORY_MB": "4096",
     "PROTECT_SOURCE_BUCKET": "true",
     "UNSCANNED_READERS": ADMIN_ARN,
+    "EVENT_BUS_ARN": BUS_ARN,
 }
 
 

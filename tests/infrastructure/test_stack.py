@@ -11,6 +11,7 @@ import statemachines
 from functions.shared import access_gate
 from tests.infrastructure.conftest import (
     ADMIN_ARN,
+    BUS_ARN,
     INVENTORY_ARN,
     KMS_KEY_ARN,
     QUARANTINE_ARN,
@@ -401,7 +402,7 @@ def statements_for(template: dict, name: str) -> list[dict]:
 
 def test_each_function_gets_only_what_it_needs(everything):
     data = lambda name: actions_of(statements_for(everything, name)) - STAR_ALLOWED  # noqa: E731
-    assert data("record_audit") == {"dynamodb:PutItem"}
+    assert data("record_audit") == {"dynamodb:PutItem", "events:PutEvents"}
     assert data("record_failure") == {
         "states:GetExecutionHistory",
         "states:DescribeExecution",
@@ -417,6 +418,7 @@ def test_each_function_gets_only_what_it_needs(everything):
         "s3:PutObjectTagging",
         "s3:PutObjectVersionTagging",
         "lambda:InvokeFunction",  # Notify Webhook, for the scan.failed notice
+        "events:PutEvents",  # the failed run's Object Scan Result
         "sqs:SendMessage",  # its own DLQ, as the on-failure destination
         "sqs:GetQueueAttributes",
         "sqs:GetQueueUrl",
@@ -730,3 +732,58 @@ def test_the_retro_scan_is_off_unless_configured(minimal, express):
     ]
     [query] = queried
     assert query["Resource"]["Fn::Join"][1][-1] == "/index/by-verdict"
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+def dashboard_text(template: dict) -> str:
+    [dashboard] = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = dashboard["Properties"]["DashboardBody"]
+    parts = body["Fn::Join"][1] if isinstance(body, dict) else [body]
+    return "".join(p if isinstance(p, str) else json.dumps(p) for p in parts)
+
+
+@pytest.mark.parametrize("variant", ["minimal", "express"])
+def test_a_dashboard_shows_verdicts_times_failures_queues_definitions_and_throttles(
+    synths, variant
+):
+    template = synths[variant]["template"]
+    text = dashboard_text(template)
+    for metric in (
+        '"Verdict_clean"',
+        '"Verdict_infected"',
+        '"Verdict_unscannable"',
+        '"ScanDuration"',
+        '"stat":"p95"',
+        '"stat":"p50"',
+        '"ExecutionsFailed"',
+        '"ApproximateNumberOfMessagesVisible"',
+        '"DefinitionsAgeHours"',
+        '"Throttles"',
+        '"ThrottledEvents"',
+    ):
+        assert metric in text, metric
+    # Both machines' executions with Express; its name is an output.
+    assert text.count('"ExecutionsFailed"') == (2 if variant == "express" else 1)
+    assert template["Outputs"]["DashboardName"]["Value"] == "S3VirusScanner-dev-scanner"
+
+
+# -- results on EventBridge ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["record_audit", "record_failure"])
+def test_results_go_to_the_configured_bus_or_the_default_one(minimal, everything, name):
+    def puts(template):
+        return [s for s in statements_for(template, name) if s["Action"] == "events:PutEvents"]
+
+    [custom] = puts(everything)
+    assert custom["Resource"] == BUS_ARN
+    variables = functions_by_handler(everything)[name]["Properties"]["Environment"]["Variables"]
+    assert variables["EVENT_BUS_ARN"] == BUS_ARN
+    [default] = puts(minimal)
+    assert "event-bus/default" in json.dumps(default["Resource"])
+    assert (
+        "EVENT_BUS_ARN"
+        not in (functions_by_handler(minimal)[name]["Properties"]["Environment"]["Variables"])
+    )

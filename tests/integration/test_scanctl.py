@@ -103,10 +103,15 @@ def test_local_definitions_directory_is_used(runner, tmp_path, eicar_only):
     assert row["verdict"] == "clean"  # set A has no signature for ClamAV's test file
 
 
-def test_local_missing_path_is_one_clear_line(runner, tmp_path):
-    result = runner.invoke(main, ["local", str(tmp_path / "nope")])
+def test_local_missing_path_is_an_error_row_and_exit_two(runner, tmp_path):
+    result = runner.invoke(main, ["local", str(tmp_path / "nope"), "--json"])
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'} does not exist"]
+    [row] = lines_of_json(result.stdout)
+    assert (row["file"], row["verdict"], row["error"]) == (
+        str(tmp_path / "nope"),
+        "error",
+        "does not exist",
+    )
 
 
 def test_local_empty_directory_is_nothing_to_scan(runner, tmp_path):
@@ -480,7 +485,7 @@ def test_local_serve_scans_what_is_uploaded_through_its_endpoint(runner):
     result = outcome["result"]
     assert result.exit_code == 0, result.output
     assert "s3://uploads/served/eicar.com: infected quarantined" in result.stdout
-    assert f"emulated AWS on http://127.0.0.1:{port}" in result.stderr
+    assert f"endpoint: http://127.0.0.1:{port}" in result.stderr
     assert policy.returncode == 0, policy.stderr
     assert "policy updated" in policy.stderr
     assert "nothing changed" in again.stderr

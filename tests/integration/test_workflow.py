@@ -11,7 +11,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from functions.shared.errors import ScanEngineUnavailable
+from functions.shared.errors import AuditWriteFailed, ScanEngineUnavailable
 from scanctl import samples
 from tests.conftest import WEBHOOK_SECRET
 
@@ -539,3 +539,45 @@ def test_a_retried_quarantine_recognises_its_own_copy_only(harness):
     # BUT another version whose key has an older copy in quarantine is not "recovered"
     other = ObjectRef("uploads", "twice.com", version_id="some-other-version")
     assert applier.apply(other, scan) == {"action": "none", "reason": "object-gone"}
+
+
+def test_every_outcome_reaches_eventbridge_as_an_object_scan_result(harness):
+    # GIVEN a rule on the default bus, as a user would write it, sending to a queue
+    events, sqs = harness.client("events"), harness.client("sqs")
+    inbox = sqs.create_queue(QueueName="results-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(
+        Name="scan-results",
+        EventPattern=json.dumps(
+            {"source": ["s3-virus-scanner"], "detail-type": ["Object Scan Result"]}
+        ),
+    )
+    events.put_targets(Rule="scan-results", Targets=[{"Id": "inbox", "Arn": inbox_arn}])
+
+    # WHEN a clean file, EICAR and a file whose audit write keeps failing are scanned
+    clean = harness.scan("ok.txt", b"fine")
+    infected = harness.scan("bad.com", samples.EICAR)
+    harness.fail_next("record_audit", AuditWriteFailed("throttled"), times=6)
+    failed = harness.scan("late.txt", b"audited by the recorder")
+
+    # THEN each outcome arrived once, with what a rule filters on at the top level
+    messages = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]
+    details = {}
+    for message in messages:
+        event = json.loads(message["Body"])
+        assert event["detail-type"] == "Object Scan Result"
+        details[event["detail"]["key"]] = event["detail"]
+    assert set(details) == {"ok.txt", "bad.com", "late.txt"}
+    assert details["ok.txt"]["verdict"] == "clean"
+    assert details["ok.txt"]["executionArn"] == clean.arn
+    assert details["ok.txt"]["versionId"] == clean.input["object"]["versionId"]
+    assert details["bad.com"]["verdict"] == "infected"
+    assert details["bad.com"]["action"] == "quarantined"
+    assert details["bad.com"]["signatures"][0].startswith(samples.EICAR_SIGNATURE)
+    assert details["bad.com"]["executionArn"] == infected.arn
+    assert failed.status == "FAILED"
+    assert details["late.txt"]["failed"] is True
+    assert details["late.txt"]["failedState"] == "Record Audit"
+    assert details["late.txt"]["error"]["error"] == "AuditWriteFailed"

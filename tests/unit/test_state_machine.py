@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -174,7 +177,7 @@ RAISES = {
     "Tag As Clean": {"ObjectStoreUnavailable"},
     "Quarantine Or Delete": {"ObjectStoreUnavailable"},
     "Tag As Unscannable": {"ObjectStoreUnavailable"},
-    "Record Audit": {"AuditWriteFailed"},
+    "Record Audit": {"AuditWriteFailed", "ResultNotPublished"},
     "Notify Webhook": {"WebhookDeliveryFailed"},
 }
 
@@ -278,3 +281,16 @@ def test_rescan_placeholders_and_input_fields():
         if v.startswith("$.")
     }
     assert paths <= set(fields)  # every path the definition reads is always present
+
+
+def test_the_committed_state_machine_picture_matches_the_definition():
+    # `make diagrams` regenerates it; a change to the ASL without it fails here.
+    from statemachines.graph import main as draw
+
+    committed = (
+        Path(__file__).resolve().parents[2] / "docs/diagrams/state-machine.dot"
+    ).read_text()
+    drawn = io.StringIO()
+    with contextlib.redirect_stdout(drawn):
+        draw()
+    assert drawn.getvalue() == committed, "run `make diagrams`"
