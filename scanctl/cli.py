@@ -133,7 +133,8 @@ class _ScanCommand(click.Command):
                     (
                         "scanctl local serve [OPTIONS]",
                         "Keep the emulated AWS on 127.0.0.1 and scan whatever is uploaded "
-                        "(see scanctl local serve --help).",
+                        "(see scanctl local serve --help). To scan a directory named "
+                        "serve, write ./serve.",
                     )
                 ]
             )
@@ -184,6 +185,15 @@ def _stop_on_sigterm() -> None:
 
     if threading.current_thread() is threading.main_thread():  # (click's test runner may not be)
         signal.signal(signal.SIGTERM, stop)
+
+
+def _sigterm_default() -> None:
+    """Once the results are in hand, SIGTERM ends the process as usual again."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_and_report(
@@ -246,6 +256,7 @@ def _run_and_report(
         except KeyboardInterrupt as stop:  # before the pipeline was up: nothing to report
             _say("interrupted")
             sys.exit(getattr(stop, "status", 130))
+    _sigterm_default()
     elapsed = time.monotonic() - started
     if as_json:
         for result in results:

@@ -78,6 +78,10 @@ _KINDS = (
 def _problem(path: Path, inside_directory: bool) -> str | None:
     """None for a regular file (or a link to one); otherwise what it is, in words."""
     try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not UTF-8 (S3 keys are)"
+    try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return "does not exist"
@@ -235,29 +239,47 @@ def _scan_all(
 ) -> None:
     for chunk in _chunks(targets, BATCH):
         by_version: dict[str, Target] = {}
+        sizes = 0
         for target in chunk:
             if target.problem is not None:
                 results.append(_error(target, target.problem))
                 continue
             try:
                 version = harness.upload_file(target.key, target.path)["VersionId"]
+                by_version[version] = target
+                sizes += target.path.stat().st_size
             except OSError as err:
                 results.append(_error(target, f"cannot read: {err.strerror or err}"))
-                continue
-            by_version[version] = target
-        for report in harness.wait(harness.drain()):
+            except Exception as err:  # noqa: BLE001 - one file's problem is its own row
+                results.append(_error(target, f"cannot upload: {err}"))
+        # Generous: a minute, plus time to scan what was uploaded at 2 MiB/s.
+        timeout_s = 60 + len(chunk) + sizes / (2 << 20)
+        for name in harness.drain():
+            try:
+                [report] = harness.wait([name], timeout_s=timeout_s)
+            except TimeoutError:
+                continue  # its file gets the row below: nothing is left out
             target = by_version.pop(report.input.get("object", {}).get("versionId"), None)
             if target is not None:
                 results.append(_result(target, report))
         for target in by_version.values():
             # Uploaded, but no execution started (its notification failed): never
             # leave a file out of the results, and never count it as clean.
-            results.append(_error(target, "no scan was started for this upload (see the DLQ)"))
+            results.append(
+                _error(target, "no scan finished for this upload (see the DLQ and the executions)")
+            )
         on_progress(len(chunk))
 
 
 def _error(target: Target, why: str) -> FileResult:
-    return FileResult(file=str(target.path), key=target.key, verdict="error", error=why)
+    return FileResult(
+        file=printable(str(target.path)), key=printable(target.key), verdict="error", error=why
+    )
+
+
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 shown as \\xNN, not a crash."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _result(target: Target, report: ExecutionReport) -> FileResult:

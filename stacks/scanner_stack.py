@@ -70,7 +70,9 @@ class ScannerStack(Stack):
         express = None
         if config.workflow_type == "EXPRESS":
             express = self.workflow.add_express(
-                self.failures.recorder, execution_data=config.express_log_execution_data
+                self.failures.recorder,
+                self.failures.dead_letter_queue,
+                execution_data=config.express_log_execution_data,
             )
             self.failures.may_rerun_on(self.workflow.state_machine)
         self.ingest = Ingest(

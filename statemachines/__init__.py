@@ -31,9 +31,9 @@ RECORD_FAILURE_STATE = "Record Failure"
 FAIL_STATE = "Scan Failed"
 UNKNOWN_VERDICT_STATE = "Unknown Verdict"
 SCAN_STATE = "Scan Object"
-# Below Express's hard 5 minutes: a scan that takes longer is caught and
+# Well below Express's hard 5 minutes: a scan that takes longer is caught and
 # re-run on the Standard machine instead of timing the execution out.
-EXPRESS_SCAN_TIMEOUT_S = 240
+EXPRESS_SCAN_TIMEOUT_S = 120
 _LAMBDA_ERRORS = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -82,19 +82,52 @@ def derive(asl: dict[str, Any], webhook: bool, express: bool = False) -> dict[st
     return asl
 
 
+# Express: each Task's TimeoutSeconds and retries, so that the longest path, its
+# retries and the failure path fit Express's hard 5 minutes with room to spare
+# (worst_case_seconds(); a test holds it under EXPRESS_BUDGET_S). A failure that a
+# Standard run could still fix (a transient error, a timeout, the definitions
+# fallback) is started again on the Standard machine by the recorder.
+EXPRESS_LIMIT_S = 300
+EXPRESS_BUDGET_S = 270
+EXPRESS_TASKS: dict[str, tuple[int, int]] = {  # state: (TimeoutSeconds, retries)
+    "Fetch Definitions": (10, 1),
+    SCAN_STATE: (EXPRESS_SCAN_TIMEOUT_S, 0),
+    "Tag As Clean": (20, 1),
+    "Tag As Unscannable": (20, 1),
+    "Quarantine Or Delete": (20, 1),
+    "Record Audit": (10, 1),
+    WEBHOOK_STATE: (12, 1),
+    RECORD_FAILURE_STATE: (15, 1),
+}
+KEEP_FAILURE_STATE = "Keep The Failure"
+_EXPRESS_RETRY = {"IntervalSeconds": 1, "BackoffRate": 1, "MaxDelaySeconds": 1}
+# Errors the recorder can meet: retried once, like the other Tasks' transient ones.
+_RECORDER_ERRORS = ["AuditWriteFailed", "ObjectStoreUnavailable", "ResultNotPublished"]
+
+
 def _express(states: dict[str, Any]) -> None:
-    """Failures recorded from inside the execution; nothing that needs a redrive."""
-    for state in states.values():
+    """Failures recorded from inside the execution, within Express's 5 minutes."""
+    # The definitions fallback can take minutes (freshclam from the internet): on
+    # Express those errors go to Record Failure, and the Standard machine falls back.
+    states.pop("Use Freshclam Instead", None)
+    for name, state in states.items():
         if state["Type"] != "Task":
             continue
-        state.setdefault("Catch", []).append(
-            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": RECORD_FAILURE_STATE}
+        timeout, retries = EXPRESS_TASKS[name]
+        state["TimeoutSeconds"] = timeout
+        transient = sorted({e for r in state.get("Retry", []) for e in r["ErrorEquals"]})
+        state["Retry"] = (
+            [{"ErrorEquals": transient, "MaxAttempts": retries, **_EXPRESS_RETRY}]
+            if retries
+            else []
         )
+        state["Catch"] = [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": RECORD_FAILURE_STATE}
+        ]
         execution = (state.get("Parameters") or {}).get("execution")
         if execution and "redriveCount.$" in execution:
             del execution["redriveCount.$"]  # no redrives, and no such field, in Express
             execution["redriveCount"] = 0
-    states[SCAN_STATE]["TimeoutSeconds"] = EXPRESS_SCAN_TIMEOUT_S
     states[UNKNOWN_VERDICT_STATE] = {
         "Type": "Pass",
         "Comment": "A verdict this state machine does not know: a failure, never clean.",
@@ -105,11 +138,12 @@ def _express(states: dict[str, Any]) -> None:
         "ResultPath": "$.error",
         "Next": RECORD_FAILURE_STATE,
     }
+    timeout, retries = EXPRESS_TASKS[RECORD_FAILURE_STATE]
     states[RECORD_FAILURE_STATE] = {
         "Type": "Task",
         "Comment": "Express keeps no history and emits no status change: the failure "
-        "recorder is called from here (audit item, object marked, scan.failed; a timed-out "
-        "scan is started again on the Standard machine).",
+        "recorder is called from here (audit item, object marked, scan.failed; a failure "
+        "a Standard run could fix is started again on the Standard machine).",
         "Resource": "${RecordFailureFunctionArn}",
         "Parameters": {
             "state.$": "$",
@@ -122,24 +156,31 @@ def _express(states: dict[str, Any]) -> None:
             "workflow": "EXPRESS",
         },
         "ResultPath": "$.recorded",
+        "TimeoutSeconds": timeout,
         "Retry": [
             {
-                "ErrorEquals": _LAMBDA_ERRORS,
-                "IntervalSeconds": 1,
-                "MaxAttempts": 4,
-                "BackoffRate": 2,
-                "MaxDelaySeconds": 30,
-                "JitterStrategy": "FULL",
-            },
-            {
-                "ErrorEquals": ["AuditWriteFailed", "ObjectStoreUnavailable"],
-                "IntervalSeconds": 2,
-                "MaxAttempts": 3,
-                "BackoffRate": 2,
-                "MaxDelaySeconds": 30,
-                "JitterStrategy": "FULL",
-            },
+                "ErrorEquals": [*_LAMBDA_ERRORS, *_RECORDER_ERRORS],
+                "MaxAttempts": retries,
+                **_EXPRESS_RETRY,
+            }
         ],
+        "Catch": [
+            {
+                "ErrorEquals": ["States.ALL"],
+                "ResultPath": "$.recordError",
+                "Next": KEEP_FAILURE_STATE,
+            }
+        ],
+        "Next": FAIL_STATE,
+    }
+    states[KEEP_FAILURE_STATE] = {
+        "Type": "Task",
+        "Comment": "The recorder itself failed: the whole state goes to its dead-letter "
+        "queue (alarm UnrecordedFailures), from where it can be recorded later.",
+        "Resource": "arn:aws:states:::sqs:sendMessage",
+        "Parameters": {"QueueUrl": "${FailureDeadLetterQueueUrl}", "MessageBody.$": "$"},
+        "TimeoutSeconds": 5,
+        "ResultPath": None,
         "Next": FAIL_STATE,
     }
     states[FAIL_STATE] = {
@@ -148,6 +189,45 @@ def _express(states: dict[str, Any]) -> None:
         "ErrorPath": "$.error.Error",
         "CausePath": "$.error.Cause",
     }
+
+
+def worst_case_seconds(definition: dict[str, Any]) -> float:
+    """The longest an execution can run: every Task on the longest path taking its
+    TimeoutSeconds on every attempt, every retry waiting its longest."""
+    states = definition["States"]
+
+    def task_time(state: dict[str, Any]) -> float:
+        timeout = state.get("TimeoutSeconds")
+        if timeout is None:
+            return float("inf")
+        attempts, waits = 1, 0.0
+        for retrier in state.get("Retry", []):
+            n = retrier.get("MaxAttempts", 3)
+            attempts += n
+            delay = retrier.get("IntervalSeconds", 1)
+            for _ in range(n):
+                waits += min(delay, retrier.get("MaxDelaySeconds", delay))
+                delay *= retrier.get("BackoffRate", 2.0)
+        return attempts * timeout + waits
+
+    memo: dict[str, float] = {}
+
+    def longest(name: str, seen: frozenset[str]) -> float:
+        if name in seen:
+            return float("inf")  # a loop: no bound
+        if name in memo:
+            return memo[name]
+        state = states[name]
+        own = task_time(state) if state["Type"] == "Task" else 0.0
+        nexts = [state["Next"]] if "Next" in state else []
+        nexts += [c["Next"] for c in state.get("Choices", [])]
+        nexts += [state["Default"]] if "Default" in state else []
+        nexts += [c["Next"] for c in state.get("Catch", [])]
+        rest = max((longest(n, seen | {name}) for n in nexts), default=0.0)
+        memo[name] = own + rest
+        return memo[name]
+
+    return longest(definition["StartAt"], frozenset())
 
 
 def variant_text(webhook: bool, express: bool = False) -> str:
@@ -169,20 +249,34 @@ def placeholders(text: str) -> set[str]:
 
 
 def substitutions(
-    function_arns: dict[str, str], webhook: bool, express: bool = False
+    function_arns: dict[str, str],
+    webhook: bool,
+    express: bool = False,
+    failure_queue_url: str | None = None,
 ) -> dict[str, str]:
-    """Every placeholder's value in the variant, from function name -> ARN."""
-    return {
+    """Every placeholder's value in the variant, from function name -> ARN (and, for
+    Express, the failure recorder's dead-letter queue)."""
+    values = {
         ph: function_arns[fn]
         for ph, fn in FUNCTION_PLACEHOLDERS.items()
         if fn in functions(webhook, express)
     }
+    if express:
+        if not failure_queue_url:
+            raise KeyError("the Express variant needs the failure dead-letter queue URL")
+        values["FailureDeadLetterQueueUrl"] = failure_queue_url
+    return values
 
 
-def render(webhook: bool, function_arns: dict[str, str], express: bool = False) -> str:
+def render(
+    webhook: bool,
+    function_arns: dict[str, str],
+    express: bool = False,
+    failure_queue_url: str | None = None,
+) -> str:
     """The variant with every placeholder filled; a missing value is an error."""
     text = variant_text(webhook, express)
-    values = substitutions(function_arns, webhook, express)
+    values = substitutions(function_arns, webhook, express, failure_queue_url)
     missing = placeholders(text) - set(values)
     if missing:
         raise KeyError(f"no value for placeholders {sorted(missing)}")

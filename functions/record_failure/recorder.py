@@ -42,6 +42,11 @@ from functions.shared.results_bus import publish
 
 log = logging.getLogger(__name__)
 
+# Express failures a Standard run would end the same way: recorded, not re-run.
+EXPRESS_FINAL_ERRORS = frozenset(
+    {"WebhookRejected", "ObjectActionRefused", "InvalidInput", "UnknownVerdict", "ScanFailed"}
+)
+
 
 @dataclass
 class FailureRecorder:
@@ -88,15 +93,16 @@ class FailureRecorder:
             "rerunOn": rerun,
         }
         key = write_item(self.dynamodb, self.table, item, unless_newer=True)
+        notification = None
+        webhook_failed = failed.error.startswith("Webhook")
+        if self.notify_function and not webhook_failed and "superseded" not in key:
+            notification = notify(self.lam, self.notify_function, state, failed.execution)
+        # After the webhook: EventBridge being down must not cost the notice too.
         self._announce(
             key,
             result_summary(state, failed.execution)
             | {"failedState": failed_state, "workflow": item["workflow"]},
         )
-        notification = None
-        webhook_failed = failed.error.startswith("Webhook")
-        if self.notify_function and not webhook_failed and "superseded" not in key:
-            notification = notify(self.lam, self.notify_function, state, failed.execution)
         if marking.get("retry"):
             # Recorded and announced, but the object may still carry a forged or
             # stale tag: fail, so Lambda retries and then the DLQ (and its alarm) has it.
@@ -110,12 +116,16 @@ class FailureRecorder:
         }
 
     def _rerun_on_standard(self, failed: FailedExecution, state: dict[str, Any]) -> str | None:
-        """An Express scan that timed out (a large object, a cold scanner loading the
-        whole database) starts again on the Standard machine, which has no 5 minutes."""
-        if failed.error != "States.Timeout" or not self.standard_state_machine_arn:
+        """An Express run that a Standard run could still finish starts again there:
+        a timeout (a large object, a cold scanner loading the whole database), a
+        transient error Express gave up on early to stay within its 5 minutes, the
+        definitions fallback. Standard has the full retries, and Redrive. A failure
+        no rerun would change (a rejected webhook, a refused delete, bad input) is
+        only recorded."""
+        if failed.error in EXPRESS_FINAL_ERRORS or not self.standard_state_machine_arn:
             return None
         trigger = dict(state.get("trigger") or {})
-        trigger.update({"retryOf": failed.execution.arn, "reason": "express-timeout"})
+        trigger.update({"retryOf": failed.execution.arn, "reason": f"express-{failed.error}"})
         name = failed.execution.name  # same name: the Standard machine's own namespace
         try:
             self.sfn.start_execution(

@@ -6,12 +6,16 @@ listed objects. Modes:
 
 - ``all``: every object (no request per object: a listing carries no version
   id, and the scanner pins the current version when it HEADs the object);
-- ``unscanned``: objects without a ``scan-status`` tag of ours;
+- ``unscanned``: objects without a finished scan of ours (``clean``, ``infected`` or
+  ``unscannable`` with its ``scan-time``): never scanned, or a failed run (``error``);
 - ``outdated``: those, and objects whose last scan is older than
   ``scannedBefore`` or used other definitions than ``definitionsVersion``.
 
 The two filtering modes read each object's tags (one GetObjectTagging, which
-also names the current version). Selected objects go to the scan queue as
+also names the current version); an object whose tags S3 refuses to show is
+sent to the scanner, which records what it can read. A listed item's fields
+are read whatever their case (the ListObjectsV2 reader says ``Etag``), and
+an S3 Inventory row's URL-encoded key is decoded. Selected objects go to the scan queue as
 the records S3 itself sends, marked with the run id, so rescans flow through
 the one ingest path, its concurrency limits and its de-duplication; their
 executions are named ``rescan-<run id>-...``, apart from the upload's.
@@ -20,6 +24,7 @@ executions are named ``rescan-<run id>-...``, apart from the upload's.
 from __future__ import annotations
 
 import enum
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.aws import GONE_CODES, error_code, is_transient
 from functions.shared.clock import parse_iso, utc_now_iso
-from functions.shared.contracts import ObjectRef, Tag
+from functions.shared.contracts import ObjectRef, Tag, Verdict
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
 from functions.shared.s3event import rescan_message
 
@@ -47,6 +52,8 @@ class Request:
     mode: Mode
     scanned_before: str | None = None
     definitions_version: str | None = None
+    # "inventory" when the items are S3 Inventory rows (URL-encoded keys).
+    listing: str = "list"
 
     @classmethod
     def from_dict(cls, data: Any) -> Request:
@@ -62,7 +69,14 @@ class Request:
         before = data.get("scannedBefore") or None
         if before:
             parse_iso(str(before))  # refuses what is not a time
-        return cls(str(bucket), str(run_id), mode, before, data.get("definitionsVersion") or None)
+        return cls(
+            str(bucket),
+            str(run_id),
+            mode,
+            before,
+            data.get("definitionsVersion") or None,
+            str(data.get("listing") or "list"),
+        )
 
 
 @dataclass
@@ -78,19 +92,31 @@ class Outcome:
         return {"listed": self.listed, "queued": self.queued, "skipped": self.skipped}
 
 
-def listed_object(bucket: str, item: dict[str, Any]) -> ObjectRef:
-    """A ListObjectsV2 entry, or an S3 Inventory row, as an object reference."""
-    key = item.get("Key") or item.get("key")
+def _field(item: dict[str, Any], name: str) -> Any:
+    """A listed item's field, whatever its case: Step Functions' ListObjectsV2 reader
+    says ``Etag``, boto3 ``ETag``, an S3 Inventory header ``ETag`` or ``eTag``."""
+    wanted = name.lower()
+    return next((v for k, v in item.items() if k.lower() == wanted), None)
+
+
+def listed_object(bucket: str, item: dict[str, Any], inventory: bool = False) -> ObjectRef:
+    """A ListObjectsV2 entry, or an S3 Inventory row, as an object reference.
+
+    Inventory CSV keys are URL-encoded; a listing's are not.
+    """
+    key = _field(item, "Key")
     if not key:
         raise InvalidInput(f"listed item without a key: {item!r}")
-    size = item.get("Size", item.get("size"))
-    version = item.get("VersionId") or None
+    if inventory:
+        key = urllib.parse.unquote_plus(str(key))
+    size = _field(item, "Size")
+    version = _field(item, "VersionId") or None
     return ObjectRef(
-        bucket=str(item.get("Bucket") or bucket),
+        bucket=str(_field(item, "Bucket") or bucket),
         key=str(key),
         version_id=None if version in (None, "", "null") else str(version),
         size=int(size) if str(size or "").isdigit() else None,
-        etag=str(item.get("ETag") or item.get("eTag") or "").strip('"') or None,
+        etag=str(_field(item, "ETag") or "").strip('"') or None,
     )
 
 
@@ -105,7 +131,7 @@ class Selector:
         chosen: list[ObjectRef] = []
         for item in items:
             outcome.listed += 1
-            obj = listed_object(request.bucket, item)
+            obj = listed_object(request.bucket, item, request.listing == "inventory")
             if obj.key.endswith("/") and not obj.size:
                 outcome.skip("folder-marker")
                 continue
@@ -134,7 +160,10 @@ class Selector:
                 raise ObjectStoreUnavailable(
                     f"GetObjectTagging {obj.uri}: {error_code(err)}"
                 ) from err
-            raise
+            # Refused (a policy, a KMS key): its tags are unknown, so scan it; the
+            # scanner records what it can or cannot read. One such object never
+            # stops the run.
+            return obj
         except BotoCoreError as err:
             raise ObjectStoreUnavailable(f"GetObjectTagging {obj.uri}: {err}") from err
         tags = {t["Key"]: t["Value"] for t in answer.get("TagSet", [])}
@@ -155,16 +184,22 @@ class Selector:
         raise ObjectStoreUnavailable(f"the scan queue refused {len(entries)} messages")
 
 
+# What a finished scan of ours leaves: one of these, with the time it ran.
+_VERDICT_STATUSES = {str(Verdict.CLEAN), str(Verdict.INFECTED), str(Verdict.UNSCANNABLE)}
+
+
 def _wanted(request: Request, tags: dict[str, str]) -> bool:
-    status = tags.get(Tag.STATUS)
-    if not status:
-        return True  # never scanned: every filtering mode wants it
+    ours = {k.lower(): v for k, v in tags.items() if k.lower().startswith("scan-")}
+    status, when = ours.get(Tag.STATUS), ours.get(Tag.TIME)
+    if status not in _VERDICT_STATUSES or not when:
+        # Never scanned, a failed run (error), or a status that is not a verdict of
+        # ours: every filtering mode wants it.
+        return True
     if request.mode == Mode.UNSCANNED:
         return False
-    when = tags.get(Tag.TIME)
     if request.scanned_before and (not when or _before(when, request.scanned_before)):
         return True
-    engine = tags.get(Tag.ENGINE, "")
+    engine = ours.get(Tag.ENGINE, "")
     wanted_version = request.definitions_version
     return bool(wanted_version) and not engine.endswith(f"/{wanted_version}")
 

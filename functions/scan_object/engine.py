@@ -136,6 +136,7 @@ class ClamdEngine:
         self.last_load_s: float | None = None
         self.starts = 0
         self.reloads = 0
+        self._views = 0
         atexit.register(self.stop)
 
     # -- lifecycle -----------------------------------------------------------
@@ -154,7 +155,6 @@ class ClamdEngine:
         """
         if self.is_alive() and self.loaded_version == version:
             return
-        install_canary(database_dir)
         self._point_db_link(database_dir)
         started = time.monotonic()
         try:
@@ -201,7 +201,8 @@ class ClamdEngine:
         canary = self.work_dir / "canary.txt"
         if not canary.is_file() or canary.stat().st_size != len(CANARY_BODY):
             canary.write_bytes(CANARY_BODY)
-        raw = self.scan_file(canary)
+        # As things are: no repair first (a missing temp directory is what it catches).
+        raw = self.scan_file(canary, repair=False)
         # ClamAV names signatures from unsigned files "<name>.UNOFFICIAL".
         if raw.found and (raw.signature or "").split(".UNOFFICIAL")[0] == CANARY_SIGNATURE:
             return
@@ -212,13 +213,32 @@ class ClamdEngine:
         )
 
     def _point_db_link(self, database_dir: Path) -> None:
-        # Replace the symlink atomically: clamd never sees a missing directory.
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        """Point clamd's database directory at a view of the set: a directory of our
+        own holding a link to each of the set's files, and our canary signature.
+
+        The set's own directory is never written to (it may be freshclam's
+        /var/lib/clamav, or a verified extraction). The ``db`` symlink is
+        replaced atomically: clamd never sees a missing directory.
+        """
+        views = self.work_dir / "views"
+        views.mkdir(parents=True, exist_ok=True)
+        self._views += 1
+        view = views / f"{os.getpid()}-{self._views}"
+        shutil.rmtree(view, ignore_errors=True)
+        view.mkdir()
+        source = database_dir.resolve()
+        for entry in sorted(source.iterdir()):
+            if entry.is_file() and not entry.name.startswith("."):
+                (view / entry.name).symlink_to(entry)
+        install_canary(view)
         staging = self.work_dir / "db.next"
         if staging.is_symlink() or staging.exists():
             staging.unlink()
-        staging.symlink_to(database_dir.resolve(), target_is_directory=True)
+        staging.symlink_to(view, target_is_directory=True)
         os.replace(staging, self.db_link)
+        for old in views.iterdir():  # the loaded engine lives in memory, not in these
+            if old != view:
+                shutil.rmtree(old, ignore_errors=True)
 
     def _write_config(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -356,11 +376,12 @@ class ClamdEngine:
         reply = self._command(b"zVERSION\0", timeout=10.0)
         return reply.removeprefix("ClamAV ").split("/", 1)[0]
 
-    def scan_file(self, path: Path) -> RawResult:
+    def scan_file(self, path: Path, repair: bool = True) -> RawResult:
         """Scan one local file; the engine must have been ``ensure``d."""
         if not self.is_alive():
             raise ScanEngineUnavailable("clamd is not running")
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)  # without it clamd says OK to all
+        if repair:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)  # without it clamd says OK to all
         try:
             reply = self._command(b"zSCAN " + str(path).encode() + b"\0")
         except OSError as err:

@@ -218,13 +218,18 @@ class Scanner:
 
     def _scan_once(self, obj: ObjectRef, definitions: DefinitionsRef) -> Any:
         """One read and scan: the verdict's fields, _TOO_LARGE, or why it could not be read."""
-        state, size, current = self._head(obj)
+        state, size, current, etag = self._head(obj)
         pinned = {}
         if not obj.version_id and current:
             # A rescan (listed objects carry no version id) in a versioned bucket:
             # from here on, this exact version is what is read, tagged, deleted.
             obj = replace(obj, version_id=current)
             pinned = {"scanned_version_id": current}
+        elif not obj.version_id and not obj.etag and etag:
+            # Unversioned and nothing pinned yet (a listing or inventory row without
+            # an eTag): the content this HEAD saw is what is read, tagged, deleted.
+            obj = replace(obj, etag=etag)
+            pinned = {"scanned_etag": etag}
         if state is not _Head.PRESENT:
             return state
         if size > self.settings.max_object_bytes:
@@ -246,19 +251,22 @@ class Scanner:
             found_by = str(Engine.CLAMAV) if verdict != Verdict.CLEAN else None
             if verdict == Verdict.INFECTED:
                 deep = None  # ClamAV's answer is final; the second pass adds nothing
+            if deep is not None:
+                if deep.signatures:
+                    # A member infected anywhere makes the object infected, whatever else.
+                    verdict, reason, signatures = Verdict.INFECTED, None, deep.signatures
+                    found_by = str(Engine.UNPACK)
+                elif verdict == Verdict.CLEAN and deep.problem:
+                    verdict, reason = Verdict.UNSCANNABLE, deep.problem
+                    found_by = str(Engine.UNPACK)
+            if verdict == Verdict.CLEAN:
+                # Clean is a promise: clamd must still be detecting (it says OK to
+                # everything with its temp directory gone, or its disk full). Checked
+                # while the object still takes its room, with nothing repaired first;
+                # if clamd fails it, this scan is retried on a fresh clamd.
+                self.engine.check_canary()
         finally:
             path.unlink(missing_ok=True)
-        if deep is not None:
-            if deep.signatures:
-                # A member infected anywhere makes the object infected, whatever else.
-                verdict, reason, signatures = Verdict.INFECTED, None, deep.signatures
-                found_by = str(Engine.UNPACK)
-            elif verdict == Verdict.CLEAN and deep.problem:
-                verdict, reason, found_by = Verdict.UNSCANNABLE, deep.problem, str(Engine.UNPACK)
-        if verdict == Verdict.CLEAN:
-            # Clean is a promise: clamd must still be detecting (it says OK to
-            # everything in some broken states); if not, this scan is retried.
-            self.engine.check_canary()
         return {
             "verdict": verdict,
             "reason": reason,
@@ -398,22 +406,24 @@ class Scanner:
         )
         return self.load(ref)
 
-    def _head(self, obj: ObjectRef) -> tuple[_Head, int, str | None]:
-        """What the object is: readable or why not, its size, its current version id."""
+    def _head(self, obj: ObjectRef) -> tuple[_Head, int, str | None, str | None]:
+        """What the object is: readable or why not, its size, its current version id
+        and eTag."""
         try:
             head = self.s3.head_object(Bucket=obj.bucket, Key=obj.key, **obj.pin_args)
         except ClientError as err:
             state = self._read_error(obj, "HEAD", err)
             if state is _Head.PRESENT:
                 raise
-            return state, 0, None
+            return state, 0, None, None
         except BotoCoreError as err:  # no connection, a timeout: retried
             raise ObjectStoreUnavailable(f"HEAD {obj.uri} failed: {err}") from err
         version = head.get("VersionId")
         version = None if version in (None, "", "null") else str(version)
+        etag = str(head.get("ETag") or "").strip('"') or None
         if is_archived(head):
-            return _Head.ARCHIVED, 0, version
-        return _Head.PRESENT, int(head["ContentLength"]), version
+            return _Head.ARCHIVED, 0, version, etag
+        return _Head.PRESENT, int(head["ContentLength"]), version, etag
 
     def _download(self, obj: ObjectRef, path: Path, size: int) -> _Head:
         try:

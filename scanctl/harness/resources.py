@@ -176,7 +176,12 @@ def create_state_machine(client: Any, o: HarnessOptions, deployment: Deployment)
 def _express_definition(o: HarnessOptions, deployment: Deployment) -> str:
     from statemachines import render
 
-    text = render(bool(o.webhook_url), deployment.function_arns, express=True)
+    text = render(
+        bool(o.webhook_url),
+        deployment.function_arns,
+        express=True,
+        failure_queue_url=deployment.failure_dlq_url,
+    )
     if o.express_scan_timeout_s is None:
         return text
     definition = json.loads(text)

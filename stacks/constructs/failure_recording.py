@@ -122,7 +122,7 @@ class FailureRecording(Construct):
         self._grant(state_machine, source, table, notify_webhook)
 
     def may_rerun_on(self, standard: sfn.StateMachine) -> None:
-        """Express: a scan that timed out is started again on the Standard machine."""
+        """Express: a failure a Standard run could fix is started again there."""
         standard.grant_start_execution(self.recorder)
 
     def _grant(

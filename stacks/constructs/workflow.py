@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -141,7 +142,11 @@ class Workflow(Construct):
             )
 
     def add_express(
-        self, recorder: lambda_.IFunction, *, execution_data: bool = True
+        self,
+        recorder: lambda_.IFunction,
+        failure_queue: sqs.IQueue,
+        *,
+        execution_data: bool = True,
     ) -> sfn.StateMachine:
         """WORKFLOW_TYPE=EXPRESS: the same definition as an Express machine, beside the
         Standard one (which scans objects too large for Express's 5 minutes).
@@ -170,6 +175,7 @@ class Workflow(Construct):
                 {name: fn.function_arn for name, fn in functions.items()},
                 self._webhook,
                 express=True,
+                failure_queue_url=failure_queue.queue_url,
             ),
             logs=sfn.LogOptions(
                 destination=log_group,
@@ -180,6 +186,8 @@ class Workflow(Construct):
             comment="Scan one S3 object version with ClamAV (Express)",
         )
         self._may_invoke(self.express_state_machine, [functions[name] for name in used])
+        # Keep The Failure: the state of a failure the recorder could not record.
+        failure_queue.grant_send_messages(self.express_state_machine)
         return self.express_state_machine
 
     def _grant(

@@ -367,8 +367,66 @@ def test_history_and_recent(harness, runner):
     assert recent.exit_code == 0, recent.output
     assert [r["key"] for r in lines_of_json(recent.stdout)] == ["hist.txt"]
 
+    assert all(isinstance(r["objectSize"], int) for r in rows)  # numbers, not strings
+
+    # Not a terminal (a pipe, a file): a header and one tab-separated line per scan,
+    # never wrapped, whatever the width.
     table = runner.invoke(main, ["history", "s3://uploads/hist.txt", *aws_args(harness)])
-    assert "infected" in table.stdout
+    header, *lines = table.stdout.splitlines()
+    assert header.split("\t")[:4] == ["scan", "object", "version", "verdict"]
+    assert [line.split("\t")[3] for line in lines] == ["clean", "infected"]
+    assert all(line.split("\t")[1] == "s3://uploads/hist.txt" for line in lines)
+
+
+def test_recent_failed_shows_the_error_and_hides_what_a_later_run_fixed(harness, runner):
+    # GIVEN two failed scans; one object is later scanned again by a re-run as new
+    harness.fail_next("scan_object", ScanEngineUnavailable("clamd is down"), times=14)
+    broken = harness.scan("broken.txt", b"one")
+    fixed = harness.scan("fixed.txt", b"two")
+    assert (broken.status, fixed.status) == ("FAILED", "FAILED")
+    rerun = runner.invoke(
+        main, ["redrive", "--as-new", "--since", "1h", *aws_args(harness)], catch_exceptions=False
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert [r.status for r in harness.wait([f"{broken.name}-r1", f"{fixed.name}-r1"])] == [
+        "SUCCEEDED",
+        "SUCCEEDED",
+    ]
+
+    failed = runner.invoke(main, ["recent", "--failed", "--since", "1h", *aws_args(harness)])
+    everything = runner.invoke(
+        main, ["recent", "--failed", "--all", "--since", "1h", *aws_args(harness)]
+    )
+
+    assert failed.exit_code == 0, failed.output
+    header, *lines = failed.stdout.splitlines()
+    assert header.split("\t") == [
+        "scan", "object", "version", "failed state", "error", "verdict reached",
+    ]  # fmt: skip
+    assert lines == []  # both were fixed by their re-runs
+    assert "2 handled by a later run hidden; --all shows them" in failed.stderr
+    _, *all_lines = everything.stdout.splitlines()
+    assert len(all_lines) == 2
+    for line in all_lines:
+        _, _, _, state, error, _ = line.split("\t")
+        assert state == "Scan Object"
+        assert error.startswith("ScanEngineUnavailable: clamd is down")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["recent", "--limit", "0"],
+        ["recent", "--all"],
+        ["local", "serve", "--port", "70000"],
+        ["local", "serve", "--for", "-1"],
+        ["rescan", "s3://uploads/", "--local", "--rate", "-1"],
+    ],
+)
+def test_numeric_and_combined_options_are_checked(runner, args):
+    result = runner.invoke(main, [*args, "--table", "t"] if args[0] == "recent" else args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
 
 
 def test_commands_find_the_deployment_by_stack_name(harness, runner):

@@ -251,7 +251,49 @@ def test_serve_prints_its_names_and_one_line_per_upload(scratch):
         s3.put_object(Bucket="uploads", Key="served/eicar.com", Body=samples.EICAR)
         line = proc.stdout.readline()
         assert line.startswith("s3://uploads/served/eicar.com: infected quarantined")
+        s3.put_object(Bucket="uploads", Key="served/ok.txt", Body=b"fine")
+        assert proc.stdout.readline() == "s3://uploads/served/ok.txt: clean tagged\n"
+        # A rescan from another process, against the served endpoint, is a line too.
+        rescan = run(
+            [
+                "rescan",
+                "s3://uploads/served/",
+                "--local",
+                "--endpoint-url",
+                facts["endpoint"],
+                "--region",
+                "us-east-1",
+                "--state-machine-arn",
+                facts["stateMachineArn"],
+            ],
+            scratch,
+            timeout=60,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+        )
+        assert rescan.returncode == 0, rescan.stderr
+        assert proc.stdout.readline() == "s3://uploads/served/ok.txt: clean tagged (rescan)\n"
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     assert list(scratch.iterdir()) == []
+
+
+def test_a_file_name_that_is_not_utf8_is_a_row_and_the_rest_is_scanned(tmp_path, scratch):
+    tree = tmp_path / "names"
+    tree.mkdir()
+    (tree / "ok.txt").write_text("fine\n")
+    with open(os.path.join(os.fsencode(tree), b"caf\xe9.txt"), "wb") as latin:
+        latin.write(b"a latin-1 file name")
+
+    for output in (["--json"], []):
+        done = run(["local", str(tree), *output], scratch)
+
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        if output:
+            rows = {row["key"]: row for row in json_rows(done.stdout)}
+            assert rows["ok.txt"]["verdict"] == "clean"
+            assert rows["caf\\xe9.txt"]["error"] == "file name is not UTF-8 (S3 keys are)"
+        else:
+            assert "caf\\xe9.txt\terror" in done.stdout

@@ -7,6 +7,7 @@ The real ASL variants in moto; the Rescan machine's Distributed Map emulated
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -69,10 +70,27 @@ def test_an_express_scan_that_times_out_runs_again_on_standard(make_harness):
     assert rerun.status in ("FAILED", "SUCCEEDED")
 
 
+def test_a_transient_express_failure_runs_again_on_standard_by_itself(express):
+    # Express gives up early (its 5 minutes): the Standard machine has the full retries.
+    express.fail_next("scan_object", ScanEngineUnavailable("down"), times=3)
+
+    failed = express.scan("flaky.txt", b"hello")
+
+    assert failed.status == "FAILED"
+    [item] = [i for i in express.audit_items("flaky.txt") if i["workflow"] == "EXPRESS"]
+    assert item["rerunOn"].endswith(f":scan-object:{failed.name}")
+    [rerun] = express.wait([failed.name])
+    assert rerun.status == "SUCCEEDED"  # two more failures, retried there
+    assert express.tags("flaky.txt")["scan-status"] == "clean"
+
+
 def test_scanctl_redrive_reruns_express_failures_from_the_audit_table(express):
+    # A failure no automatic re-run would fix (S3 refused the tag: a bucket policy)
+    # waits for the operator, who fixes the cause and runs `scanctl redrive`.
+    from functions.shared.errors import ObjectActionRefused
     from scanctl.ops import RedriveSummary, redrive_express
 
-    express.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    express.fail_next("apply_verdict", ObjectActionRefused("AccessDenied by a policy"))
     failed = express.scan("again.txt", b"hello")
     summary = RedriveSummary()
 
@@ -200,3 +218,44 @@ def test_the_retro_scan_picks_clean_objects_scanned_with_older_definitions_in_th
     assert report.input["object"]["key"] == "recent/clam.exe"
     assert report.name.startswith(f"rescan-{queued['runId']}-")
     assert report.output["scan"]["verdict"] == "infected"
+
+
+def test_a_rescan_row_without_an_etag_pins_the_content_its_head_saw(make_harness):
+    # An unversioned bucket, and an inventory row without an ETag column: nothing
+    # names the content, so the scan pins what its HEAD saw, and every later step
+    # (tagging, quarantine) acts on that content only.
+    import hashlib
+
+    from functions.shared.clock import utc_now_iso
+    from functions.shared.contracts import ObjectRef
+    from functions.shared.s3event import rescan_message
+
+    harness = make_harness(versioned=False)
+    seed(harness, ["plain.txt"])
+    body = b"old content plain.txt"
+    harness.client("sqs").send_message(
+        QueueUrl=harness.queue_url,
+        MessageBody=rescan_message(ObjectRef("uploads", "plain.txt"), "inv1", utc_now_iso()),
+    )
+
+    [report] = harness.wait(harness.drain())
+
+    assert report.status == "SUCCEEDED"
+    assert report.output["scan"]["scannedETag"] == hashlib.md5(body).hexdigest()  # noqa: S324
+    assert harness.tags("plain.txt")["scan-status"] == "clean"
+
+
+def test_an_express_failure_the_recorder_cannot_record_lands_in_its_dead_letter_queue(express):
+    express.fail_next("apply_verdict", RuntimeError("boom"), times=2)
+    express.fail_next("record_failure", RuntimeError("the recorder is broken"), times=2)
+
+    failed = express.scan("lost.txt", b"hello")
+
+    assert failed.status == "FAILED"
+    assert failed.states[-2:] == ["Keep The Failure", "Scan Failed"]
+    sqs = express.client("sqs")
+    [message] = sqs.receive_message(QueueUrl=express.deployment.failure_dlq_url)["Messages"]
+    kept = json.loads(message["Body"])
+    assert kept["object"]["key"] == "lost.txt"
+    assert kept["error"]["Error"] == "RuntimeError"
+    assert "the recorder is broken" in kept["recordError"]["Cause"]

@@ -251,12 +251,12 @@ def test_scan_engine_failing_once_is_retried(harness, monkeypatch):
     original = ClamdEngine.scan_file
     calls = []
 
-    def dying_scan(self, path):
+    def dying_scan(self, path, repair=True):
         calls.append(path)
         if len(calls) == 1:
             self.process.kill()
             self.process.wait()
-        return original(self, path)
+        return original(self, path, repair)
 
     monkeypatch.setattr(ClamdEngine, "scan_file", dying_scan)
 
@@ -296,7 +296,9 @@ def test_a_clamd_that_says_ok_to_everything_never_makes_anything_clean(harness, 
 
     harness.scan("warmup.txt", b"warm the engine")
     monkeypatch.setattr(
-        ClamdEngine, "scan_file", lambda self, path: RawResult(found=False, signature=None)
+        ClamdEngine,
+        "scan_file",
+        lambda self, path, repair=True: RawResult(found=False, signature=None),
     )
 
     # WHEN an object is scanned

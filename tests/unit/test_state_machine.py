@@ -130,7 +130,7 @@ def test_placeholders_are_exactly_the_mapping():
         statemachines.FUNCTION_PLACEHOLDERS
     ) - {"RecordFailureFunctionArn"}  # only the Express variant calls it
     express = statemachines.placeholders(statemachines.variant_text(True, express=True))
-    assert express == set(statemachines.FUNCTION_PLACEHOLDERS)
+    assert express == set(statemachines.FUNCTION_PLACEHOLDERS) | {"FailureDeadLetterQueueUrl"}
     without = statemachines.placeholders(statemachines.variant_text(webhook=False))
     assert without == set(statemachines.FUNCTION_PLACEHOLDERS) - {
         "NotifyWebhookFunctionArn",
@@ -213,20 +213,44 @@ EXPRESS = statemachines.definition(webhook=True, express=True)
 
 def test_express_tasks_record_their_own_failures():
     # Express keeps no history and emits no status change: each Task catches what
-    # its retries did not fix into Record Failure, after its decisions.
+    # its (few) retries did not fix into Record Failure. The definitions fallback is
+    # left to the Standard machine, where the recorder re-runs such a failure.
     for name, state in EXPRESS["States"].items():
-        if state["Type"] != "Task" or name == "Record Failure":
+        if state["Type"] != "Task" or name in ("Record Failure", "Keep The Failure"):
             continue
-        *decisions, last = state["Catch"]
-        assert last == {
-            "ErrorEquals": ["States.ALL"],
-            "ResultPath": "$.error",
-            "Next": "Record Failure",
-        }
-        assert {e for c in decisions for e in c["ErrorEquals"]} == set(DECISIONS.get(name, {}))
+        assert state["Catch"] == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Record Failure"}
+        ]
+    assert "Use Freshclam Instead" not in EXPRESS["States"]
     assert EXPRESS["States"]["Record Failure"]["Next"] == "Scan Failed"
     assert EXPRESS["States"]["Scan Failed"]["Type"] == "Fail"
     assert EXPRESS["States"]["Unknown Verdict"]["Next"] == "Record Failure"
+
+
+def test_a_failing_recorder_sends_the_state_to_its_dead_letter_queue():
+    recorder = EXPRESS["States"]["Record Failure"]
+    [catch] = recorder["Catch"]
+    assert (catch["ErrorEquals"], catch["Next"]) == (["States.ALL"], "Keep The Failure")
+    keep = EXPRESS["States"]["Keep The Failure"]
+    assert keep["Resource"] == "arn:aws:states:::sqs:sendMessage"
+    assert keep["Parameters"] == {
+        "QueueUrl": "${FailureDeadLetterQueueUrl}",
+        "MessageBody.$": "$",
+    }
+    assert keep["Next"] == "Scan Failed"
+    retried = {e for r in recorder["Retry"] for e in r["ErrorEquals"]}
+    assert {"ResultNotPublished", "AuditWriteFailed", "ObjectStoreUnavailable"} <= retried
+
+
+@pytest.mark.parametrize("webhook", [True, False])
+def test_the_longest_express_run_ends_well_inside_five_minutes(webhook):
+    # Every Task timing out on every attempt, every retry waiting its longest, then
+    # the failure path: still recorded before Express's hard limit ends the run
+    # (a whole-execution timeout could not be caught, and nothing would record it).
+    worst = statemachines.worst_case_seconds(statemachines.definition(webhook, express=True))
+    assert worst <= statemachines.EXPRESS_BUDGET_S < statemachines.EXPRESS_LIMIT_S
+    # The Standard machine has no such bound, and needs none (status-change events).
+    assert statemachines.worst_case_seconds(statemachines.definition(webhook)) == float("inf")
 
 
 def test_express_scans_time_out_before_express_does():
