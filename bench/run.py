@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("B5: the local pipeline …", file=sys.stderr)
     flow = pipeline(db, work, pipeline_count)
     print("B6: a big file through scanctl local …", file=sys.stderr)
-    big = big_file(db, work, (64 if quick else 1024) * MIB)
+    big = big_file(db, work, (16 if quick else 1024) * MIB)
 
     objects = inside["objects"]
     b1 = {

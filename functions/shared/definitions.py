@@ -17,6 +17,8 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -145,10 +147,14 @@ def verify_loadable(directory: Path, clamscan: str = "clamscan", timeout_s: floa
         raise DefinitionsDoNotLoad(" | ".join(lines[-3:]) or f"clamscan exited {proc.returncode}")
 
 
-def build_tarball(directory: Path, files: list[Path]) -> bytes:
-    """A reproducible tar.gz: sorted members, zero timestamps, no owners."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+def write_tarball(files: list[Path], out: BinaryIO) -> None:
+    """A reproducible tar.gz into ``out``, streamed: sorted members, zero timestamps,
+    no owners, and nothing held in memory but a block at a time."""
+    # mtime=0 and no file name keep gzip's header stable: equal content, equal bytes.
+    with (
+        gzip.GzipFile(filename="", fileobj=out, mode="wb", compresslevel=6, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in files:
             member = tarfile.TarInfo(path.name)
             member.size = path.stat().st_size
@@ -156,8 +162,19 @@ def build_tarball(directory: Path, files: list[Path]) -> bytes:
             member.mtime = 0
             with path.open("rb") as handle:
                 tar.addfile(member, handle)
-    # mtime=0 keeps gzip's header stable, so equal content gives equal bytes.
-    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+
+
+def build_tarball(directory: Path, files: list[Path]) -> bytes:
+    """The same tarball, in memory (small sets, tests)."""
+    raw = io.BytesIO()
+    write_tarball(files, raw)
+    return raw.getvalue()
+
+
+def put_tarball(s3: Any, bucket: str, key: str, body: BinaryIO) -> str | None:
+    """PutObject of the tarball (streamed from its file); the version id it got."""
+    written = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/gzip")
+    return written.get("VersionId")
 
 
 @dataclass(frozen=True)
@@ -184,6 +201,7 @@ def publish_directory(
     prefix: str,
     directory: Path,
     engine_version: str | None = None,
+    upload: Callable[[Any, str, str, BinaryIO], str | None] | None = None,
 ) -> PublishResult:
     """Publish the ClamAV databases in ``directory`` to the cache.
 
@@ -203,26 +221,30 @@ def publish_directory(
         current = None  # unreadable: replace it
     if current and current.get("contentDigest") == digest:
         return PublishResult(published=False, manifest=current)
-    tarball = build_tarball(directory, paths)
     tarball_key, manifest_key = keys(prefix)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": definitions_version(files, digest),
-        "contentDigest": digest,
-        "key": tarball_key,
-        "sha256": hashlib.sha256(tarball).hexdigest(),
-        "size": len(tarball),
-        "createdAt": utc_now_iso(),
-        "engineVersion": engine_version,
-        "files": files,
-        "signatures": sum(f["signatures"] or 0 for f in files),
-    }
-    written = s3.put_object(
-        Bucket=bucket, Key=tarball_key, Body=tarball, ContentType="application/gzip"
-    )
-    # Readers fetch this exact version of the tarball: a publish that overwrites
-    # the key while a scanner downloads cannot hand it a mismatching file.
-    manifest["tarballVersionId"] = written.get("VersionId")
+    # The set can be hundreds of MB: built in a temporary file, hashed and uploaded
+    # from there, never whole in memory.
+    with tempfile.TemporaryFile() as tarball:
+        write_tarball(paths, tarball)
+        size = tarball.tell()
+        tarball.seek(0)
+        sha256 = hashlib.file_digest(tarball, "sha256").hexdigest()
+        tarball.seek(0)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": definitions_version(files, digest),
+            "contentDigest": digest,
+            "key": tarball_key,
+            "sha256": sha256,
+            "size": size,
+            "createdAt": utc_now_iso(),
+            "engineVersion": engine_version,
+            "files": files,
+            "signatures": sum(f["signatures"] or 0 for f in files),
+        }
+        # Readers fetch this exact version of the tarball: a publish that overwrites
+        # the key while a scanner downloads cannot hand it a mismatching file.
+        manifest["tarballVersionId"] = (upload or put_tarball)(s3, bucket, tarball_key, tarball)
     s3.put_object(
         Bucket=bucket,
         Key=manifest_key,

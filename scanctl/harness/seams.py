@@ -222,6 +222,7 @@ def ranged_reads() -> Iterator[None]:
 
 
 def put_from_file(bucket_name: str, key_name: str, path: Any, chunk: int = 8 << 20) -> Any:
+    # ``path``: a file's path, or an open binary file to read from where it is.
     """PutObject of a file without holding it in memory: what S3 does with a stream.
 
     moto 5.2 keeps each object in a SpooledTemporaryFile (on disk beyond a few
@@ -242,7 +243,8 @@ def put_from_file(bucket_name: str, key_name: str, path: Any, chunk: int = 8 << 
     key = backend.put_object(bucket_name, key_name, b"", disable_notification=True)
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
-    with key.lock, open(path, "rb") as source:
+    opened = contextlib.nullcontext(path) if hasattr(path, "read") else open(path, "rb")  # noqa: SIM115
+    with key.lock, opened as source:
         key._value_buffer.seek(0)
         key._value_buffer.truncate()
         while block := source.read(chunk):

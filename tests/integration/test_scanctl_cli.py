@@ -273,6 +273,27 @@ def test_serve_prints_its_names_and_one_line_per_upload(scratch):
         )
         assert rescan.returncode == 0, rescan.stderr
         assert proc.stdout.readline() == "s3://uploads/served/ok.txt: clean tagged (rescan)\n"
+        # The access gate, merged into the served bucket's policy over HTTP as well.
+        role = "arn:aws:iam::123456789012:role/scanner-local"
+        gate = [
+            "policy",
+            "s3://uploads",
+            "--apply",
+            "--reader-role",
+            role,
+            "--tagging-role",
+            role,
+            "--endpoint-url",
+            facts["endpoint"],
+            "--region",
+            "us-east-1",
+        ]
+        keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        applied = run(gate, scratch, timeout=60, **keys)
+        again = run(gate, scratch, timeout=60, **keys)
+        assert applied.returncode == 0, applied.stderr
+        assert "policy updated" in applied.stderr
+        assert "nothing changed" in again.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
