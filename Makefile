@@ -35,7 +35,8 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	# One worker per CPU; a test file stays on one worker (its fixtures are per file).
+	$(PY) -m pytest -n auto --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -x -q tests/unit

@@ -172,28 +172,34 @@ def local_scan(
     _run_and_report(targets, definitions, not no_quarantine, webhook, as_json)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM stops a run the way Ctrl-C does: results so far, temp files removed."""
-    import signal
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop a run alike: results so far, temp files removed.
 
-    from scanctl.local import Interrupted
+    The stop is also remembered (``request_stop``): the emulator swallows an
+    exception raised inside its S3 notification code, and a swallowed Ctrl-C
+    must still stop the run at its next file.
+    """
+    import signal
+    import threading
+
+    from scanctl.local import request_stop
 
     def stop(signum: int, frame: Any) -> None:
-        raise Interrupted(128 + signum)
-
-    import threading
+        raise request_stop(130 if signum == signal.SIGINT else 128 + signum)
 
     if threading.current_thread() is threading.main_thread():  # (click's test runner may not be)
         signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
 
 
-def _sigterm_default() -> None:
-    """Once the results are in hand, SIGTERM ends the process as usual again."""
+def _signals_default() -> None:
+    """Once the results are in hand, the signals end the process as usual again."""
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_and_report(
@@ -215,7 +221,7 @@ def _run_and_report(
             validate_webhook_url("--webhook", webhook)
         except ConfigurationError as bad:
             _fail(str(bad))
-    _stop_on_sigterm()
+    _stop_on_signals()
     results_out = sys.stdout
     interrupted: Interrupted | None = None
     started = time.monotonic()
@@ -256,7 +262,7 @@ def _run_and_report(
         except KeyboardInterrupt as stop:  # before the pipeline was up: nothing to report
             _say("interrupted")
             sys.exit(getattr(stop, "status", 130))
-    _sigterm_default()
+    _signals_default()
     elapsed = time.monotonic() - started
     if as_json:
         for result in results:
@@ -355,7 +361,7 @@ def local_serve(
         check_port(port)  # before anything slow: a busy port is one sentence, now
     except PortInUse as busy:
         _fail(str(busy))
-    _stop_on_sigterm()
+    _stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
         from functions.scan_object.app import reset_scanner
         from scanctl.local import choose_definitions

@@ -174,6 +174,26 @@ class Interrupted(KeyboardInterrupt):
         self.status = status
 
 
+_stop_requested: list[Interrupted] = []
+
+
+def request_stop(status: int) -> Interrupted:
+    """Remember a stop (from a signal handler) and return the exception to raise.
+
+    Raising alone is not enough: moto's S3 notification code catches every
+    exception, so a Ctrl-C landing there would vanish (and take that upload's
+    event with it). The run checks the remembered stop between files.
+    """
+    stop = Interrupted(status)
+    _stop_requested.append(stop)
+    return stop
+
+
+def _check_stop() -> None:
+    if _stop_requested:
+        raise _stop_requested[0]
+
+
 @dataclass
 class LocalRun:
     results: list[FileResult]
@@ -195,6 +215,7 @@ def run_local(
 
     if not targets:
         raise NothingToScan
+    _stop_requested.clear()
     run = LocalRun(results=[])
     manifest: dict[str, Any] = {}
     if all(target.problem for target in targets):  # nothing to upload: no pipeline needed
@@ -244,6 +265,7 @@ def _scan_all(
             if target.problem is not None:
                 results.append(_error(target, target.problem))
                 continue
+            _check_stop()
             try:
                 version = harness.upload_file(target.key, target.path)["VersionId"]
                 by_version[version] = target
@@ -254,7 +276,9 @@ def _scan_all(
                 results.append(_error(target, f"cannot upload: {err}"))
         # Generous: a minute, plus time to scan what was uploaded at 2 MiB/s.
         timeout_s = 60 + len(chunk) + sizes / (2 << 20)
+        _check_stop()
         for name in harness.drain():
+            _check_stop()
             try:
                 [report] = harness.wait([name], timeout_s=timeout_s)
             except TimeoutError:
@@ -268,6 +292,7 @@ def _scan_all(
             results.append(
                 _error(target, "no scan finished for this upload (see the DLQ and the executions)")
             )
+        _check_stop()
         on_progress(len(chunk))
 
 

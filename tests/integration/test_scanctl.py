@@ -185,6 +185,30 @@ def test_many_small_files_are_all_scanned(runner, tmp_path):
     assert "scanned 70/70" in result.stderr
 
 
+def test_a_ctrl_c_the_emulator_swallows_still_stops_the_run(tmp_path, signatures, monkeypatch):
+    # moto's S3 notification code catches every exception: a Ctrl-C landing
+    # there used to vanish, and the run scanned on to the end.
+    from moto.sqs.models import SQSBackend
+
+    from scanctl.local import choose_definitions, collect, request_stop, run_local
+
+    for i in range(20):
+        (tmp_path / f"f{i:02d}.txt").write_text(f"file {i}\n")
+    send = SQSBackend.send_message
+
+    def ctrl_c_inside_moto(self, queue_name, message_body, *args, **kwargs):
+        if "f05.txt" in message_body:
+            raise request_stop(130)  # what the signal handler raises, here swallowed
+        return send(self, queue_name, message_body, *args, **kwargs)
+
+    monkeypatch.setattr(SQSBackend, "send_message", ctrl_c_inside_moto)
+    run = run_local(collect([tmp_path]), choose_definitions(signatures, tmp_path), quarantine=False)
+
+    assert run.interrupted is not None
+    assert run.interrupted.status == 130
+    assert len(run.results) < 20
+
+
 def test_demo_gets_every_verdict_it_was_made_for(runner):
     result = runner.invoke(main, ["demo", "--json"])
     assert result.exit_code == 0, result.output
