@@ -47,11 +47,12 @@ def _seed(s3: Any, bucket: str, prefix: str, target: Path, work: Path) -> str | 
         return None  # no usable cache: freshclam starts from nothing
     if not manifest:
         return None
-    tarball = work / "seed.tar.gz"
+    tarball = work / "seed.tar"
     pinned = {"VersionId": manifest["tarballVersionId"]} if manifest.get("tarballVersionId") else {}
     try:
         s3.download_file(bucket, manifest["key"], str(tarball), ExtraArgs=pinned)
-        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+        with tarball.open("rb") as handle:  # hundreds of MB: never whole in memory
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
         if digest != manifest.get("sha256"):
             return None
         safe_extract(tarball, target)

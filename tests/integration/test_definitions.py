@@ -50,10 +50,10 @@ def test_publisher_round_trip(make_harness, eicar_only, tmp_path):
     assert first.published
     manifest = read_manifest(s3(harness), BUCKET, PREFIX)
     assert manifest == first.manifest
-    tarball = s3(harness).get_object(Bucket=BUCKET, Key=f"{PREFIX}/db.tar.gz")["Body"].read()
+    tarball = s3(harness).get_object(Bucket=BUCKET, Key=f"{PREFIX}/db.tar")["Body"].read()
     assert manifest["sha256"] == hashlib.sha256(tarball).hexdigest()
     assert manifest["size"] == len(tarball)
-    assert manifest["key"] == f"{PREFIX}/db.tar.gz"
+    assert manifest["key"] == f"{PREFIX}/db.tar"
     assert manifest["engineVersion"] == "1.4.6"
     assert manifest["version"].startswith("custom-")
     assert dt.datetime.fromisoformat(manifest["createdAt"].replace("Z", "+00:00"))
@@ -79,7 +79,7 @@ def test_publisher_round_trip(make_harness, eicar_only, tmp_path):
     assert third.manifest["signatures"] == 2
     versions = s3(harness).list_object_versions(Bucket=BUCKET, Prefix=PREFIX)["Versions"]
     latest = {v["Key"]: v["LastModified"] for v in versions if v["IsLatest"]}
-    assert latest[f"{PREFIX}/manifest.json"] >= latest[f"{PREFIX}/db.tar.gz"]
+    assert latest[f"{PREFIX}/manifest.json"] >= latest[f"{PREFIX}/db.tar"]
 
 
 # -- the updater --------------------------------------------------------------------------
