@@ -17,6 +17,7 @@ from functions.shared.errors import (
     DefinitionsCorrupt,
     DefinitionsUnavailable,
     DefinitionsUpdateFailed,
+    ObjectStoreUnavailable,
 )
 from functions.shared.freshclam import FreshclamSettings
 from scanctl import samples
@@ -320,6 +321,75 @@ def test_sha256_mismatch_raises_a_named_error(harness):
     with pytest.raises(DefinitionsCorrupt, match="sha256"):
         scanner().store.materialize(ref)
     assert not (defs_dir(harness) / "tampered-2").exists()
+
+
+def _publish_big_set(harness, tmp_path, name):
+    # Several ranges' worth of definitions, with EICAR among them.
+    directory = tmp_path / name
+    directory.mkdir()
+    samples.write_eicar_set(directory)
+    with (directory / "filler.hdb").open("w") as out:
+        for i in range(4000):
+            out.write(
+                f"{hashlib.sha256(str(i).encode()).hexdigest()[:32]}:{100 + i}:Filler.{name}.{i}\n"
+            )
+    publish_directory(s3(harness), BUCKET, PREFIX, directory)
+
+
+def test_the_tarball_comes_in_parallel_ranges_read_in_order(harness, tmp_path, monkeypatch):
+    from functions.fetch_definitions.logic import current_definitions
+    from functions.scan_object import definitions_store
+
+    monkeypatch.setattr(definitions_store, "RANGE_BYTES", 16 * 1024)
+    _publish_big_set(harness, tmp_path, "ranged")
+    ref = current_definitions(s3(harness), BUCKET, PREFIX, 48)
+    assert ref.size > 4 * 16 * 1024  # more ranges than run at once
+    ranges = []
+    store = scanner().store
+
+    def record(params, **kw):
+        ranges.append(params.get("Range"))
+
+    store.s3.meta.events.register("before-parameter-build.s3.GetObject", record)
+    try:
+        _, directory = store.materialize(ref)
+    finally:
+        store.s3.meta.events.unregister("before-parameter-build.s3.GetObject", record)
+
+    assert len(ranges) == -(-ref.size // (16 * 1024))
+    assert all(r and r.startswith("bytes=") for r in ranges)
+    # Byte for byte what was published (the digest over the ranges in order matched).
+    assert (directory / "filler.hdb").read_bytes() == (
+        tmp_path / "ranged" / "filler.hdb"
+    ).read_bytes()
+    assert harness.scan("after-ranged.com", samples.EICAR).output["scan"]["verdict"] == "infected"
+
+
+def test_a_range_that_fails_is_retried_and_leaves_nothing_behind(harness, tmp_path, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from functions.fetch_definitions.logic import current_definitions
+    from functions.scan_object import definitions_store
+
+    monkeypatch.setattr(definitions_store, "RANGE_BYTES", 16 * 1024)
+    _publish_big_set(harness, tmp_path, "throttled")
+    ref = current_definitions(s3(harness), BUCKET, PREFIX, 48)
+    store = scanner().store
+    calls = []
+
+    def slow_down_the_third(params, **kw):
+        calls.append(params.get("Range"))
+        if len(calls) == 3:
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "x"}}, "GetObject")
+
+    store.s3.meta.events.register("before-parameter-build.s3.GetObject", slow_down_the_third)
+    try:
+        with pytest.raises(ObjectStoreUnavailable):
+            store.materialize(ref)
+    finally:
+        store.s3.meta.events.unregister("before-parameter-build.s3.GetObject", slow_down_the_third)
+    assert not (defs_dir(harness) / ref.version).exists()
+    assert not [p for p in defs_dir(harness).iterdir() if p.name.startswith(".extract-")]
 
 
 def test_manifest_naming_a_missing_tarball_is_unavailable(harness):
