@@ -59,6 +59,10 @@ def main() -> None:
     }
     results["clamd_pid"] = engine.process.pid
     results["engine_version"] = engine.engine_version
+    if plan.get("cold_start_only"):  # one more B4 sample, in a process of its own
+        app.reset_scanner()
+        print(json.dumps(results))
+        return
 
     # B7 on a clamd of its own without clamd's cache of clean files' hashes:
     # every repeat really scans (the production engine scans each object once).
