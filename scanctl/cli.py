@@ -6,6 +6,7 @@ unscannable, 2 an error (bad input, a failed scan, an AWS error).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,12 +174,13 @@ def local_scan(
     _run_and_report(targets, definitions, not no_quarantine, webhook, as_json)
 
 
-def _stop_on_signals() -> None:
+def _stop_on_signals() -> Callable[[], None]:
     """Ctrl-C and SIGTERM stop a run alike: results so far, temp files removed.
 
     The stop is also remembered (``request_stop``): the emulator swallows an
     exception raised inside its S3 notification code, and a swallowed Ctrl-C
-    must still stop the run at its next file.
+    must still stop the run at its next file. Returns what puts the handlers
+    that were there before back.
     """
     import signal
     import threading
@@ -187,19 +190,17 @@ def _stop_on_signals() -> None:
     def stop(signum: int, frame: Any) -> None:
         raise request_stop(130 if signum == signal.SIGINT else 128 + signum)
 
-    if threading.current_thread() is threading.main_thread():  # (click's test runner may not be)
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+    if threading.current_thread() is not threading.main_thread():  # (click's test runner)
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, stop)
 
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
-def _signals_default() -> None:
-    """Once the results are in hand, the signals end the process as usual again."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return restore
 
 
 def _run_and_report(
@@ -221,13 +222,14 @@ def _run_and_report(
             validate_webhook_url("--webhook", webhook)
         except ConfigurationError as bad:
             _fail(str(bad))
-    _stop_on_signals()
+    restore_signals = _stop_on_signals()
     results_out = sys.stdout
     interrupted: Interrupted | None = None
     started = time.monotonic()
     # Results alone go to stdout: anything else the pipeline prints (Powertools'
     # metrics, a library's warning) goes to stderr while it runs.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.ExitStack() as signals, contextlib.redirect_stdout(sys.stderr):
+        signals.callback(restore_signals)  # also when it ends in _fail or an interrupt
         try:
             with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
                 try:
@@ -262,7 +264,6 @@ def _run_and_report(
         except KeyboardInterrupt as stop:  # before the pipeline was up: nothing to report
             _say("interrupted")
             sys.exit(getattr(stop, "status", 130))
-    _signals_default()
     elapsed = time.monotonic() - started
     if as_json:
         for result in results:
@@ -361,8 +362,9 @@ def local_serve(
         check_port(port)  # before anything slow: a busy port is one sentence, now
     except PortInUse as busy:
         _fail(str(busy))
-    _stop_on_signals()
-    with tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+    restore_signals = _stop_on_signals()
+    with contextlib.ExitStack() as signals, tempfile.TemporaryDirectory(prefix="scanctl-") as tmp:
+        signals.callback(restore_signals)
         from functions.scan_object.app import reset_scanner
         from scanctl.local import choose_definitions
 

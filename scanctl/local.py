@@ -189,7 +189,8 @@ def request_stop(status: int) -> Interrupted:
     return stop
 
 
-def _check_stop() -> None:
+def check_stop() -> None:
+    """Raise the stop a signal asked for, if one did (see ``request_stop``)."""
     if _stop_requested:
         raise _stop_requested[0]
 
@@ -238,6 +239,7 @@ def run_local(
                     harness.drain()  # S3's test event
                     _scan_all(harness, targets, on_progress, run.results)
                     _mark_audited(harness, run.results)
+                    check_stop()
                 except KeyboardInterrupt as stop:
                     run.interrupted = stop if isinstance(stop, Interrupted) else Interrupted()
                     harness.abandon()  # stop what is still running; do not wait for it
@@ -265,7 +267,7 @@ def _scan_all(
             if target.problem is not None:
                 results.append(_error(target, target.problem))
                 continue
-            _check_stop()
+            check_stop()
             try:
                 version = harness.upload_file(target.key, target.path)["VersionId"]
                 by_version[version] = target
@@ -276,9 +278,9 @@ def _scan_all(
                 results.append(_error(target, f"cannot upload: {err}"))
         # Generous: a minute, plus time to scan what was uploaded at 2 MiB/s.
         timeout_s = 60 + len(chunk) + sizes / (2 << 20)
-        _check_stop()
+        check_stop()
         for name in harness.drain():
-            _check_stop()
+            check_stop()
             try:
                 [report] = harness.wait([name], timeout_s=timeout_s)
             except TimeoutError:
@@ -292,7 +294,7 @@ def _scan_all(
             results.append(
                 _error(target, "no scan finished for this upload (see the DLQ and the executions)")
             )
-        _check_stop()
+        check_stop()
         on_progress(len(chunk))
 
 

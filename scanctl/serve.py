@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from scanctl.harness import HarnessOptions, LocalScanner, read_report
-from scanctl.local import DefinitionsChoice
+from scanctl.local import DefinitionsChoice, check_stop
 
 # The functions' own logs (JSON lines) would drown the one line per result.
 QUIET_FUNCTIONS = {"POWERTOOLS_LOG_LEVEL": "CRITICAL"}
@@ -130,6 +130,7 @@ def _follow(harness: LocalScanner, poll_s: float, max_seconds: float | None) -> 
     reported: set[tuple[str, str]] = set()
     started = time.monotonic()
     while max_seconds is None or time.monotonic() - started < max_seconds:
+        check_stop()  # a Ctrl-C the emulator swallowed still stops the server
         with contextlib.suppress(Exception):  # a bad upload never stops the server
             harness.drain()
         for machine in filter(None, harness.machines()):

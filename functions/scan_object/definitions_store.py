@@ -70,7 +70,7 @@ class _RangedBody:
     """One version of an object as a read-once stream, fetched as ranged GETs.
 
     Up to ``parallel`` ranges are in flight ahead of the reader, so memory stays
-    at ``parallel * chunk`` whatever the size. Only for a pinned version: ranges
+    at about ``(parallel + 1) * chunk`` whatever the size. Only for a pinned version: ranges
     of an object overwritten mid-download would mix two contents. Each range is
     held as pieces of ``PIECE_BYTES``: one 8 MiB buffer per range, freed, would
     make glibc keep such buffers in its arenas (its mmap threshold follows the
@@ -126,9 +126,9 @@ class _RangedBody:
         return b"".join(parts)
 
     def close(self) -> None:
-        for pending in self._pending:
-            pending.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Not waiting: after a failure, a GET still stalled on its retries would
+        # hold the scan for minutes; the threads only return bytes nobody reads.
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> _RangedBody:
         return self

@@ -13,6 +13,7 @@ The scanner still reads a compressed tarball an older version published.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.aws import GONE_CODES, error_code
 from functions.shared.clock import utc_now_iso
@@ -276,14 +277,22 @@ def safe_extract(tarball: Path | BinaryIO, target: Path) -> list[str]:
     Each member is checked before a byte of it is written: links, devices,
     directories and names with a path are DefinitionsCorrupt, so nothing can
     land outside ``target``. On a rejected tarball the files already written
-    are removed. One streaming pass (``r|*``: plain, or gzip as older versions
-    published it); listing the members first would read it twice.
+    are removed. One streaming pass (a plain tar, or gzip as older versions
+    published it; nothing else); listing the members first would read it twice.
     """
     target.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     try:
-        source = {"name": tarball} if isinstance(tarball, Path) else {"fileobj": tarball}
-        with tarfile.open(mode="r|*", bufsize=1 << 20, **source) as tar:
+        with contextlib.ExitStack() as stack:
+            stream = (
+                stack.enter_context(tarball.open("rb")) if isinstance(tarball, Path) else tarball
+            )
+            head = stream.read(2)
+            # Only what a publisher of ours wrote: plain tar, or gzip (older versions).
+            mode = "r|gz" if head == b"\x1f\x8b" else "r|"
+            tar = stack.enter_context(
+                tarfile.open(fileobj=_Prefixed(head, stream), mode=mode, bufsize=1 << 20)
+            )
             for member in tar:
                 _check_member(member)
                 source = tar.extractfile(member)
@@ -292,6 +301,11 @@ def safe_extract(tarball: Path | BinaryIO, target: Path) -> list[str]:
                 with source, (target / member.name).open("wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
         return names
+    except (BotoCoreError, ClientError):
+        # The download broke off (botocore's timeouts are OSErrors too): the
+        # caller's to retry, not the tarball's fault.
+        _remove(target, names)
+        raise
     except OSError as err:
         _remove(target, names)
         if err.errno == errno.ENOSPC:
@@ -305,6 +319,22 @@ def safe_extract(tarball: Path | BinaryIO, target: Path) -> list[str]:
     except DefinitionsCorrupt:
         _remove(target, names)
         raise
+
+
+class _Prefixed:
+    """A read-once stream with its first bytes, already read, put back in front."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head, self.rest = head, rest
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(size)
+        if size < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:size], self.head[size:]
+        return data if len(data) == size else data + self.rest.read(size - len(data))
 
 
 def _remove(target: Path, names: list[str]) -> None:

@@ -365,14 +365,36 @@ def test_the_tarball_comes_in_parallel_ranges_read_in_order(harness, tmp_path, m
     assert harness.scan("after-ranged.com", samples.EICAR).output["scan"]["verdict"] == "infected"
 
 
-def test_a_range_that_fails_is_retried_and_leaves_nothing_behind(harness, tmp_path, monkeypatch):
+def _slow_down():
     from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": "SlowDown", "Message": "x"}}, "GetObject")
+
+
+def _connect_timeout():
+    from botocore.exceptions import ConnectTimeoutError
+
+    return ConnectTimeoutError(endpoint_url="https://s3.example")
+
+
+def _read_timeout():
+    from botocore.exceptions import ReadTimeoutError
+
+    return ReadTimeoutError(endpoint_url="https://s3.example")
+
+
+@pytest.mark.parametrize("fault", [_slow_down, _connect_timeout, _read_timeout])
+def test_a_range_that_fails_is_retried_and_leaves_nothing_behind(
+    harness, tmp_path, monkeypatch, fault
+):
+    # ObjectStoreUnavailable is retried by the state machine; botocore's timeouts are
+    # OSErrors too, and must not read as a corrupt tarball (that falls back to freshclam).
 
     from functions.fetch_definitions.logic import current_definitions
     from functions.scan_object import definitions_store
 
     monkeypatch.setattr(definitions_store, "RANGE_BYTES", 16 * 1024)
-    _publish_big_set(harness, tmp_path, "throttled")
+    _publish_big_set(harness, tmp_path, f"throttled-{fault.__name__}")
     ref = current_definitions(s3(harness), BUCKET, PREFIX, 48)
     store = scanner().store
     calls = []
@@ -380,7 +402,7 @@ def test_a_range_that_fails_is_retried_and_leaves_nothing_behind(harness, tmp_pa
     def slow_down_the_third(params, **kw):
         calls.append(params.get("Range"))
         if len(calls) == 3:
-            raise ClientError({"Error": {"Code": "SlowDown", "Message": "x"}}, "GetObject")
+            raise fault()
 
     store.s3.meta.events.register("before-parameter-build.s3.GetObject", slow_down_the_third)
     try:

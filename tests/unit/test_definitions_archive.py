@@ -78,6 +78,16 @@ def test_links_devices_and_directories_are_rejected(tmp_path, kind):
         safe_extract(tarball, tmp_path / "out")
 
 
+@pytest.mark.parametrize("mode", ["w:bz2", "w:xz"])
+def test_only_plain_or_gzip_tarballs_are_read(tmp_path, mode):
+    # Nothing our publishers ever wrote; a bz2 or xz stream expands far more than gzip.
+    tarball = tmp_path / "db.tar"
+    write_tar(tarball, [tarfile.TarInfo("a.hdb")], mode=mode)
+    with pytest.raises(DefinitionsCorrupt):
+        safe_extract(tarball, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_not_a_tarball(tmp_path):
     tarball = tmp_path / "junk.tar"
     tarball.write_bytes(b"definitely not a tarball")
