@@ -18,6 +18,7 @@ Writes bench/results.json and BENCHMARKS.md. Timings live here, never in tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import io
 import json
@@ -404,12 +405,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     port = free_port()
     # A ranged GET reads its range, as S3's does (moto alone copies the whole
     # object for every range, which would bill the scanner's ranged downloads).
-    ranges_as_s3 = seams.ranged_reads()
-    ranges_as_s3.__enter__()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    try:
+    with contextlib.ExitStack() as emulator:
+        emulator.enter_context(seams.ranged_reads())
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        emulator.callback(server.stop)
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -438,9 +439,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cold_starts.append(inside["cold_start_s"])
         clamd_load_s = statistics.median(clamd_loads)
         cold_start_s = statistics.median(cold_starts)
-    finally:
-        server.stop()
-        ranges_as_s3.__exit__(None, None, None)
 
     print("B1 peers: clamscan per object …", file=sys.stderr)
     peers = {}

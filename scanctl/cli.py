@@ -94,7 +94,7 @@ class _LocalGroup(click.Group):
         return super().resolve_command(ctx, ["scan", *args])
 
 
-@main.group(cls=_LocalGroup, invoke_without_command=False)
+@main.group(cls=_LocalGroup)
 def local() -> None:
     """Scan files through the whole pipeline on this machine (emulated AWS, real ClamAV)."""
 
@@ -211,8 +211,6 @@ def _run_and_report(
     as_json: bool,
     expected: dict[str, str] | None = None,
 ) -> None:
-    import contextlib
-
     from functions.shared.config import validate_webhook_url
     from functions.shared.errors import ConfigurationError
     from scanctl.local import Interrupted, choose_definitions, exit_status, run_local

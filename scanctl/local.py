@@ -269,9 +269,10 @@ def _scan_all(
                 continue
             check_stop()
             try:
+                size = target.path.stat().st_size
                 version = harness.upload_file(target.key, target.path)["VersionId"]
-                by_version[version] = target
-                sizes += target.path.stat().st_size
+                by_version[version] = target  # (after every step that can fail: one row)
+                sizes += size
             except OSError as err:
                 results.append(_error(target, f"cannot read: {err.strerror or err}"))
             except Exception as err:  # noqa: BLE001 - one file's problem is its own row

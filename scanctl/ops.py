@@ -169,7 +169,6 @@ class RescanSummary:
     skipped: int = 0
     up_to_date: int = 0
     throttled: int = 0
-    names: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
 
@@ -252,7 +251,6 @@ def rescan(
         }
         if _start(sfn, state_machine_arn, name, payload, summary, sleep):
             summary.started += 1
-            summary.names.append(name)
         else:
             summary.already_started += 1
         if interval:
@@ -554,13 +552,7 @@ def redrive_express(
             summary.restarted.append((name, f"{name} (Standard)"))
             continue
         payload = {
-            "object": {
-                "bucket": item["bucket"],
-                "key": item["key"],
-                "versionId": item.get("versionId"),
-                "size": int(item["objectSize"]) if item.get("objectSize") is not None else None,
-                "eTag": item.get("eTag"),
-            },
+            "object": ObjectRef.from_audit_item(item).to_dict(),
             "trigger": {**(item.get("trigger") or {}), "retryOf": item.get("executionArn")},
         }
         # StartExecution with a running execution's name and input returns that
@@ -583,9 +575,8 @@ def redrive_express(
 
 
 def _execution_exists(sfn: Any, state_machine_arn: str, name: str) -> bool:
-    arn = state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
     try:
-        sfn.describe_execution(executionArn=arn)
+        sfn.describe_execution(executionArn=_execution_arn(state_machine_arn, name))
     except ClientError as err:
         if error_code(err) == "ExecutionDoesNotExist":
             return False

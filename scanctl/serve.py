@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from scanctl.harness import HarnessOptions, LocalScanner, read_report
+from scanctl.harness.environment import BASE_ENV, REGION
 from scanctl.local import DefinitionsChoice, check_stop
 
 # The functions' own logs (JSON lines) would drown the one line per result.
@@ -41,13 +42,13 @@ def describe(harness: LocalScanner, endpoint: str) -> dict[str, Any]:
     o = harness.options
     return {
         "endpoint": endpoint,
-        "region": "us-east-1",
+        "region": REGION,
         "bucket": o.source_bucket,
         "quarantineBucket": o.quarantine_bucket if o.quarantine else None,
         "auditTable": o.table_name,
         "stateMachineArn": harness.state_machine_arn,
         "scanQueueUrl": harness.queue_url,
-        "credentials": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        "credentials": {k: BASE_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
     }
 
 
@@ -81,7 +82,6 @@ def serve(
     uploads, rescans and redrives alike."""
     from moto.server import ThreadedMotoServer
 
-    check_port(port)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     logging.getLogger("moto").setLevel(logging.CRITICAL)  # failures: our one line
     options = HarnessOptions(
@@ -109,9 +109,9 @@ def serve(
                     if label != "credentials":
                         click.echo(f"{label}: {value}", err=True)
                 click.echo(
-                    "upload with:\n"
-                    "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
-                    f"aws --endpoint-url {endpoint} --region us-east-1 "
+                    "upload with:\n  "
+                    + " ".join(f"{k}={v}" for k, v in facts["credentials"].items())
+                    + f" aws --endpoint-url {endpoint} --region {REGION} "
                     f"s3 cp FILE s3://{options.source_bucket}/\n"
                     "Ctrl-C to stop.",
                     err=True,

@@ -139,22 +139,24 @@ def _express(states: dict[str, Any]) -> None:
         "Next": RECORD_FAILURE_STATE,
     }
     timeout, retries = EXPRESS_TASKS[RECORD_FAILURE_STATE]
+    # What the recorder is given; its dead-letter queue keeps the same, to replay.
+    failure = {
+        "state.$": "$",
+        "execution": {
+            "id.$": "$$.Execution.Id",
+            "name.$": "$$.Execution.Name",
+            "startTime.$": "$$.Execution.StartTime",
+            "redriveCount": 0,
+        },
+        "workflow": "EXPRESS",
+    }
     states[RECORD_FAILURE_STATE] = {
         "Type": "Task",
         "Comment": "Express keeps no history and emits no status change: the failure "
         "recorder is called from here (audit item, object marked, scan.failed; a failure "
         "a Standard run could fix is started again on the Standard machine).",
         "Resource": "${RecordFailureFunctionArn}",
-        "Parameters": {
-            "state.$": "$",
-            "execution": {
-                "id.$": "$$.Execution.Id",
-                "name.$": "$$.Execution.Name",
-                "startTime.$": "$$.Execution.StartTime",
-                "redriveCount": 0,
-            },
-            "workflow": "EXPRESS",
-        },
+        "Parameters": failure,
         "ResultPath": "$.recorded",
         "TimeoutSeconds": timeout,
         "Retry": [
@@ -178,8 +180,10 @@ def _express(states: dict[str, Any]) -> None:
         "Comment": "The recorder itself failed: the whole state goes to its dead-letter "
         "queue (alarm UnrecordedFailures), from where it can be recorded later.",
         "Resource": "arn:aws:states:::sqs:sendMessage",
-        "Parameters": {"QueueUrl": "${FailureDeadLetterQueueUrl}", "MessageBody.$": "$"},
-        "TimeoutSeconds": 5,
+        "Parameters": {"QueueUrl": "${FailureDeadLetterQueueUrl}", "MessageBody": failure},
+        "TimeoutSeconds": 3,
+        # Nothing else would keep this failure: one quick retry, within Express's budget.
+        "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 1, "IntervalSeconds": 1}],
         "ResultPath": None,
         "Next": FAIL_STATE,
     }

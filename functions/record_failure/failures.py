@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.shared.clock import from_epoch_millis, normalize_iso
-from functions.shared.contracts import ExecutionRef, ObjectRef, state_event
+from functions.shared.contracts import ExecutionRef, ObjectRef, scanned_object, state_event
 from functions.shared.errors import InvalidInput, WebhookDeliveryFailed
 
 STATUS_CHANGE = "Step Functions Execution Status Change"
@@ -190,10 +190,7 @@ def mark_object(
     except InvalidInput as err:
         return {"markedAs": None, "note": f"no object to mark: {err}"}
     scan = state.get("scan") or {}
-    if not obj.version_id and scan.get("scannedVersionId"):
-        obj = ObjectRef(obj.bucket, obj.key, scan["scannedVersionId"], obj.size, obj.etag, None)
-    elif not obj.version_id and scan.get("scannedETag"):
-        obj = ObjectRef(obj.bucket, obj.key, None, obj.size, scan["scannedETag"], obj.sequencer)
+    obj = scanned_object(obj, scan.get("scannedVersionId"), scan.get("scannedETag"))
     when = scan.get("scannedAt") or normalize_iso(execution.start_time)
     return applier.mark_unfinished(obj, scan, error, when)
 

@@ -31,5 +31,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     outcome = selector.run(request, list(event.get("Items") or []))
     metrics.add_metric(name="RescanQueued", unit=MetricUnit.Count, value=outcome.queued)
+    if outcome.tags_trusted is False:
+        logger.warning(
+            "the source bucket has no access gate, so its scan-* tags may be forged: "
+            f"mode {request.mode} rescanned every listed object"
+        )
     logger.info("batch queued", extra={"runId": request.run_id, **outcome.to_dict()})
     return outcome.to_dict()

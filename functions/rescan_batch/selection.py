@@ -24,19 +24,19 @@ executions are named ``rescan-<run id>-...``, apart from the upload's.
 from __future__ import annotations
 
 import enum
+import json
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.shared.aws import GONE_CODES, error_code, is_transient
-from functions.shared.clock import parse_iso, utc_now_iso
+from functions.shared import access_gate
+from functions.shared.aws import GONE_CODES, error_code, is_denied, is_transient
+from functions.shared.clock import parse_iso
 from functions.shared.contracts import ObjectRef, Tag, Verdict
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
-from functions.shared.s3event import rescan_message
-
-SQS_BATCH = 10
+from functions.shared.s3event import queue_rescans
 
 
 class Mode(enum.StrEnum):
@@ -84,12 +84,18 @@ class Outcome:
     listed: int = 0
     queued: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    tags_trusted: bool | None = None  # None: the mode (all) reads no tags
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"listed": self.listed, "queued": self.queued, "skipped": self.skipped}
+        return {
+            "listed": self.listed,
+            "queued": self.queued,
+            "skipped": self.skipped,
+            "tagsTrusted": self.tags_trusted,
+        }
 
 
 def _field(item: dict[str, Any], name: str) -> Any:
@@ -123,6 +129,27 @@ def listed_object(bucket: str, item: dict[str, Any], inventory: bool = False) ->
 class Selector:
     def __init__(self, s3: Any, sqs: Any, queue_url: str, source_bucket: str) -> None:
         self.s3, self.sqs, self.queue_url, self.source = s3, sqs, queue_url, source_bucket
+        self._tags_trusted: bool | None = None
+
+    def tags_trusted(self) -> bool:
+        """Whether the source bucket's policy holds the access gate (read once).
+
+        Without it an uploader can write ``scan-status=clean`` and a ``scan-time``
+        itself, so the filtering modes cannot take a tag's word: they rescan all.
+        """
+        if self._tags_trusted is None:
+            try:
+                text = self.s3.get_bucket_policy(Bucket=self.source)["Policy"]
+                self._tags_trusted = access_gate.applied(json.loads(text))
+            except ClientError as err:
+                if is_transient(err):
+                    raise ObjectStoreUnavailable(f"GetBucketPolicy: {error_code(err)}") from err
+                if error_code(err) != "NoSuchBucketPolicy" and not is_denied(err):
+                    raise
+                self._tags_trusted = False
+            except BotoCoreError as err:
+                raise ObjectStoreUnavailable(f"GetBucketPolicy: {err}") from err
+        return self._tags_trusted
 
     def run(self, request: Request, items: list[dict[str, Any]]) -> Outcome:
         if request.bucket != self.source:
@@ -136,20 +163,18 @@ class Selector:
                 outcome.skip("folder-marker")
                 continue
             picked = self.pick(request, obj)
-            if picked is None:
-                outcome.skip("up-to-date" if request.mode != Mode.ALL else "gone")
+            if picked is None:  # (only a filtering mode declines; a gone object too)
+                outcome.skip("up-to-date")
                 continue
             chosen.append(picked)
-        now = utc_now_iso()
-        for start in range(0, len(chosen), SQS_BATCH):
-            batch = chosen[start : start + SQS_BATCH]
-            self._send([rescan_message(obj, request.run_id, now) for obj in batch])
-            outcome.queued += len(batch)
+        outcome.tags_trusted = self._tags_trusted
+        # The Map retries a batch the queue refused; nothing starts twice.
+        outcome.queued = queue_rescans(self.sqs, self.queue_url, chosen, request.run_id)
         return outcome
 
     def pick(self, request: Request, obj: ObjectRef) -> ObjectRef | None:
         """The object (its version pinned when the tags name it) if the mode wants it."""
-        if request.mode == Mode.ALL:
+        if request.mode == Mode.ALL or not self.tags_trusted():
             return obj
         try:
             answer = self.s3.get_object_tagging(Bucket=obj.bucket, Key=obj.key, **obj.version_args)
@@ -172,34 +197,23 @@ class Selector:
             obj = ObjectRef(obj.bucket, obj.key, version, obj.size, obj.etag)
         return obj if _wanted(request, tags) else None
 
-    def _send(self, bodies: list[str]) -> None:
-        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
-        for _ in range(5):
-            answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            failed = {f["Id"] for f in answer.get("Failed", [])}
-            entries = [e for e in entries if e["Id"] in failed]
-            if not entries:
-                return
-        # The Map retries the batch; a message sent twice names the same execution.
-        raise ObjectStoreUnavailable(f"the scan queue refused {len(entries)} messages")
-
 
 # What a finished scan of ours leaves: one of these, with the time it ran.
 _VERDICT_STATUSES = {str(Verdict.CLEAN), str(Verdict.INFECTED), str(Verdict.UNSCANNABLE)}
 
 
 def _wanted(request: Request, tags: dict[str, str]) -> bool:
-    ours = {k.lower(): v for k, v in tags.items() if k.lower().startswith("scan-")}
-    status, when = ours.get(Tag.STATUS), ours.get(Tag.TIME)
+    # Exactly the keys we write: a differently cased key is nobody's verdict.
+    status, when = tags.get(Tag.STATUS), tags.get(Tag.TIME)
     if status not in _VERDICT_STATUSES or not when:
         # Never scanned, a failed run (error), or a status that is not a verdict of
         # ours: every filtering mode wants it.
         return True
     if request.mode == Mode.UNSCANNED:
         return False
-    if request.scanned_before and (not when or _before(when, request.scanned_before)):
+    if request.scanned_before and _before(when, request.scanned_before):
         return True
-    engine = ours.get(Tag.ENGINE, "")
+    engine = tags.get(Tag.ENGINE, "")
     wanted_version = request.definitions_version
     return bool(wanted_version) and not engine.endswith(f"/{wanted_version}")
 

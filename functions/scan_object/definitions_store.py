@@ -44,16 +44,31 @@ PARALLEL_RANGES = 4
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class _Digesting:
-    """A read-once stream that hashes what passes through it."""
+def _download_error(err: ClientError | BotoCoreError, uri: str) -> Exception:
+    """A failed download as the named error the state machine acts on."""
+    if isinstance(err, ClientError) and not is_transient(err):
+        return CachedTarballMissing(f"definitions tarball {uri} unavailable ({error_code(err)})")
+    return ObjectStoreUnavailable(f"definitions download of {uri} failed: {err}")  # retried
 
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
+
+class _Digesting:
+    """A read-once stream from S3 that hashes what passes through it.
+
+    A download that breaks off surfaces here, while the tarball is being read:
+    it leaves as the named error (botocore's timeouts are OSErrors, which the
+    extraction would otherwise take for an unreadable tarball).
+    """
+
+    def __init__(self, raw: Any, uri: str) -> None:
+        self.raw, self.uri = raw, uri
         self.digest = hashlib.sha256()
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
-        chunk = self.raw.read(size)
+        try:
+            chunk = self.raw.read(size)
+        except (ClientError, BotoCoreError) as err:
+            raise _download_error(err, self.uri) from err
         self.digest.update(chunk)
         self.size += len(chunk)
         return chunk
@@ -192,26 +207,21 @@ class DefinitionsStore:
         """Stream the tarball from S3 through sha256 and the extraction: one pass, no
         tarball on disk. The caller checks the digest before trusting ``staging``."""
         where = {"Bucket": ref.bucket, "Key": ref.key}
-        try:
-            if ref.tarball_version_id and ref.size:
-                # A pinned version: parallel ranges, read in order (and, in the
-                # local emulator, no whole-object copy in memory).
-                pinned = {**where, "VersionId": ref.tarball_version_id}
-                body: Any = _RangedBody(self.s3, pinned, ref.size, RANGE_BYTES, PARALLEL_RANGES)
-            else:
+        uri = f"s3://{ref.bucket}/{ref.key}"
+        if ref.tarball_version_id and ref.size:
+            # A pinned version: parallel ranges, read in order (and, in the
+            # local emulator, no whole-object copy in memory).
+            pinned = {**where, "VersionId": ref.tarball_version_id}
+            body: Any = _RangedBody(self.s3, pinned, ref.size, RANGE_BYTES, PARALLEL_RANGES)
+        else:
+            try:
                 body = self.s3.get_object(**where)["Body"]
-            stream = _Digesting(body)
-            with body:
-                safe_extract(stream, staging)
-                stream.drain()  # the digest covers every byte, tar padding included
-        except ClientError as err:
-            if is_transient(err):
-                raise ObjectStoreUnavailable(f"definitions download throttled: {err}") from err
-            raise CachedTarballMissing(
-                f"definitions tarball s3://{ref.bucket}/{ref.key} unavailable ({error_code(err)})"
-            ) from err
-        except BotoCoreError as err:  # the download broke off: retried
-            raise ObjectStoreUnavailable(f"definitions download failed: {err}") from err
+            except (ClientError, BotoCoreError) as err:
+                raise _download_error(err, uri) from err
+        stream = _Digesting(body, uri)
+        with body:
+            safe_extract(stream, staging)
+            stream.drain()  # the digest covers every byte, tar padding included
         return stream
 
     def _run_freshclam(self) -> tuple[str, Path]:

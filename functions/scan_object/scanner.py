@@ -60,7 +60,6 @@ _ARCHIVE_TIERS = {"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"}
 # Unversioned keys overwritten while being scanned: follow at most this many
 # overwrites before giving up (the last writer's own event scans it then).
 _OVERWRITES_FOLLOWED = 3
-_TOO_LARGE = "too-large"
 
 # Up to the transfer manager's multipart threshold a single GET is as fast.
 SINGLE_GET_MAX_BYTES = 8 * 1024 * 1024
@@ -208,16 +207,11 @@ class Scanner:
             if isinstance(outcome, _Head):
                 return result(*_UNREADABLE[outcome])
             moved = {"scanned_etag": scanned.etag} if scanned.etag != obj.etag else {}
-            if isinstance(outcome, tuple):  # too large: never downloaded (ClamAV would skip
-                # it, and we must not call that clean)
-                return result(
-                    Verdict.UNSCANNABLE, str(UnscannableReason.TOO_LARGE), **moved, **outcome[1]
-                )
             return result(**outcome, **moved)
         return result(Verdict.SKIPPED, str(SkipReason.SUPERSEDED))
 
     def _scan_once(self, obj: ObjectRef, definitions: DefinitionsRef) -> Any:
-        """One read and scan: the verdict's fields, _TOO_LARGE, or why it could not be read."""
+        """One read and scan: the verdict's fields, or why it could not be read."""
         state, size, current, etag = self._head(obj)
         pinned = {}
         if not obj.version_id and current:
@@ -233,7 +227,12 @@ class Scanner:
         if state is not _Head.PRESENT:
             return state
         if size > self.settings.max_object_bytes:
-            return (_TOO_LARGE, pinned)
+            # Never downloaded: ClamAV would skip it, and we must not call that clean.
+            return {
+                "verdict": Verdict.UNSCANNABLE,
+                "reason": str(UnscannableReason.TOO_LARGE),
+                **pinned,
+            }
         path = self.objects_dir / uuid.uuid4().hex
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -139,6 +139,16 @@ def statements(
     ]
 
 
+def applied(policy: dict[str, Any] | None) -> bool:
+    """Whether the bucket policy holds every statement of the gate (by ``Sid``).
+
+    Only then can a ``scan-*`` tag be trusted to be ours: without the gate,
+    anyone who may upload may also write ``scan-status=clean``.
+    """
+    present = {s.get("Sid") for s in (policy or {}).get("Statement", []) if isinstance(s, dict)}
+    return set(SIDS) <= present
+
+
 def merge(policy: dict[str, Any] | None, ours: list[dict[str, Any]]) -> dict[str, Any]:
     """``policy`` with our statements added or replaced by ``Sid``; the others kept.
 

@@ -157,6 +157,18 @@ class ObjectRef:
             sequencer=data.get("sequencer") or None,
         )
 
+    @classmethod
+    def from_audit_item(cls, item: dict[str, Any]) -> ObjectRef:
+        """The object an audit item (deserialized) records a scan of."""
+        size = item.get("objectSize")
+        return cls(
+            bucket=str(item["bucket"]),
+            key=str(item["key"]),
+            version_id=item.get("versionId") or None,
+            size=int(size) if size is not None else None,
+            etag=item.get("eTag") or None,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket,
@@ -294,15 +306,20 @@ class ScanResult:
     def applies_to(self, obj: ObjectRef) -> ObjectRef:
         """The object this verdict is about: the event's, or (unversioned, overwritten
         since its event) the newer content that was scanned instead."""
-        if obj.version_id:
-            return obj
-        if self.scanned_version_id:
-            return ObjectRef(
-                obj.bucket, obj.key, self.scanned_version_id, obj.size, obj.etag, obj.sequencer
-            )
-        if self.scanned_etag:
-            return ObjectRef(obj.bucket, obj.key, None, obj.size, self.scanned_etag, obj.sequencer)
+        return scanned_object(obj, self.scanned_version_id, self.scanned_etag)
+
+
+def scanned_object(
+    obj: ObjectRef, scanned_version_id: str | None, scanned_etag: str | None
+) -> ObjectRef:
+    """``ScanResult.applies_to`` for a scan known only as fields (a failed run's state)."""
+    if obj.version_id:
         return obj
+    if scanned_version_id:
+        return ObjectRef(obj.bucket, obj.key, scanned_version_id, obj.size, obj.etag, obj.sequencer)
+    if scanned_etag:
+        return ObjectRef(obj.bucket, obj.key, None, obj.size, scanned_etag, obj.sequencer)
+    return obj
 
 
 @dataclass(frozen=True)

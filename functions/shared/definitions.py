@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from functions.shared.aws import GONE_CODES, error_code
 from functions.shared.clock import utc_now_iso
@@ -301,11 +301,6 @@ def safe_extract(tarball: Path | BinaryIO, target: Path) -> list[str]:
                 with source, (target / member.name).open("wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
         return names
-    except (BotoCoreError, ClientError):
-        # The download broke off (botocore's timeouts are OSErrors too): the
-        # caller's to retry, not the tarball's fault.
-        _remove(target, names)
-        raise
     except OSError as err:
         _remove(target, names)
         if err.errno == errno.ENOSPC:

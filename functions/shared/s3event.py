@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from functions.shared.clock import utc_now_iso
 from functions.shared.contracts import ObjectRef, TriggerSource
-from functions.shared.errors import InvalidInput
+from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
 from functions.shared.naming import execution_name
 
 TEST_EVENT = "s3:TestEvent"
@@ -111,6 +113,33 @@ def execution_input(event: ObjectCreated, message_id: str) -> dict:
     if event.rescan_run:
         trigger["runId"] = event.rescan_run
     return {"object": event.object.to_dict(), "trigger": trigger}
+
+
+SQS_BATCH = 10  # SendMessageBatch's most
+
+
+def queue_rescans(sqs: Any, queue_url: str, objects: list[ObjectRef], run_id: str) -> int:
+    """Send each object to the scan queue as a rescan of run ``run_id``; how many.
+
+    A batch's failed entries are sent again (five tries); what the queue still
+    refuses is ObjectStoreUnavailable, for the caller's retry. A message sent
+    twice names the same execution, so a retry starts nothing twice.
+    """
+    now = utc_now_iso()
+    for start in range(0, len(objects), SQS_BATCH):
+        entries = [
+            {"Id": str(i), "MessageBody": rescan_message(obj, run_id, now)}
+            for i, obj in enumerate(objects[start : start + SQS_BATCH])
+        ]
+        for _ in range(5):
+            answer = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                break
+        else:
+            raise ObjectStoreUnavailable(f"the scan queue refused {len(entries)} messages")
+    return len(objects)
 
 
 def rescan_message(obj: ObjectRef, run_id: str, event_time: str) -> str:

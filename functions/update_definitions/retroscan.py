@@ -18,9 +18,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from functions.record_audit.schema import BY_VERDICT_INDEX, SORT_KEY, VERDICT_KEY
-from functions.shared.clock import iso_millis, utc_now_iso
+from functions.shared.clock import iso_millis
 from functions.shared.contracts import ObjectRef, Verdict
-from functions.shared.s3event import rescan_message
+from functions.shared.s3event import queue_rescans
 
 _deserialize = TypeDeserializer().deserialize
 
@@ -51,13 +51,7 @@ def stale_clean_objects(
             item = {k: _deserialize(v) for k, v in raw.items()}
             if item.get("bucket") != source_bucket or item.get("definitionsVersion") == version:
                 continue
-            obj = ObjectRef(
-                bucket=item["bucket"],
-                key=item["key"],
-                version_id=item.get("versionId"),
-                size=int(item["objectSize"]) if item.get("objectSize") is not None else None,
-                etag=item.get("eTag"),
-            )
+            obj = ObjectRef.from_audit_item(item)
             found[(obj.key, obj.version_id or obj.etag)] = obj
         if "LastEvaluatedKey" not in page:
             return list(found.values())
@@ -79,22 +73,5 @@ def retroscan(
     since = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(hours=hours)
     objects = stale_clean_objects(ddb, table, source_bucket, version, since)
     run = run_id(version)
-    stamp = utc_now_iso()
-    for start in range(0, len(objects), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": rescan_message(obj, run, stamp)}
-            for i, obj in enumerate(objects[start : start + 10])
-        ]
-        for _ in range(5):
-            failed = {
-                f["Id"]
-                for f in sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get(
-                    "Failed", []
-                )
-            }
-            entries = [e for e in entries if e["Id"] in failed]
-            if not entries:
-                break
-        else:
-            raise RuntimeError(f"the scan queue refused {len(entries)} retro-scan messages")
-    return {"runId": run, "queued": len(objects), "since": iso_millis(since)}
+    queued = queue_rescans(sqs, queue_url, objects, run)
+    return {"runId": run, "queued": queued, "since": iso_millis(since)}

@@ -204,6 +204,22 @@ class LocalScanner:
         )
         return result.manifest
 
+    def apply_access_gate(self) -> None:
+        """The source bucket's policy with the access gate in it (stored, not enforced:
+        see seams.ignore_bucket_policies), as PROTECT_SOURCE_BUCKET=true attaches it."""
+        from functions.shared import access_gate
+
+        role = f"arn:aws:iam::{ACCOUNT_ID}:role/scanner"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": access_gate.statements(
+                self.options.source_bucket, scanner_roles=[role], tagging_roles=[role]
+            ),
+        }
+        self.client("s3").put_bucket_policy(
+            Bucket=self.options.source_bucket, Policy=json.dumps(policy)
+        )
+
     def upload(
         self, key: str, body: bytes, tags: dict[str, str] | None = None, **extra: Any
     ) -> dict[str, Any]:
@@ -301,17 +317,16 @@ class LocalScanner:
         deadline = time.monotonic() + timeout_s
         reports = []
         for name in names:
-            arn = self._find(sfn, name)["executionArn"]
-            while True:
-                described = sfn.describe_execution(executionArn=arn)
-                if described["status"] != "RUNNING":
-                    break
+            described = self._find(sfn, name)
+            while described["status"] == "RUNNING":
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"execution {name} still running after {timeout_s}s")
                 time.sleep(0.01)
+                described = sfn.describe_execution(executionArn=described["executionArn"])
             if self.status_changes.matches(described["status"], described["redriveCount"]):
                 # As an operator would find it: the failure (or the redrive) recorded.
                 remaining = max(deadline - time.monotonic(), 1.0)
+                arn = described["executionArn"]
                 self.status_changes.wait_recorded(arn, described["redriveCount"], remaining)
             reports.append(read_report(sfn, described))
         return reports

@@ -72,6 +72,7 @@ class StatusChanges:
         self.lose_next = 0
         self._done: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
+        self._active = False
 
     def _flag(self, arn: str, redrives: int) -> threading.Event:
         with self._lock:
@@ -86,7 +87,9 @@ class StatusChanges:
         # moto leaves ``sm_type`` at STANDARD; the machine's ``type`` is the truth
         machine_type = getattr(getattr(execution, "state_machine", None), "type", "STANDARD")
         express = str(getattr(machine_type, "value", machine_type)) == "EXPRESS"
-        if not self.matches(execution.status, redrives):
+        if not self._active or not self.matches(execution.status, redrives):
+            # (Not ours any more: a harness opened inside ours keeps calling our
+            # hook after we closed, for its own executions and for ours.)
             return
         flag = self._flag(execution.exec_arn, redrives)
         if express:
@@ -118,7 +121,9 @@ class StatusChanges:
             changes.ended(comm.execution)
 
         BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
+        self._active = True
         try:
             yield
         finally:
+            self._active = False
             BaseExecutionWorkerCommunication.terminated = original  # type: ignore[method-assign]

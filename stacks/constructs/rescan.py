@@ -57,6 +57,10 @@ class Rescan(Construct):
                 resources=[source.arn_for_objects("*")],
             )
         )
+        # The bucket policy: only with the access gate in it are the tags ours.
+        self.batch.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:GetBucketPolicy"], resources=[source.bucket_arn])
+        )
         queue.grant_send_messages(self.batch)
 
         stack = Stack.of(self)

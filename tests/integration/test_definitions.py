@@ -384,7 +384,7 @@ def _read_timeout():
 
 
 @pytest.mark.parametrize("fault", [_slow_down, _connect_timeout, _read_timeout])
-def test_a_range_that_fails_is_retried_and_leaves_nothing_behind(
+def test_a_range_that_fails_is_a_retried_error_and_leaves_nothing_behind(
     harness, tmp_path, monkeypatch, fault
 ):
     # ObjectStoreUnavailable is retried by the state machine; botocore's timeouts are

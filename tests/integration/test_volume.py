@@ -67,7 +67,7 @@ def test_an_express_scan_that_times_out_runs_again_on_standard(make_harness):
     [rerun] = express.wait([report.name])  # same name, on the Standard machine
     standard = express.client("stepfunctions").describe_execution(executionArn=item["rerunOn"])
     assert standard["status"] == "SUCCEEDED"
-    assert rerun.status in ("FAILED", "SUCCEEDED")
+    assert rerun.arn == item["rerunOn"]
 
 
 def test_a_transient_express_failure_runs_again_on_standard_by_itself(express):
@@ -87,37 +87,30 @@ def test_a_transient_express_failure_runs_again_on_standard_by_itself(express):
 def test_scanctl_redrive_reruns_express_failures_from_the_audit_table(express):
     # A failure no automatic re-run would fix (S3 refused the tag: a bucket policy)
     # waits for the operator, who fixes the cause and runs `scanctl redrive`.
+    from click.testing import CliRunner
+
     from functions.shared.errors import ObjectActionRefused
-    from scanctl.ops import RedriveSummary, redrive_express
+    from scanctl.cli import main
 
     express.fail_next("apply_verdict", ObjectActionRefused("AccessDenied by a policy"))
     failed = express.scan("again.txt", b"hello")
-    summary = RedriveSummary()
+    assert failed.status == "FAILED"
+    redrive = [
+        *("redrive", "--since", "1h", "--table", "scan-audit"),
+        *("--state-machine-arn", express.state_machine_arn),
+    ]
 
-    redrive_express(
-        express.client("dynamodb"),
-        "scan-audit",
-        express.client("stepfunctions"),
-        express.state_machine_arn,
-        dt.timedelta(hours=1),
-        summary,
-    )
+    first = CliRunner().invoke(main, redrive)
 
-    assert [name for name, _ in summary.restarted] == [failed.name]
-    rerun = express.client("stepfunctions").describe_execution(
-        executionArn=express.execution_arn(failed.name)
-    )
-    assert rerun["executionArn"] != failed.arn
-    again = RedriveSummary()
-    redrive_express(
-        express.client("dynamodb"),
-        "scan-audit",
-        express.client("stepfunctions"),
-        express.state_machine_arn,
-        dt.timedelta(hours=1),
-        again,
-    )
-    assert again.restarted == []  # the name is taken: nothing runs twice
+    assert first.exit_code == 0, first.output
+    assert f"restarted {failed.name} as " in first.stdout
+    [rerun] = express.wait([failed.name])  # the same name, on the Standard machine
+    assert ":scan-object:" in rerun.arn
+    assert rerun.status == "SUCCEEDED"
+    assert express.tags("again.txt")["scan-status"] == "clean"
+    again = CliRunner().invoke(main, redrive)
+    assert again.exit_code == 0, again.output
+    assert "restarted" not in again.stdout  # the name is taken: nothing runs twice
 
 
 # -- rescans ---------------------------------------------------------------------------------
@@ -157,12 +150,32 @@ def test_a_second_unscanned_rescan_starts_nothing(harness):
     seed(harness, ["old/a.txt", "old/b.txt"])
     harness.rescan("old/", mode="all", run_id="first")
     harness.wait(harness.drain())
+    harness.apply_access_gate()  # so that the scan-* tags can only be ours
 
     run = harness.rescan("old/", mode="unscanned", run_id="second")
 
     assert run["queued"] == 0
     assert run["skipped"] == {"up-to-date": 2}
     assert harness.drain() == []
+
+
+def test_without_the_access_gate_a_forged_clean_tag_does_not_skip_a_rescan(harness):
+    # An upload whose event was lost, labelled clean by its uploader, and one we scanned.
+    harness.wait([harness.scan("old/scanned.txt", b"hello").name])
+    harness.upload(
+        "old/forged.com",
+        samples.EICAR,
+        tags={"scan-status": "clean", "scan-time": "2026-11-01T00:00:00Z"},
+    )
+    harness.client("sqs").purge_queue(QueueUrl=harness.queue_url)  # its event was lost
+
+    run = harness.rescan("old/", mode="unscanned", run_id="second")
+    reports = harness.wait(harness.drain())
+
+    # Anyone who may upload may write that tag: every object is scanned again.
+    assert run["queued"] == 2
+    assert {r.output["scan"]["verdict"] for r in reports} == {"clean", "infected"}
+    assert harness.tags("old/scanned.txt")["scan-status"] == "clean"
 
 
 def test_an_outdated_rescan_picks_the_objects_scanned_with_other_definitions(
@@ -173,6 +186,7 @@ def test_an_outdated_rescan_picks_the_objects_scanned_with_other_definitions(
     harness.upload("old/clam.exe", samples.CLAM_EXE.read_bytes())
     harness.wait(harness.drain())  # clean, under set A
     version = harness.publish_definitions(signatures)["version"]
+    harness.apply_access_gate()
 
     run = harness.rescan("old/", mode="outdated", definitions_version=version, run_id="defs")
     [report] = harness.wait(harness.drain())
@@ -256,6 +270,18 @@ def test_an_express_failure_the_recorder_cannot_record_lands_in_its_dead_letter_
     sqs = express.client("sqs")
     [message] = sqs.receive_message(QueueUrl=express.deployment.failure_dlq_url)["Messages"]
     kept = json.loads(message["Body"])
-    assert kept["object"]["key"] == "lost.txt"
-    assert kept["error"]["Error"] == "RuntimeError"
-    assert "the recorder is broken" in kept["recordError"]["Cause"]
+    assert kept["state"]["object"]["key"] == "lost.txt"
+    assert kept["state"]["error"]["Error"] == "RuntimeError"
+    assert "the recorder is broken" in kept["state"]["recordError"]["Cause"]
+    assert kept["execution"]["name"] == failed.name
+    assert express.audit_items("lost.txt") == []
+
+    # Once the recorder works again, the kept message records the failure as it would have.
+    recorder = express.invoker.handler_module("record_failure")
+    express.invoker.call(recorder, "record_failure", kept)
+    [item] = express.audit_items("lost.txt")
+    assert (item["failed"], item["failedState"], item["workflow"]) == (
+        True,
+        "Tag As Clean",
+        "EXPRESS",
+    )

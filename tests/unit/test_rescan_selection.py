@@ -26,7 +26,8 @@ SCANNED = {
         ({"scan-status": "pending"}, True),  # an application's own status, not a verdict
         ({"scan-status": "clean"}, True),  # a verdict without our scan time: not ours
         (SCANNED, False),
-        ({"Scan-Status": "infected", "SCAN-TIME": "2026-11-01T00:00:00Z"}, False),
+        # We write exactly these keys (and remove other spellings): not ours.
+        ({"Scan-Status": "infected", "SCAN-TIME": "2026-11-01T00:00:00Z"}, True),
         ({"scan-status": "unscannable", "scan-time": "2026-11-01T00:00:00Z"}, False),
     ],
 )

@@ -233,10 +233,12 @@ def test_a_failing_recorder_sends_the_state_to_its_dead_letter_queue():
     assert (catch["ErrorEquals"], catch["Next"]) == (["States.ALL"], "Keep The Failure")
     keep = EXPRESS["States"]["Keep The Failure"]
     assert keep["Resource"] == "arn:aws:states:::sqs:sendMessage"
+    # The recorder's own input, so the message can be given to it again later.
     assert keep["Parameters"] == {
         "QueueUrl": "${FailureDeadLetterQueueUrl}",
-        "MessageBody.$": "$",
+        "MessageBody": recorder["Parameters"],
     }
+    assert keep["Retry"]
     assert keep["Next"] == "Scan Failed"
     retried = {e for r in recorder["Retry"] for e in r["ErrorEquals"]}
     assert {"ResultNotPublished", "AuditWriteFailed", "ObjectStoreUnavailable"} <= retried
