@@ -72,7 +72,11 @@ class StatusChanges:
         self.lose_next = 0
         self._done: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
+        # Open while the harness is: deliveries under way are let finish before it
+        # closes, and none starts after (an execution's thread can outlive it).
         self._active = False
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
     def _flag(self, arn: str, redrives: int) -> threading.Event:
         with self._lock:
@@ -83,13 +87,23 @@ class StatusChanges:
         return status in self.statuses or (status == "SUCCEEDED" and redrive_count > 0)
 
     def ended(self, execution: Any) -> None:
+        with self._idle:
+            if not self._active:
+                return
+            self._in_flight += 1
+        try:
+            self._ended(execution)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _ended(self, execution: Any) -> None:
         redrives = getattr(execution, "redrive_count", 0)
         # moto leaves ``sm_type`` at STANDARD; the machine's ``type`` is the truth
         machine_type = getattr(getattr(execution, "state_machine", None), "type", "STANDARD")
         express = str(getattr(machine_type, "value", machine_type)) == "EXPRESS"
-        if not self._active or not self.matches(execution.status, redrives):
-            # (Not ours any more: a harness opened inside ours keeps calling our
-            # hook after we closed, for its own executions and for ours.)
+        if not self.matches(execution.status, redrives):
             return
         flag = self._flag(execution.exec_arn, redrives)
         if express:
@@ -121,9 +135,12 @@ class StatusChanges:
             changes.ended(comm.execution)
 
         BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
-        self._active = True
+        with self._idle:
+            self._active = True
         try:
             yield
         finally:
-            self._active = False
+            with self._idle:
+                self._active = False
+                self._idle.wait_for(lambda: self._in_flight == 0, timeout=30)
             BaseExecutionWorkerCommunication.terminated = original  # type: ignore[method-assign]
