@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -61,6 +62,10 @@ def _warm_up() -> None:
 
 
 if os.environ.get("DEFINITIONS_BUCKET_NAME"):
+    # Lambda may initialise a container before any request comes (proactive
+    # init): the warm-up's S3 calls then belong to no trace, and the X-Ray SDK
+    # would warn once for each (the manifest and every range of the tarball).
+    logging.getLogger("aws_xray_sdk.core.lambda_launcher").setLevel(logging.ERROR)
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 

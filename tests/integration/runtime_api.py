@@ -37,6 +37,7 @@ class RuntimeApi:
     posted: list[Posted] = field(default_factory=list)
     served: list[dict[str, str]] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
+    sampled: bool = False  # what each invocation's trace header says X-Ray samples
 
     def __post_init__(self) -> None:
         api = self
@@ -57,7 +58,7 @@ class RuntimeApi:
                     "Lambda-Runtime-Invoked-Function-Arn": api.function_arn,
                     "Lambda-Runtime-Trace-Id": (
                         f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};"
-                        f"Parent={uuid.uuid4().hex[:16]};Sampled=0"
+                        f"Parent={uuid.uuid4().hex[:16]};Sampled={int(api.sampled)}"
                     ),
                 }
                 body = json.dumps(event).encode()

@@ -291,3 +291,59 @@ def test_the_scanner_runs_unprivileged_on_a_read_only_root_and_scans(s3_over_htt
     fields = {line.split()[4]: line.split()[5] for line in mounts}
     assert fields["/"].split(",")[0] == "ro"
     assert fields["/tmp"].split(",")[0] == "rw"
+
+
+def test_a_scanner_initialised_before_any_request_warms_up_quietly_and_traces_it(
+    s3_over_http, tmp_path
+):
+    """Lambda may initialise a container before any request comes (proactive init).
+    The warm-up loads the engine then; with tracing on, as the stack deploys it, the
+    S3 calls that belong to no trace make no warnings, and the request that comes
+    later is traced."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon,
+        RuntimeApi(sampled=True) as api,
+    ):
+        daemon.bind(("127.0.0.1", 0))  # the X-Ray daemon's UDP port
+        daemon.settimeout(30)
+        env = lambda_env(
+            api,
+            "scan_object",
+            AWS_ENDPOINT_URL=s3_over_http["endpoint"],
+            AWS_XRAY_DAEMON_ADDRESS=f"127.0.0.1:{daemon.getsockname()[1]}",
+            CLAMAV_WORK_DIR=str(tmp_path / "clamav"),
+            DEFINITIONS_BUCKET_NAME="scanner-definitions",
+            SOURCE_BUCKET_NAME="uploads",
+        )
+        del env["POWERTOOLS_TRACE_DISABLED"]
+        proc = subprocess.Popen(
+            entrypoint("functions.scan_object.app.lambda_handler"),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # clamd, started by the warm-up thread, goes too
+        )
+        lines: list[str] = []
+        try:
+            for line in proc.stdout:  # init: nothing asked for yet
+                lines.append(line)
+                if "engine warmed up" in line:
+                    break
+            assert "engine warmed up" in lines[-1], "".join(lines)[-3000:]
+            api.invoke(
+                {"object": s3_over_http["object"], "definitions": s3_over_http["definitions"]}
+            )
+            [scanned] = api.wait_for(1, timeout_s=60)
+            traced = set()
+            while "## lambda_handler" not in traced:
+                document = daemon.recv(65536).decode().split("\n", 1)[1]
+                traced.add(json.loads(document)["name"])
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            lines.append(proc.communicate()[0])
+    output = "".join(lines)
+    assert scanned.kind == "response", (scanned, output[-3000:])
+    assert scanned.body["verdict"] == "infected"
+    assert "still initializing" not in output
