@@ -202,7 +202,13 @@ def run_worker(
         "CLAMAV_WORK_DIR": str(worker_dir),
         "MAX_OBJECT_SIZE_MB": "1024",
         "MAX_SCAN_SIZE_MB": "2048",
-        "POWERTOOLS_TRACE_DISABLED": "true",
+        # As in Lambda: the X-Ray SDK takes its Lambda path (outside Lambda it
+        # builds two X-Ray clients at import, a tenth of a second Lambda never
+        # pays), and tracing is on, as the stack deploys it; the worker sets a
+        # sampled trace header per invocation, as Lambda's runtime does.
+        "LAMBDA_TASK_ROOT": str(REPO),
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        # Its stdout is the results: no metric lines there.
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "ERROR",
         "PYTHONPATH": str(REPO),
