@@ -61,11 +61,16 @@ def _warm_up() -> None:
         logger.warning("warm-up failed; the first scan will load definitions", exc_info=True)
 
 
+def _not_init_noise(record: logging.LogRecord) -> bool:
+    return "still initializing" not in record.getMessage()
+
+
 if os.environ.get("DEFINITIONS_BUCKET_NAME"):
     # Lambda may initialise a container before any request comes (proactive
     # init): the warm-up's S3 calls then belong to no trace, and the X-Ray SDK
     # would warn once for each (the manifest and every range of the tarball).
-    logging.getLogger("aws_xray_sdk.core.lambda_launcher").setLevel(logging.ERROR)
+    # Only that warning goes; the SDK's others stay.
+    logging.getLogger("aws_xray_sdk.core.lambda_launcher").addFilter(_not_init_noise)
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 

@@ -9,14 +9,17 @@ scanner runs as an unprivileged user with a read-only root and a writable
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -325,13 +328,16 @@ def test_a_scanner_initialised_before_any_request_warms_up_quietly_and_traces_it
             text=True,
             start_new_session=True,  # clamd, started by the warm-up thread, goes too
         )
-        lines: list[str] = []
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)
+        reader.start()
+        seen: list[str] = []
+        line = ""
         try:
-            for line in proc.stdout:  # init: nothing asked for yet
-                lines.append(line)
-                if "engine warmed up" in line:
-                    break
-            assert "engine warmed up" in lines[-1], "".join(lines)[-3000:]
+            while "engine warmed up" not in line and "warm-up failed" not in line:
+                line = lines.get(timeout=120)  # init: nothing asked for yet
+                seen.append(line)
+            assert "engine warmed up" in line, "".join(seen)[-3000:]
             api.invoke(
                 {"object": s3_over_http["object"], "definitions": s3_over_http["definitions"]}
             )
@@ -341,9 +347,12 @@ def test_a_scanner_initialised_before_any_request_warms_up_quietly_and_traces_it
                 document = daemon.recv(65536).decode().split("\n", 1)[1]
                 traced.add(json.loads(document)["name"])
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            lines.append(proc.communicate()[0])
-    output = "".join(lines)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            reader.join(timeout=10)
+            seen += list(lines.queue)
+    output = "".join(seen)
     assert scanned.kind == "response", (scanned, output[-3000:])
     assert scanned.body["verdict"] == "infected"
     assert "still initializing" not in output
