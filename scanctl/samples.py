@@ -142,6 +142,25 @@ def rar4_stored(name: str, data: bytes) -> bytes:
     )
 
 
+def zip_with_unlisted_entry(shown: tuple[str, bytes], hidden: tuple[str, bytes]) -> bytes:
+    """A zip whose central directory lists only ``shown``; ``hidden`` is there by its
+    local header alone, which a streaming extractor (bsdtar from a pipe, Java's
+    ZipInputStream) reads and ClamAV does not."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(*shown)
+        archive.writestr(*hidden)
+    data = buffer.getvalue()
+    end = data.rindex(b"PK\x05\x06")
+    *_, cd_offset, _ = struct.unpack("<IHHHHIIH", data[end : end + 22])
+    first = data[cd_offset:end]
+    # The first central record's length: fixed part and its name, extra, comment.
+    name_len, extra_len, comment_len = struct.unpack("<HHH", first[28:34])
+    kept = first[: 46 + name_len + extra_len + comment_len]
+    record = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(kept), cd_offset, 0)
+    return data[:cd_offset] + kept + record
+
+
 def only_our_unpacking_catches() -> dict[str, bytes]:
     """EICAR in every container the issue found ClamAV answering OK for."""
     e = EICAR

@@ -10,9 +10,10 @@ members that are themselves archives, and clamd scans that directory too.
 Safety, by construction:
 
 - only the formats and filters listed here are enabled (never ``mtree``, whose
-  entries name files on the local disk for libarchive to read, and never
-  ``all``); ``raw`` only so a bare compressed stream is read, and a "raw"
-  read without a decompression filter is a plain file, not an archive;
+  entries name files on the local disk for libarchive to read, never a filter
+  that runs an outside program, and never ``all``); ``raw`` only so a bare
+  compressed stream is read, and a "raw" read without a decompression filter
+  is a plain file, not an archive;
 - nothing from the archive becomes a file name: members are written as
   numbered files in one flat directory, so no path can leave it; links,
   directories and devices are never created; the member's name is kept only
@@ -38,8 +39,25 @@ from libarchive import ffi
 from libarchive.entry import ArchiveEntry
 from libarchive.exception import ArchiveError
 
-FORMATS = ("zip", "7zip", "rar", "rar5", "tar", "cpio", "iso9660", "cab")
-FILTERS = ("gzip", "bzip2", "xz", "lzma", "zstd", "lz4", "lzip")
+FORMATS = (
+    "zip",
+    "7zip",
+    "rar",
+    "rar5",
+    "tar",
+    "cpio",
+    "iso9660",
+    "cab",
+    "ar",
+    "xar",
+    "lha",
+    "warc",
+)
+FILTERS = ("gzip", "bzip2", "xz", "lzma", "zstd", "lz4", "lzip", "compress", "rpm", "uu")
+# Compressions libarchive reads only by running an outside program (lzop without
+# liblzo2, as Debian builds it; lrzip; grzip): never enabled, and never plain
+# either: neither ClamAV nor we can read what is inside.
+_UNREADABLE_MAGIC = (b"\x89LZO\x00\r\n\x1a\n", b"LRZI", b"GRZipII\x00")
 # A zip whose central directory is damaged reads as empty with the seekable
 # reader; the streaming one walks the local headers instead.
 _ZIP_STREAMING = ("zip_streamable",)
@@ -139,16 +157,19 @@ def _reader(source: Path | bytes, formats: tuple[str, ...], raw: bool) -> Iterat
 
 def recognise(source: Path | bytes) -> str | None:
     """The archive format or compression libarchive sees (in a file, or bytes); None if plain."""
+    head = source[:16] if isinstance(source, bytes) else _head(source)
+    if head.startswith(_UNREADABLE_MAGIC):
+        return "unreadable"
     try:
         with _reader(source, FORMATS, raw=True) as handle:
             entry = ArchiveEntry(handle, "utf-8")
             if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
-                return ffi.format_name(handle).decode(errors="replace") or "empty"
-            name = ffi.format_name(handle).decode(errors="replace")
+                return _format_name(handle) or "empty"
+            name = _format_name(handle) or "archive"  # WARC's reader names none
             if name == "raw":
                 if _filter_code(handle, 0) == _FILTER_NONE:
                     return None  # read as-is: a plain file
-                return ffi.filter_name(handle, 0).decode(errors="replace")
+                return _filters(handle)[0]
             return name
     except ArchiveError as err:
         if "Unrecognized archive format" in str(err.msg or ""):
@@ -187,12 +208,17 @@ def _unpack(
 ) -> None:
     if depth > limits.max_depth:
         raise _Stop
+    if _head(path).startswith(_UNREADABLE_MAGIC):
+        out.problems.append(Problem.UNREADABLE)
+        return
     out.archives += 1
     before = len(out.problems)
     seen = _members(path, prefix, depth, out, limits, FORMATS, reached)
-    if seen == 0 and _is_zip(path):
-        # A zip that reads as empty may have a damaged central directory.
-        seen = _members(path, prefix, depth, out, limits, _ZIP_STREAMING, reached=False)
+    if _is_zip(path) and _local_entries(path) > seen:
+        # Entries the central directory does not list (or a damaged one that
+        # lists none): ClamAV and the seekable reader go by the directory, a
+        # streaming extractor by the local headers. Read it as those do.
+        _members(path, prefix, depth, out, limits, _ZIP_STREAMING, reached=False)
     if Problem.UNREADABLE in out.problems[before:] and _compressed(path):
         # A format that must seek (7z, a zip's central directory) cannot be
         # read through a compressed stream: decompress the stream first, then
@@ -203,6 +229,16 @@ def _unpack(
         # libarchive 3.6 neither decrypts RAR5 nor says it is encrypted: it
         # hands back ciphertext as if it were content.
         out.problems.append(Problem.ENCRYPTED)
+
+
+def _local_entries(path: Path) -> int:
+    """How many entries a streaming reader finds by a zip's local headers (data skipped)."""
+    count = 0
+    with contextlib.suppress(ArchiveError), _reader(path, _ZIP_STREAMING, raw=False) as handle:
+        entry = ArchiveEntry(handle, "utf-8")
+        while ffi.read_next_header2(handle, entry._entry_p) != ffi.ARCHIVE_EOF:
+            count += 1
+    return count
 
 
 def _compressed(path: Path) -> bool:
@@ -216,28 +252,27 @@ def _compressed(path: Path) -> bool:
 
 
 def clamav_reads(format_name: str, filters: list[str]) -> bool:
-    """Does ClamAV's own unpacking read this member (container, compression, filters)?
+    """Does ClamAV's own unpacking read all of this member (container, compression)?
 
     Only what tests/integration/test_deep_unpack.py shows ClamAV (Debian's
-    1.4.6) detecting EICAR inside: tar, bare or under gzip, bzip2 or xz; zip
-    members stored, deflated, Deflate64 or bzip2 (not LZMA: 7-Zip's is read,
-    Python's is not, and libarchive tells the two apart no better than
-    "lzma"); bare gzip, bzip2 and xz streams. Everything else is scanned again
-    after our extraction.
+    1.4.6) reading to the end: zip members stored, deflated or Deflate64 (not
+    LZMA: 7-Zip's is read, Python's is not, and libarchive tells the two apart
+    no better than "lzma"); bare gzip and xz streams. Everything else is
+    scanned again after our extraction, tar and bzip2 included: ClamAV stops
+    reading a tar at a header with an empty name where tar, bsdtar and Python
+    read on, and stops a bzip2 stream at its first end where bunzip2 reads the
+    next.
     """
-    if any(f not in ("none", "gzip", "bzip2", "xz") for f in filters):
+    if any(f not in ("none", "gzip", "xz") for f in filters):
         return False
     if format_name in ("raw",):
-        return True  # a bare gzip/bzip2/xz stream
-    if "tar" in format_name:
-        return True
+        return True  # a bare gzip/xz stream
     if format_name.startswith("ZIP"):
         method = format_name.rsplit("(", 1)[-1].rstrip(")")
         return not [f for f in filters if f != "none"] and method in (
             "uncompressed",
             "deflation",
             "deflation-64-bit",
-            "bzip",
         )
     return False
 
@@ -293,7 +328,9 @@ def _members(
                     else:
                         _copy(handle, buffer, target, out, limits)
                 except ArchiveError as err:
-                    out.problems.extend(_problem(err))
+                    # clamd scans every archive we open, as a whole file (the object, or
+                    # a member written for it); what it misses is what its directory hides.
+                    out.problems.extend(_problem(err, scanned=formats != _ZIP_STREAMING))
                     target.unlink(missing_ok=True)
                     if err.retcode != ffi.ARCHIVE_FAILED:
                         return seen  # FATAL: nothing more can be read
@@ -307,28 +344,31 @@ def _members(
     except ArchiveError as err:
         if "Unrecognized archive format" in str(err.msg or ""):
             return seen  # not an archive after all
-        out.problems.extend(_problem(err))
+        out.problems.extend(_problem(err, scanned=False))
     return seen
 
 
 def _format_name(handle: object) -> str:
-    return ffi.format_name(handle).decode(errors="replace")
+    # Some readers (WARC) name no format: NULL, "".
+    return (ffi.format_name(handle) or b"").decode(errors="replace")
 
 
 def _filters(handle: object) -> list[str]:
     return [
-        ffi.filter_name(handle, i).decode(errors="replace") for i in range(ffi.filter_count(handle))
+        (ffi.filter_name(handle, i) or b"").decode(errors="replace")
+        for i in range(ffi.filter_count(handle))
     ]
 
 
-def _problem(err: ArchiveError) -> list[str]:
-    """What a libarchive error means for the verdict."""
+def _problem(err: ArchiveError, scanned: bool) -> list[str]:
+    """What a libarchive error means for the verdict; ``scanned``: clamd's own
+    unpacking reads the member it happened on (it is listed where clamd looks)."""
     message = str(err.msg or "").lower()
     if "encrypt" in message or "passphrase" in message:
         return [Problem.ENCRYPTED]
-    if "deflation-64-bit" in message:
+    if "deflation-64-bit" in message and scanned:
         # Zip's Deflate64, which libarchive cannot read and ClamAV's own
-        # unpacking (the first pass) does: that member was scanned.
+        # unpacking does: clamd scanned that member, in the zip it was given.
         return []
     return [Problem.UNREADABLE]
 
@@ -369,16 +409,20 @@ def _label(prefix: str, entry: ArchiveEntry, handle: object) -> str:
         name = entry.pathname or ""
     except (UnicodeDecodeError, TypeError):
         name = ""
-    if not name and ffi.format_name(handle) == b"raw":
+    if not name and _format_name(handle) == "raw":
         name = "data"
     name = "".join(ch if ch.isprintable() else "?" for ch in name).lstrip("/") or "?"
     label = f"{prefix}/{name}" if prefix else name
     return label[-_LABEL_MAX:]
 
 
-def _is_zip(path: Path) -> bool:
+def _head(path: Path) -> bytes:
     with path.open("rb") as handle:
-        return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+        return handle.read(16)
+
+
+def _is_zip(path: Path) -> bool:
+    return _head(path)[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 
 _RAR5_SIGNATURE = b"Rar!\x1a\x07\x01\x00"
