@@ -372,11 +372,23 @@ class Scanner:
                 raise
             before = self.engine.loaded_version
             try:
+                if version in self.untrusted:  # freshclam's, whose version only shows now
+                    raise DefinitionsCorrupt(f"definitions {version} did not load here before")
                 self.engine.ensure(version, directory)
-            except DefinitionsCorrupt:
+            except DefinitionsCorrupt as err:
                 self.untrusted.add(version)
                 self.store.prune(keep={v for v in (self.engine.loaded_version,) if v})
-                raise
+                if definitions.source != DefinitionsSource.FRESHCLAM:
+                    raise  # the state machine falls back to freshclam
+                # freshclam was the fallback: another DefinitionsCorrupt would send the
+                # execution back to it, round after round, until its history is full.
+                if self._warm():
+                    log.warning(
+                        "freshclam's definitions do not load; scanning with the loaded ones",
+                        extra={"definitionsVersion": self.engine.loaded_version},
+                    )
+                    return str(self.engine.loaded_version)
+                raise DefinitionsUnavailable(f"freshclam fallback failed: {err}") from err
             if before != version:
                 log.info(
                     "definitions loaded",

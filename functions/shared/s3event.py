@@ -40,12 +40,16 @@ class ObjectCreated:
 
         A restore scans a version its upload already saw (as archived), so
         its name differs from the upload's; the event time tells one restore
-        of a version from a later one.
+        of a version from a later one, and the run id one rescan from another.
         """
         if self.is_restore:
             return execution_name(self.object, prefix="restored", salt=self.event_time or "")
         if self.rescan_run:
-            return execution_name(self.object, prefix=f"rescan-{self.rescan_run}")
+            # The run id in the hash too: the name keeps only its first characters,
+            # and two runs named alike there must not share executions.
+            return execution_name(
+                self.object, prefix=f"rescan-{self.rescan_run}", salt=self.rescan_run
+            )
         return execution_name(self.object)
 
 

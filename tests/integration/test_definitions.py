@@ -514,3 +514,31 @@ def test_cold_start_loads_the_current_definitions_before_the_first_request(harne
         assert cold.engine.is_alive()
     finally:
         cold.engine.stop()
+
+
+def test_freshclam_definitions_that_do_not_load_end_the_fallback(harness, tmp_path, monkeypatch):
+    # GIVEN a cold scanner, a cache tarball that is refused, and a freshclam whose
+    # set clamd cannot load either
+    from functions.scan_object import definitions_store
+    from functions.scan_object.app import reset_scanner
+
+    broken = samples.write_eicar_set(tmp_path / "freshclam-broken")
+    (broken / "broken.ndb").write_text("this is not a signature\n")
+    monkeypatch.setattr(
+        definitions_store.DefinitionsStore,
+        "_run_freshclam",
+        lambda self: ("freshclam-broken", broken),
+    )
+    reset_scanner()
+    tamper_manifest(harness, sha256="0" * 64, version="tampered-2")
+
+    report = harness.scan("fallback-broken.txt", b"hello")
+
+    # THEN the execution falls back to freshclam once, not round after round
+    # (each DefinitionsCorrupt would go back to it until the history is full),
+    # and fails at Scan Object, recorded, for an operator to redrive
+    assert report.status == "FAILED"
+    assert report.error == "DefinitionsUnavailable"
+    assert report.states.count("Use Freshclam Instead") == 1
+    [item] = harness.audit_items("fallback-broken.txt")
+    assert item["error"]["error"] == "DefinitionsUnavailable"

@@ -80,3 +80,19 @@ def test_several_records_in_one_body():
     keys = [e.object.key for e in parse_body(json.dumps(event))]
     assert keys[1] == "other.txt"
     assert len(keys) == 2
+
+
+def test_two_rescan_runs_alike_in_their_first_characters_start_executions_of_their_own():
+    # Names keep only the first characters of the run id: the monthly runs of June
+    # and July must still not collide (the second's starts would be taken for
+    # duplicates, and nothing rescanned).
+    def name(run: str) -> str:
+        event = copy.deepcopy(load_event("s3_object_created.json"))
+        event["Records"][0]["scanner"] = {"rescanRun": run}
+        [created] = parse_body(json.dumps(event))
+        return created.execution_name
+
+    june, july = name("monthly-rescan-2024-06"), name("monthly-rescan-2024-07")
+    assert june != july
+    assert june.startswith("rescan-monthly-rescan-20")
+    assert name("monthly-rescan-2024-06") == june  # a redelivery maps to the same one
