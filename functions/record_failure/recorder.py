@@ -121,8 +121,14 @@ class FailureRecorder:
         transient error Express gave up on early to stay within its 5 minutes, the
         definitions fallback. Standard has the full retries, and Redrive. A failure
         no rerun would change (a rejected webhook, a refused delete, bad input) is
-        only recorded."""
-        if failed.error in EXPRESS_FINAL_ERRORS or not self.standard_state_machine_arn:
+        only recorded, and so is one that failed after its verdict was applied (a
+        webhook or audit write down after the quarantine): a re-run from scratch
+        would find the infected version gone and announce it skipped."""
+        if (
+            failed.error in EXPRESS_FINAL_ERRORS
+            or state.get("action")
+            or not self.standard_state_machine_arn
+        ):
             return None
         trigger = dict(state.get("trigger") or {})
         trigger.update({"retryOf": failed.execution.arn, "reason": f"express-{failed.error}"})

@@ -285,3 +285,27 @@ def test_an_express_failure_the_recorder_cannot_record_lands_in_its_dead_letter_
         "Tag As Clean",
         "EXPRESS",
     )
+
+
+def test_an_express_run_that_fails_after_its_quarantine_is_not_scanned_again(make_harness, webhook):
+    # GIVEN an Express run whose webhook is down after it quarantined EICAR
+    express = make_harness(
+        workflow_type="EXPRESS", express_max_object_mb=1, webhook_url=webhook.url
+    )
+    webhook.answer(503, 503)  # Express's one try and one retry
+
+    report = express.scan("late.com", samples.EICAR)
+
+    # THEN the failure is recorded with the verdict it applied, and no Standard
+    # re-run scans again (it would find the version gone and announce it skipped)
+    assert report.status == "FAILED"
+    [item] = express.audit_items("late.com")
+    assert (item["workflow"], item["verdict"], item["failedState"]) == (
+        "EXPRESS",
+        "infected",
+        "Notify Webhook",
+    )
+    assert "rerunOn" not in item  # none started
+    notices = [json.loads(r["body"]) for r in webhook.requests]
+    assert notices
+    assert {n["verdict"] for n in notices} == {"infected"}, notices
