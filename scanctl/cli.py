@@ -553,7 +553,15 @@ def rescan(
                 dry_run=dry_run,
                 rate_per_s=rate,
                 on_object=lambda obj: progress.advance(task),
-                pick=rescan_picker(s3, bucket, mode, before, definitions_version),
+                pick=rescan_picker(
+                    s3,
+                    bucket,
+                    mode,
+                    before,
+                    definitions_version,
+                    *_clients(aws["endpoint_url"], aws["region"], "dynamodb"),
+                    deployment.table_name,
+                ),
             )
         if dry_run:
             for key in summary.keys:

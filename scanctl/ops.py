@@ -178,8 +178,10 @@ def rescan_picker(
     mode: str,
     scanned_before: dt.datetime | None = None,
     definitions_version: str | None = None,
+    dynamodb: Any = None,
+    table: str | None = None,
 ) -> Callable[[ObjectRef], ObjectRef | None]:
-    """The Rescan machine's choice, made here: same modes, same tag reads."""
+    """The Rescan machine's choice, made here: same modes, same tag and audit reads."""
     from functions.rescan_batch.selection import Mode, Request, Selector
 
     request = Request(
@@ -189,7 +191,7 @@ def rescan_picker(
         scanned_before=scanned_before.isoformat() if scanned_before else None,
         definitions_version=definitions_version,
     )
-    selector = Selector(s3, None, "", bucket)
+    selector = Selector(s3, None, "", bucket, dynamodb, table)
     return lambda obj: selector.pick(request, obj)
 
 
@@ -237,7 +239,7 @@ def rescan(
         if obj is None:
             summary.up_to_date += 1
             continue
-        name = execution_name(obj, prefix=f"rescan-{summary.run_id}")
+        name = execution_name(obj, prefix=f"rescan-{summary.run_id}", salt=summary.run_id)
         if dry_run:
             summary.keys.append(obj.key)
             continue

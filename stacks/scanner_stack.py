@@ -91,6 +91,7 @@ class ScannerStack(Stack):
             "Rescan",
             source=source,
             queue=self.ingest.queue,
+            audit_table=self.audit.table,
             inventory_bucket_arn=config.inventory_bucket_arn,
             common_env=common_env,
         )

@@ -28,6 +28,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         client("sqs"),
         settings.require("scan_queue_url", "SCAN_QUEUE_URL"),
         settings.require("source_bucket", "SOURCE_BUCKET_NAME"),
+        client("dynamodb"),
+        settings.require("table_name", "DDB_TABLE_NAME"),
     )
     outcome = selector.run(request, list(event.get("Items") or []))
     metrics.add_metric(name="RescanQueued", unit=MetricUnit.Count, value=outcome.queued)

@@ -12,8 +12,9 @@ listed objects. Modes:
   ``scannedBefore`` or used other definitions than ``definitionsVersion``.
 
 The two filtering modes read each object's tags (one GetObjectTagging, which
-also names the current version); an object whose tags S3 refuses to show is
-sent to the scanner, which records what it can read. A listed item's fields
+also names the current version), and skip an object only if the audit table
+holds the scan those tags describe (one Query); an object whose tags S3
+refuses to show is sent to the scanner, which records what it can read. A listed item's fields
 are read whatever their case (the ListObjectsV2 reader says ``Etag``), and
 an S3 Inventory row's URL-encoded key is decoded. Selected objects go to the scan queue as
 the records S3 itself sends, marked with the run id, so rescans flow through
@@ -29,8 +30,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from functions.record_audit.schema import PARTITION_KEY
 from functions.shared import access_gate
 from functions.shared.aws import GONE_CODES, error_code, is_denied, is_transient
 from functions.shared.clock import parse_iso
@@ -127,8 +130,17 @@ def listed_object(bucket: str, item: dict[str, Any], inventory: bool = False) ->
 
 
 class Selector:
-    def __init__(self, s3: Any, sqs: Any, queue_url: str, source_bucket: str) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        sqs: Any,
+        queue_url: str,
+        source_bucket: str,
+        dynamodb: Any = None,
+        audit_table: str | None = None,
+    ) -> None:
         self.s3, self.sqs, self.queue_url, self.source = s3, sqs, queue_url, source_bucket
+        self.dynamodb, self.audit_table = dynamodb, audit_table
         self._tags_trusted: bool | None = None
 
     def tags_trusted(self) -> bool:
@@ -195,7 +207,61 @@ class Selector:
         version = answer.get("VersionId")
         if version and version != "null" and not obj.version_id:
             obj = ObjectRef(obj.bucket, obj.key, version, obj.size, obj.etag)
-        return obj if _wanted(request, tags) else None
+        if _wanted(request, tags) or not self.recorded(obj, tags):
+            return obj
+        return None
+
+    def recorded(self, obj: ObjectRef, tags: dict[str, str]) -> bool:
+        """Whether the audit table holds the finished scan these tags describe: this
+        version (or, unversioned, this eTag), this verdict, this time and definitions.
+
+        The gate stops new forgeries, not a ``clean`` an uploader wrote before it
+        was applied: a tag counts only if one of our scans wrote it. Newest first,
+        a few pages at most; not found is rescanned (never skipped on a guess).
+        """
+        if not self.audit_table or not (obj.version_id or obj.etag):
+            return False
+        args: dict[str, Any] = {
+            "TableName": self.audit_table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+            "ExpressionAttributeValues": {":pk": {"S": obj.uri}},
+            "ScanIndexForward": False,
+        }
+        for _ in range(_AUDIT_PAGES):
+            try:
+                response = self.dynamodb.query(**args)
+            except ClientError as err:
+                if is_transient(err):
+                    raise ObjectStoreUnavailable(f"audit query: {error_code(err)}") from err
+                raise
+            except BotoCoreError as err:
+                raise ObjectStoreUnavailable(f"audit query: {err}") from err
+            for raw in response.get("Items", []):
+                item = {k: _deserialize(v) for k, v in raw.items()}
+                if _describes(item, obj, tags):
+                    return True
+            if "LastEvaluatedKey" not in response:
+                return False
+            args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return False
+
+
+_AUDIT_PAGES = 3
+_deserialize = TypeDeserializer().deserialize
+
+
+def _describes(item: dict[str, Any], obj: ObjectRef, tags: dict[str, str]) -> bool:
+    """Is this audit item the finished scan of ``obj`` that ``tags`` say it is?"""
+    if item.get("failed") or item.get("verdict") != tags.get(Tag.STATUS):
+        return False
+    if item.get("scannedAt") != tags.get(Tag.TIME):
+        return False
+    if not tags.get(Tag.ENGINE, "").endswith(f"/{item.get('definitionsVersion')}"):
+        return False
+    if obj.version_id:
+        return obj.version_id in (item.get("versionId"), item.get("scannedVersionId"))
+    return obj.etag in (item.get("eTag"), item.get("scannedETag"))
 
 
 # What a finished scan of ours leaves: one of these, with the time it ran.

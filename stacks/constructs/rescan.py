@@ -10,6 +10,7 @@ and de-duplication. ``scanctl rescan`` starts it.
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -32,6 +33,7 @@ class Rescan(Construct):
         *,
         source: s3.IBucket,
         queue: sqs.IQueue,
+        audit_table: dynamodb.ITable,
         inventory_bucket_arn: str | None,
         common_env: dict[str, str],
     ) -> None:
@@ -45,6 +47,7 @@ class Rescan(Construct):
                 **common_env,
                 "SCAN_QUEUE_URL": queue.queue_url,
                 "SOURCE_BUCKET_NAME": source.bucket_name,
+                "DDB_TABLE_NAME": audit_table.table_name,
             },
             memory_mb=STEP_MEMORY_MB,
             timeout=Duration.seconds(BATCH_TIMEOUT_S),
@@ -60,6 +63,10 @@ class Rescan(Construct):
         # The bucket policy: only with the access gate in it are the tags ours.
         self.batch.add_to_role_policy(
             iam.PolicyStatement(actions=["s3:GetBucketPolicy"], resources=[source.bucket_arn])
+        )
+        # The audit table, by object: a tag counts only if one of our scans wrote it.
+        self.batch.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:Query"], resources=[audit_table.table_arn])
         )
         queue.grant_send_messages(self.batch)
 

@@ -178,6 +178,36 @@ def test_without_the_access_gate_a_forged_clean_tag_does_not_skip_a_rescan(harne
     assert harness.tags("old/scanned.txt")["scan-status"] == "clean"
 
 
+def test_a_clean_tag_forged_before_the_gate_does_not_skip_a_rescan_after_it(harness):
+    # GIVEN one object we scanned, and one an uploader labelled clean (with a
+    # verdict's time and engine) whose event was lost, both before the gate
+    harness.wait([harness.scan("old/scanned.txt", b"hello").name])
+    harness.upload(
+        "old/forged.com",
+        samples.EICAR,
+        tags={
+            "scan-status": "clean",
+            "scan-time": "2026-11-01T00:00:00.000Z",
+            "scan-engine": "ClamAV 1.4.6/whatever",
+        },
+    )
+    harness.client("sqs").purge_queue(QueueUrl=harness.queue_url)  # its event was lost
+    harness.apply_access_gate()  # stops new forgeries, not this one
+
+    # WHEN the onboarding rescan of what is unscanned runs
+    run = harness.rescan("old/", mode="unscanned", run_id="after-gate")
+    reports = harness.wait(harness.drain())
+
+    # THEN the tag no scan of ours wrote counts for nothing: that object is scanned
+    # (and quarantined); the one the audit table backs is skipped
+    assert run["queued"] == 1
+    assert run["skipped"] == {"up-to-date": 1}
+    [report] = reports
+    assert report.input["object"]["key"] == "old/forged.com"
+    assert report.output["scan"]["verdict"] == "infected"
+    assert report.output["action"]["action"] == "quarantined"
+
+
 def test_an_outdated_rescan_picks_the_objects_scanned_with_other_definitions(
     make_harness, eicar_only, signatures
 ):
