@@ -22,7 +22,7 @@ from functions.record_audit.schema import (
     SORT_KEY,
 )
 from functions.shared.aws import error_code
-from functions.shared.contracts import ObjectRef, TriggerSource
+from functions.shared.contracts import Action, ObjectRef, TriggerSource
 from functions.shared.naming import MAX_LENGTH, execution_name
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -550,6 +550,13 @@ def redrive_express(
             continue
         name = str(item["executionName"])
         summary.unsuccessful += 1
+        if item.get("action") in (Action.QUARANTINED, Action.DELETED):
+            # Its verdict was applied before it failed (a webhook, the audit write):
+            # a new scan would find the version gone and call it skipped.
+            summary.not_redrivable.append(
+                (name, f"{item['action']} before it failed at {item.get('failedState')}")
+            )
+            continue
         if dry_run:
             summary.restarted.append((name, f"{name} (Standard)"))
             continue

@@ -339,3 +339,21 @@ def test_an_express_run_that_fails_after_its_quarantine_is_not_scanned_again(mak
     notices = [json.loads(r["body"]) for r in webhook.requests]
     assert notices
     assert {n["verdict"] for n in notices} == {"infected"}, notices
+
+    # AND an operator's `scanctl redrive` says why it starts nothing either
+    from click.testing import CliRunner
+
+    from scanctl.cli import main
+
+    redrive = CliRunner().invoke(
+        main,
+        [
+            *("redrive", "--since", "1h", "--table", "scan-audit"),
+            *("--state-machine-arn", express.state_machine_arn),
+        ],
+    )
+    assert redrive.exit_code == 0, redrive.output
+    assert f"not redrivable {report.name}: quarantined before it failed at Notify Webhook" in (
+        redrive.stdout
+    )
+    assert "restarted" not in redrive.stdout
