@@ -721,6 +721,43 @@ def redrive(since: str, as_new: bool, dry_run: bool, **aws: Any) -> None:
     )
 
 
+@main.command("replay-failures")
+@click.option("--queue-url", help="The recorder's DLQ, instead of the stack's outputs.")
+@click.option("--function", help="The failure recorder, instead of the stack's outputs.")
+@click.option("--dry-run", is_flag=True, help="List the messages; record and remove nothing.")
+@_aws_options
+@_operator
+def replay_failures(queue_url: str | None, function: str | None, dry_run: bool, **aws: Any) -> None:
+    """Give the failure recorder what is in its dead-letter queue, once it works again.
+
+    A failure the recorder could not record (after EventBridge's and Lambda's
+    retries, or an Express run's own) waits there, 14 days at most. Each message
+    recorded is removed; one that fails again stays, and the reason is printed.
+    """
+    from scanctl.ops import replay_failures as replay
+
+    deployment = _deployment(
+        **aws,
+        needs=("FailureDeadLetterQueueUrl", "FailureRecorderFunctionName"),
+        FailureDeadLetterQueueUrl=queue_url,
+        FailureRecorderFunctionName=function,
+    )
+    url = deployment.need(
+        deployment.outputs.get("FailureDeadLetterQueueUrl"), "recorder's DLQ", "--queue-url"
+    )
+    name = deployment.need(
+        deployment.outputs.get("FailureRecorderFunctionName"), "failure recorder", "--function"
+    )
+    sqs, lam = _clients(aws["endpoint_url"], aws["region"], "sqs", "lambda")
+    summary = replay(sqs, lam, url, name, dry_run=dry_run)
+    would = "would be " if dry_run else ""
+    for message_id, why in summary.failed:
+        click.echo(f"kept {message_id}: {why}")
+    _say(f"{len(summary.replayed)} {would}recorded and removed, {len(summary.failed)} kept")
+    if summary.failed:
+        raise SystemExit(1)
+
+
 def _plain(value: Any) -> Any:
     """DynamoDB's numbers as JSON numbers (they come back as Decimal)."""
     from decimal import Decimal

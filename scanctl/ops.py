@@ -583,6 +583,65 @@ def redrive_express(
         summary.restarted.append((name, f"{name} (Standard)"))
 
 
+@dataclass
+class ReplaySummary:
+    replayed: list[str] = field(default_factory=list)  # message ids recorded and removed
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (message id, why): kept
+
+
+def recorder_input(body: str) -> Any:
+    """What the failure recorder was to be given, from a message in its DLQ: the
+    event itself (EventBridge's DLQ; Express's Keep The Failure), or Lambda's
+    on-failure record around it (``requestPayload``)."""
+    message = json.loads(body)
+    if isinstance(message, dict) and "requestPayload" in message:
+        return message["requestPayload"]
+    return message
+
+
+def replay_failures(
+    sqs: Any, lam: Any, queue_url: str, function: str, dry_run: bool = False
+) -> ReplaySummary:
+    """Each message in the recorder's DLQ given to the recorder again; removed once it
+    recorded it. One that fails again (or a dry run's) stays, visible again at the end."""
+    summary = ReplaySummary()
+    seen: set[str] = set()
+    peeked: list[str] = []  # receipts of what stays: visible again at the end
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+        ).get("Messages", [])
+        fresh = [m for m in messages if m["MessageId"] not in seen]
+        if not fresh:
+            for receipt in peeked:
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
+                )
+            return summary
+        for message in fresh:
+            seen.add(message["MessageId"])
+            try:
+                payload = recorder_input(message["Body"])
+            except ValueError as err:
+                summary.failed.append((message["MessageId"], f"not JSON: {err}"))
+                peeked.append(message["ReceiptHandle"])
+                continue
+            if dry_run:
+                summary.replayed.append(message["MessageId"])
+                peeked.append(message["ReceiptHandle"])
+                continue
+            answer = lam.invoke(
+                FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(payload)
+            )
+            if answer.get("FunctionError"):
+                why = answer["Payload"].read().decode(errors="replace")[:300]
+                summary.failed.append((message["MessageId"], why))
+                peeked.append(message["ReceiptHandle"])
+                continue
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            summary.replayed.append(message["MessageId"])
+
+
 def _execution_exists(sfn: Any, state_machine_arn: str, name: str) -> bool:
     try:
         sfn.describe_execution(executionArn=_execution_arn(state_machine_arn, name))

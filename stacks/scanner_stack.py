@@ -151,6 +151,9 @@ class ScannerStack(Stack):
             "AuditTableName": self.audit.table.table_name,
             "ScanQueueUrl": self.ingest.queue.queue_url,
             "DeadLetterQueueUrl": self.ingest.dead_letter_queue.queue_url,
+            # For `scanctl replay-failures`.
+            "FailureDeadLetterQueueUrl": self.failures.dead_letter_queue.queue_url,
+            "FailureRecorderFunctionName": self.failures.recorder.function_name,
             "DefinitionsBucketName": self.definitions.bucket.bucket_name,
             "RescanStateMachineArn": self.rescan.state_machine.state_machine_arn,
             # For `scanctl policy`, which builds the gate's statements from them.

@@ -306,15 +306,48 @@ def test_an_express_failure_the_recorder_cannot_record_lands_in_its_dead_letter_
     assert kept["execution"]["name"] == failed.name
     assert express.audit_items("lost.txt") == []
 
-    # Once the recorder works again, the kept message records the failure as it would have.
-    recorder = express.invoker.handler_module("record_failure")
-    express.invoker.call(recorder, "record_failure", kept)
+    # Once the recorder works again, the operator replays the queue: the kept message
+    # records the failure as it would have, and leaves the queue.
+    from click.testing import CliRunner
+
+    from scanctl.cli import main
+
+    sqs.change_message_visibility(
+        QueueUrl=express.deployment.failure_dlq_url,
+        ReceiptHandle=message["ReceiptHandle"],
+        VisibilityTimeout=0,
+    )
+    replay = [
+        *("replay-failures", "--queue-url", express.deployment.failure_dlq_url),
+        *("--function", "record-failure"),
+    ]
+    dry = CliRunner().invoke(main, [*replay, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "1 would be recorded and removed, 0 kept" in dry.stderr
+    assert express.audit_items("lost.txt") == []
+    # (a replay while the recorder still fails keeps the message, and says why)
+    early = CliRunner().invoke(main, replay)
+    assert early.exit_code == 1
+    assert "the recorder is broken" in early.stdout
+    assert "0 recorded and removed, 1 kept" in early.stderr
+
+    result = CliRunner().invoke(main, replay)
+    assert result.exit_code == 0, result.output
+    assert "1 recorded and removed, 0 kept" in result.stderr
     [item] = express.audit_items("lost.txt")
     assert (item["failed"], item["failedState"], item["workflow"]) == (
         True,
         "Tag As Clean",
         "EXPRESS",
     )
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=express.deployment.failure_dlq_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert attributes == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+    }
 
 
 def test_an_express_run_that_fails_after_its_quarantine_is_not_scanned_again(make_harness, webhook):

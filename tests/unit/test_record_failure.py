@@ -93,3 +93,14 @@ def test_the_object_is_marked_only_when_its_verdict_was_never_applied():
 
     marking = mark_object(NoS3(), applied, failed.error, failed.execution)
     assert marking["markedAs"] is None
+
+
+def test_a_replayed_dead_letter_gives_the_recorder_what_it_was_to_be_given():
+    from scanctl.ops import recorder_input
+
+    event = {"detail-type": "Step Functions Execution Status Change", "detail": {"x": 1}}
+    # EventBridge's DLQ and Express's Keep The Failure hold the input itself...
+    assert recorder_input(json.dumps(event)) == event
+    # ... Lambda's on-failure destination wraps it in a record of the failed invocation.
+    wrapped = {"version": "1.0", "requestContext": {"condition": "RetriesExhausted"}}
+    assert recorder_input(json.dumps({**wrapped, "requestPayload": event})) == event
