@@ -724,7 +724,7 @@ def redrive(since: str, as_new: bool, dry_run: bool, **aws: Any) -> None:
 @main.command("replay-failures")
 @click.option("--queue-url", help="The recorder's DLQ, instead of the stack's outputs.")
 @click.option("--function", help="The failure recorder, instead of the stack's outputs.")
-@click.option("--dry-run", is_flag=True, help="List the messages; record and remove nothing.")
+@click.option("--dry-run", is_flag=True, help="Count the messages; record and remove nothing.")
 @_aws_options
 @_operator
 def replay_failures(queue_url: str | None, function: str | None, dry_run: bool, **aws: Any) -> None:
