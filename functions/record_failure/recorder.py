@@ -36,7 +36,7 @@ from functions.record_failure.failures import (
     superseded,
 )
 from functions.shared.aws import error_code
-from functions.shared.contracts import ObjectRef, result_summary
+from functions.shared.contracts import Action, ObjectRef, result_summary
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
 from functions.shared.results_bus import publish
 
@@ -121,12 +121,14 @@ class FailureRecorder:
         transient error Express gave up on early to stay within its 5 minutes, the
         definitions fallback. Standard has the full retries, and Redrive. A failure
         no rerun would change (a rejected webhook, a refused delete, bad input) is
-        only recorded, and so is one that failed after its verdict was applied (a
-        webhook or audit write down after the quarantine): a re-run from scratch
-        would find the infected version gone and announce it skipped."""
+        only recorded, and so is one that failed after it quarantined or deleted the
+        version (a webhook or audit write down): a re-run from scratch would find it
+        gone and announce it skipped. After a tag, a re-run is harmless, and it
+        delivers the notice the webhook missed."""
+        applied = (state.get("action") or {}).get("action")
         if (
             failed.error in EXPRESS_FINAL_ERRORS
-            or state.get("action")
+            or applied in (Action.QUARANTINED, Action.DELETED)
             or not self.standard_state_machine_arn
         ):
             return None

@@ -212,8 +212,8 @@ class Selector:
         return None
 
     def recorded(self, obj: ObjectRef, tags: dict[str, str]) -> bool:
-        """Whether the audit table holds the finished scan these tags describe: this
-        version (or, unversioned, this eTag), this verdict, this time and definitions.
+        """Whether the newest finished scan the audit table holds of this version
+        (or, unversioned, this eTag) is the one these tags describe.
 
         The gate stops new forgeries, not a ``clean`` an uploader wrote before it
         was applied: a tag counts only if one of our scans wrote it. Newest first,
@@ -239,8 +239,9 @@ class Selector:
                 raise ObjectStoreUnavailable(f"audit query: {err}") from err
             for raw in response.get("Items", []):
                 item = {k: _deserialize(v) for k, v in raw.items()}
-                if _describes(item, obj, tags):
-                    return True
+                if not item.get("failed") and _same_content(item, obj):
+                    # The newest finished scan of this content: the tags must be its.
+                    return _describes(item, tags)
             if "LastEvaluatedKey" not in response:
                 return False
             args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -251,17 +252,20 @@ _AUDIT_PAGES = 3
 _deserialize = TypeDeserializer().deserialize
 
 
-def _describes(item: dict[str, Any], obj: ObjectRef, tags: dict[str, str]) -> bool:
-    """Is this audit item the finished scan of ``obj`` that ``tags`` say it is?"""
-    if item.get("failed") or item.get("verdict") != tags.get(Tag.STATUS):
-        return False
-    if item.get("scannedAt") != tags.get(Tag.TIME):
-        return False
-    if not tags.get(Tag.ENGINE, "").endswith(f"/{item.get('definitionsVersion')}"):
-        return False
+def _same_content(item: dict[str, Any], obj: ObjectRef) -> bool:
     if obj.version_id:
         return obj.version_id in (item.get("versionId"), item.get("scannedVersionId"))
     return obj.etag in (item.get("eTag"), item.get("scannedETag"))
+
+
+def _describes(item: dict[str, Any], tags: dict[str, str]) -> bool:
+    """Did this scan write these tags: its verdict, its time, and its definitions
+    when the engine tag is there (the tag budget may have left it out; an
+    infected verdict has none)?"""
+    if item.get("verdict") != tags.get(Tag.STATUS) or item.get("scannedAt") != tags.get(Tag.TIME):
+        return False
+    engine = tags.get(Tag.ENGINE)
+    return engine is None or engine.endswith(f"/{item.get('definitionsVersion')}")
 
 
 # What a finished scan of ours leaves: one of these, with the time it ran.

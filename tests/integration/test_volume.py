@@ -390,3 +390,24 @@ def test_an_express_run_that_fails_after_its_quarantine_is_not_scanned_again(mak
         redrive.stdout
     )
     assert "restarted" not in redrive.stdout
+
+
+def test_an_express_run_that_fails_after_tagging_runs_again_and_its_notice_arrives(
+    make_harness, webhook
+):
+    # A clean object's webhook down on Express: the Standard re-run (harmless after a
+    # tag) delivers the notice, with Standard's retries.
+    express = make_harness(
+        workflow_type="EXPRESS", express_max_object_mb=1, webhook_url=webhook.url
+    )
+    webhook.answer(503, 503)
+
+    report = express.scan("fine.txt", b"hello")
+
+    assert report.status == "FAILED"
+    [item] = [i for i in express.audit_items("fine.txt") if i["workflow"] == "EXPRESS"]
+    assert item["rerunOn"].endswith(f":scan-object:{report.name}")
+    [rerun] = express.wait([report.name])
+    assert rerun.status == "SUCCEEDED"
+    delivered = [json.loads(r["body"]) for r in webhook.requests if r["status"] == 200]
+    assert [n["verdict"] for n in delivered] == ["clean"]

@@ -53,3 +53,58 @@ def test_inventory_keys_are_url_decoded_and_listing_keys_are_not():
     row = {"Bucket": "uploads", "Key": "dir/my%20report+2026.pdf", "Size": "10"}
     assert listed_object("uploads", row, inventory=True).key == "dir/my report 2026.pdf"
     assert listed_object("uploads", row).key == "dir/my%20report+2026.pdf"
+
+
+class _AuditTable:
+    """The audit table's answer to one Query: these items, newest first."""
+
+    def __init__(self, *items: dict) -> None:
+        from boto3.dynamodb.types import TypeSerializer
+
+        serialize = TypeSerializer().serialize
+        self.items = [{k: serialize(v) for k, v in item.items()} for item in items]
+
+    def query(self, **_: object) -> dict:
+        return {"Items": self.items}
+
+
+def _scan(verdict: str, at: str, version: str = "v1", **more: object) -> dict:
+    return {"verdict": verdict, "scannedAt": at, "versionId": version, **more}
+
+
+@pytest.mark.parametrize(
+    ("items", "tags", "recorded"),
+    [
+        # the tags of the newest finished scan; the tag budget left out the engine
+        ([_scan("clean", "t2")], {"scan-status": "clean", "scan-time": "t2"}, True),
+        # an infected verdict's tags carry no engine either
+        ([_scan("infected", "t2")], {"scan-status": "infected", "scan-time": "t2"}, True),
+        # an engine tag must name the scan's definitions
+        (
+            [_scan("clean", "t2", definitionsVersion="d2")],
+            {"scan-status": "clean", "scan-time": "t2", "scan-engine": "ClamAV 1.4.6/d1"},
+            False,
+        ),
+        # an older scan's tags, copied back, after a newer scan said infected
+        (
+            [_scan("infected", "t3"), _scan("clean", "t2")],
+            {"scan-status": "clean", "scan-time": "t2"},
+            False,
+        ),
+        # a failed run does not count; the scan before it does
+        (
+            [_scan("error", "t3", failed=True), _scan("clean", "t2")],
+            {"scan-status": "clean", "scan-time": "t2"},
+            True,
+        ),
+        # another version's scan says nothing about this one
+        ([_scan("clean", "t2", version="v0")], {"scan-status": "clean", "scan-time": "t2"}, False),
+        ([], {"scan-status": "clean", "scan-time": "t2"}, False),
+    ],
+)
+def test_a_tag_counts_only_as_the_newest_finished_scan_of_that_version(items, tags, recorded):
+    from functions.rescan_batch.selection import Selector
+    from functions.shared.contracts import ObjectRef
+
+    selector = Selector(None, None, "", "uploads", _AuditTable(*items), "scan-audit")
+    assert selector.recorded(ObjectRef("uploads", "a.txt", "v1"), tags) is recorded
