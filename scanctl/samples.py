@@ -161,6 +161,37 @@ def zip_with_unlisted_entry(shown: tuple[str, bytes], hidden: tuple[str, bytes])
     return data[:cd_offset] + kept + record
 
 
+def zip_with_smuggled_entry(hidden: tuple[str, bytes]) -> bytes:
+    """A zip whose two views disagree at the same count: its central directory lists
+    ``readme.txt`` and ``other.txt`` (a local header inside readme.txt's stored
+    data); its local headers are ``readme.txt`` and ``hidden``, which a streaming
+    extractor reads and ClamAV does not."""
+
+    def built(*members: tuple[str, bytes, int]) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, data, method in members:
+                archive.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+        return buffer.getvalue()
+
+    def split(data: bytes) -> tuple[bytes, bytes]:  # (local part, central records)
+        end = data.rindex(b"PK\x05\x06")
+        *_, cd_offset, _ = struct.unpack("<IHHHHIIH", data[end : end + 22])
+        return data[:cd_offset], data[cd_offset:end]
+
+    inner_local, inner_central = split(built(("other.txt", b"nothing here\n", zipfile.ZIP_STORED)))
+    outer = built(("readme.txt", inner_local, zipfile.ZIP_STORED), (*hidden, zipfile.ZIP_DEFLATED))
+    local, central = split(outer)
+    name_len, extra_len, comment_len = struct.unpack("<HHH", central[28:34])
+    readme = central[: 46 + name_len + extra_len + comment_len]
+    # other.txt's record, pointing into readme.txt's data.
+    offset = 30 + len("readme.txt") + struct.unpack("<H", local[28:30])[0]
+    other = inner_central[:42] + struct.pack("<I", offset) + inner_central[46:]
+    records = readme + other
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(records), len(local), 0)
+    return local + records + end
+
+
 def only_our_unpacking_catches() -> dict[str, bytes]:
     """EICAR in every container the issue found ClamAV answering OK for."""
     e = EICAR

@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import errno
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,8 +214,8 @@ def _unpack(
         return
     out.archives += 1
     before = len(out.problems)
-    seen = _members(path, prefix, depth, out, limits, FORMATS, reached)
-    if _is_zip(path) and _local_entries(path) > seen:
+    _members(path, prefix, depth, out, limits, FORMATS, reached)
+    if _is_zip(path) and Counter(_names(path, _ZIP_STREAMING)) - Counter(_names(path, FORMATS)):
         # Entries the central directory does not list (or a damaged one that
         # lists none): ClamAV and the seekable reader go by the directory, a
         # streaming extractor by the local headers. Read it as those do.
@@ -231,14 +232,18 @@ def _unpack(
         out.problems.append(Problem.ENCRYPTED)
 
 
-def _local_entries(path: Path) -> int:
-    """How many entries a streaming reader finds by a zip's local headers (data skipped)."""
-    count = 0
-    with contextlib.suppress(ArchiveError), _reader(path, _ZIP_STREAMING, raw=False) as handle:
+def _names(path: Path, formats: tuple[str, ...]) -> list[str]:
+    """The entries' names as this reader finds them (data skipped): a zip's central
+    directory (the seekable reader), or its local headers (the streaming one)."""
+    names = []
+    with contextlib.suppress(ArchiveError), _reader(path, formats, raw=False) as handle:
         entry = ArchiveEntry(handle, "utf-8")
         while ffi.read_next_header2(handle, entry._entry_p) != ffi.ARCHIVE_EOF:
-            count += 1
-    return count
+            try:
+                names.append(entry.pathname or "")
+            except (UnicodeDecodeError, TypeError):
+                names.append("?")
+    return names
 
 
 def _compressed(path: Path) -> bool:

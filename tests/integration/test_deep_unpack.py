@@ -286,6 +286,7 @@ EVASIONS = {
         lambda: samples.libarchive_made("ar_svr4", None, "data.tar.xz", _tar("xz")),
         "infected",
     ),
+    "smuggled.zip": (lambda: samples.zip_with_smuggled_entry(("e.com", samples.EICAR)), "infected"),
     "unlisted.zip": (
         lambda: samples.zip_with_unlisted_entry(
             ("readme.txt", b"benign\n"), ("e.com", samples.EICAR)
