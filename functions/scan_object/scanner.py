@@ -16,7 +16,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.scan_object.definitions_store import DefinitionsStore
+from functions.scan_object.definitions_store import FRESHCLAM_REUSE_S, DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
 from functions.scan_object.unpack import UnpackLimits, recognise, unpack
 from functions.shared.aws import (
@@ -143,6 +143,9 @@ class Scanner:
         self._load_lock = threading.Lock()
         # Versions clamd refused to load in this container: never tried again.
         self.untrusted: set[str] = set()
+        # When freshclam's set last failed to load: not fetched again for an hour
+        # (each try is the whole database from ClamAV's mirrors, which block that).
+        self._freshclam_failed: float | None = None
         # The second pass's thread, kept for the container's life (a new thread
         # per scan would cost more than a small file's whole scan).
         self._unpacker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack")
@@ -360,6 +363,17 @@ class Scanner:
                 raise DefinitionsCorrupt(
                     f"definitions {definitions.version} did not load here before; not again"
                 )
+            failed = self._freshclam_failed
+            if (
+                definitions.source == DefinitionsSource.FRESHCLAM
+                and failed is not None
+                and time.monotonic() - failed < FRESHCLAM_REUSE_S
+            ):
+                if self._warm():
+                    return str(self.engine.loaded_version)
+                raise DefinitionsUnavailable(
+                    "freshclam's definitions did not load here an hour ago"
+                )
             try:
                 version, directory = self.store.materialize(definitions)
             except DefinitionsUnavailable:
@@ -382,6 +396,7 @@ class Scanner:
                     raise  # the state machine falls back to freshclam
                 # freshclam was the fallback: another DefinitionsCorrupt would send the
                 # execution back to it, round after round, until its history is full.
+                self._freshclam_failed = time.monotonic()
                 if self._warm():
                     log.warning(
                         "freshclam's definitions do not load; scanning with the loaded ones",

@@ -138,10 +138,12 @@ _FILTER_NONE = 0
 
 
 @contextlib.contextmanager
-def _reader(source: Path | bytes, formats: tuple[str, ...], raw: bool) -> Iterator[object]:
+def _reader(
+    source: Path | bytes, formats: tuple[str, ...], raw: bool, filters: tuple[str, ...] = FILTERS
+) -> Iterator[object]:
     handle = ffi.read_new()
     try:
-        for name in FILTERS:
+        for name in filters:
             ffi.get_read_filter_function(name)(handle)
         for name in formats:
             ffi.get_read_format_function(name)(handle)
@@ -175,8 +177,30 @@ def recognise(source: Path | bytes) -> str | None:
     except ArchiveError as err:
         if "Unrecognized archive format" in str(err.msg or ""):
             return None
-        # Recognised (a format or filter bid for it) but broken at the start.
+        # Recognised (a format or filter bid for it) but broken at the start. The
+        # readers with weak marks (two bytes for compress, a "begin" line for uu,
+        # an LHA header found inside an executable, "WARC/" text) bid on plain
+        # files too: if only they recognised it and cannot read it, it is plain.
+        if not _strongly_recognised(source):
+            return None
         return "unreadable"
+
+
+# Readers that bid on a few bytes any plain file may hold.
+_WEAK_FORMATS = ("lha", "warc")
+_WEAK_FILTERS = ("compress", "uu")
+
+
+def _strongly_recognised(source: Path | bytes) -> bool:
+    formats = tuple(f for f in FORMATS if f not in _WEAK_FORMATS)
+    filters = tuple(f for f in FILTERS if f not in _WEAK_FILTERS)
+    try:
+        with _reader(source, formats, raw=True, filters=filters) as handle:
+            entry = ArchiveEntry(handle, "utf-8")
+            ffi.read_next_header2(handle, entry._entry_p)
+            return _filter_code(handle, 0) != _FILTER_NONE or _format_name(handle) != "raw"
+    except ArchiveError as err:
+        return "Unrecognized archive format" not in str(err.msg or "")
 
 
 # -- extraction -------------------------------------------------------------------------

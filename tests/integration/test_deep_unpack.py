@@ -316,3 +316,23 @@ def test_what_clamav_reads_short_or_not_at_all_never_comes_out_clean(
         assert samples.EICAR_SIGNATURE in scan["signatures"][0]
     else:
         assert scan["reason"] == "archive-unreadable"
+
+
+LOOKALIKES = {
+    # two bytes make compress bid; a "begin" line, uuencode; "WARC/", WARC
+    "random.bin": b"\x1f\x9d\x90" + bytes(range(256)) * 16,
+    "notes.txt": b"Notes\nbegin 644 notes.txt\nM5&AI<R!I<R!A(&QI;F4@;V8@=&5X=\n" + b"more\n" * 50,
+    "about-warc.txt": b"WARC/1.0\r\nthis is just text about warc files\r\n" * 20,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOKALIKES))
+def test_a_plain_file_with_an_archive_s_first_bytes_is_clean_not_unscannable(harness, name):
+    scan = harness.scan(f"plain/{name}", LOOKALIKES[name]).output["scan"]
+    assert (scan["verdict"], scan["unpacked"]) == ("clean", None)
+
+
+def test_eicar_uuencoded_is_caught(harness):
+    data = samples.libarchive_made("raw", "uuencode", "e.com", samples.EICAR)
+    scan = harness.scan("mail/e.uu", data).output["scan"]
+    assert scan["verdict"] == "infected"

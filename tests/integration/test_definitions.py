@@ -524,11 +524,13 @@ def test_freshclam_definitions_that_do_not_load_end_the_fallback(harness, tmp_pa
 
     broken = samples.write_eicar_set(tmp_path / "freshclam-broken")
     (broken / "broken.ndb").write_text("this is not a signature\n")
-    monkeypatch.setattr(
-        definitions_store.DefinitionsStore,
-        "_run_freshclam",
-        lambda self: ("freshclam-broken", broken),
-    )
+    runs = []
+
+    def freshclam(store):
+        runs.append(1)
+        return "freshclam-broken", broken
+
+    monkeypatch.setattr(definitions_store.DefinitionsStore, "_run_freshclam", freshclam)
     reset_scanner()
     tamper_manifest(harness, sha256="0" * 64, version="tampered-2")
 
@@ -542,3 +544,8 @@ def test_freshclam_definitions_that_do_not_load_end_the_fallback(harness, tmp_pa
     assert report.states.count("Use Freshclam Instead") == 1
     [item] = harness.audit_items("fallback-broken.txt")
     assert item["error"]["error"] == "DefinitionsUnavailable"
+    # AND freshclam ran once: the retry, and the next scan's fallback, did not
+    # download the whole database from the mirrors again
+    again = harness.scan("fallback-again.txt", b"hello")
+    assert again.error == "DefinitionsUnavailable"
+    assert len(runs) == 1
