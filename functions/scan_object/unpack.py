@@ -357,9 +357,12 @@ def _members(
                     else:
                         _copy(handle, buffer, target, out, limits)
                 except ArchiveError as err:
-                    # clamd scans every archive we open, as a whole file (the object, or
-                    # a member written for it); what it misses is what its directory hides.
-                    out.problems.extend(_problem(err, scanned=formats != _ZIP_STREAMING))
+                    # clamd scans every archive file we open (the object, or a member
+                    # written for it), not one libarchive reached through a compression
+                    # filter, nor what its directory hides.
+                    peeled = [f for f in _filters(handle) if f != "none"]
+                    scanned = formats != _ZIP_STREAMING and not peeled
+                    out.problems.extend(_problem(err, scanned=scanned))
                     target.unlink(missing_ok=True)
                     if err.retcode != ffi.ARCHIVE_FAILED:
                         return seen  # FATAL: nothing more can be read
