@@ -95,7 +95,12 @@ class FailureRecorder:
         key = write_item(self.dynamodb, self.table, item, unless_newer=True)
         notification = None
         webhook_failed = failed.error.startswith("Webhook")
-        if self.notify_function and not webhook_failed and "superseded" not in key:
+        # An Express run that quarantined or deleted is not run again (above): this
+        # is the notice's last chance, even after the webhook failed. If it fails
+        # again, so does this, and the failure waits in the DLQ for a replay.
+        applied = (state.get("action") or {}).get("action")
+        last_chance = failed.express and applied in (Action.QUARANTINED, Action.DELETED)
+        if self.notify_function and (not webhook_failed or last_chance) and "superseded" not in key:
             notification = notify(self.lam, self.notify_function, state, failed.execution)
         # After the webhook: EventBridge being down must not cost the notice too.
         self._announce(

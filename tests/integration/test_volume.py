@@ -370,8 +370,10 @@ def test_an_express_run_that_fails_after_its_quarantine_is_not_scanned_again(mak
     )
     assert "rerunOn" not in item  # none started
     notices = [json.loads(r["body"]) for r in webhook.requests]
-    assert notices
     assert {n["verdict"] for n in notices} == {"infected"}, notices
+    # AND the recorder's own notice, the last chance, reached the webhook once it was up
+    [delivered] = [json.loads(r["body"]) for r in webhook.requests if r["status"] == 200]
+    assert (delivered["event"], delivered["verdict"]) == ("scan.failed", "infected")
 
     # AND an operator's `scanctl redrive` says why it starts nothing either
     from click.testing import CliRunner
