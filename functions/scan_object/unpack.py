@@ -233,13 +233,14 @@ def _unpack(
 ) -> None:
     if depth > limits.max_depth:
         raise _Stop
-    if _head(path).startswith(_UNREADABLE_MAGIC):
+    head = _head(path)
+    if head.startswith(_UNREADABLE_MAGIC):
         out.problems.append(Problem.UNREADABLE)
         return
     out.archives += 1
     before = len(out.problems)
-    _members(path, prefix, depth, out, limits, FORMATS, reached)
-    if _is_zip(path) and Counter(_names(path, _ZIP_STREAMING)) - Counter(_names(path, FORMATS)):
+    listed = _members(path, prefix, depth, out, limits, FORMATS, reached)
+    if head[:4] in _ZIP_MAGIC and Counter(_names(path, limits)) - Counter(listed):
         # Entries the central directory does not list (or a damaged one that
         # lists none): ClamAV and the seekable reader go by the directory, a
         # streaming extractor by the local headers. Read it as those do.
@@ -250,23 +251,22 @@ def _unpack(
         # open what came out. Its verdict replaces the first attempt's.
         del out.problems[before:]
         _members(path, prefix, depth, out, limits, (), reached=False)
-    if _rar5_encrypted(path):
+    if head.startswith(_RAR5_SIGNATURE) and _rar5_encrypted(path):
         # libarchive 3.6 neither decrypts RAR5 nor says it is encrypted: it
         # hands back ciphertext as if it were content.
         out.problems.append(Problem.ENCRYPTED)
 
 
-def _names(path: Path, formats: tuple[str, ...]) -> list[str]:
-    """The entries' names as this reader finds them (data skipped): a zip's central
-    directory (the seekable reader), or its local headers (the streaming one)."""
-    names = []
-    with contextlib.suppress(ArchiveError), _reader(path, formats, raw=False) as handle:
+def _names(path: Path, limits: UnpackLimits) -> list[str]:
+    """The entries' names by a zip's local headers, as a streaming extractor finds
+    them (data skipped); no more than MaxFiles and one."""
+    names: list[str] = []
+    with contextlib.suppress(ArchiveError), _reader(path, _ZIP_STREAMING, raw=False) as handle:
         entry = ArchiveEntry(handle, "utf-8")
-        while ffi.read_next_header2(handle, entry._entry_p) != ffi.ARCHIVE_EOF:
-            try:
-                names.append(entry.pathname or "")
-            except (UnicodeDecodeError, TypeError):
-                names.append("?")
+        while len(names) <= limits.max_files:
+            if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
+                break
+            names.append(_pathname(entry))
     return names
 
 
@@ -314,13 +314,13 @@ def _members(
     limits: UnpackLimits,
     formats: tuple[str, ...],
     reached: bool,
-) -> int:
-    """Write each member of one archive; returns how many entries it had.
+) -> list[str]:
+    """Write each member of one archive; returns the names of the entries it read.
 
     ``reached``: ClamAV's own unpacking got to this archive (the object
     itself, or a member of archives ClamAV reads).
     """
-    seen = 0
+    seen: list[str] = []
     buffer = ctypes.create_string_buffer(_BLOCK)
     try:
         with _reader(path, formats, raw=True) as handle:
@@ -328,8 +328,8 @@ def _members(
                 entry = ArchiveEntry(handle, "utf-8")
                 if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
                     return seen
-                seen += 1
-                if seen == 1 and depth + len(_filters(handle)) - 1 > limits.max_depth:
+                seen.append(_pathname(entry))
+                if len(seen) == 1 and depth + len(_filters(handle)) - 1 > limits.max_depth:
                     # Each compression layer is a level, as ClamAV counts them:
                     # libarchive peels a stack of twenty .zst in one go.
                     raise _Stop
@@ -347,11 +347,13 @@ def _members(
                 out.members += 1
                 covered = reached and clamav_reads(_format_name(handle), _filters(handle))
                 target = out.root / f"{out.members:06d}"
+                kind = None
                 try:
                     if covered and (entry.size or 0) <= _IN_MEMORY:
                         # ClamAV read it already: keep it only if it nests something.
                         data = _read_all(handle, buffer, out, limits)
-                        if recognise(data) is None:
+                        kind = recognise(data)
+                        if kind is None:
                             continue
                         target.write_bytes(data)
                     else:
@@ -367,7 +369,7 @@ def _members(
                     if err.retcode != ffi.ARCHIVE_FAILED:
                         return seen  # FATAL: nothing more can be read
                     continue  # only this member is lost
-                if recognise(target) is not None:
+                if kind is not None or recognise(target) is not None:
                     _unpack(target, label, depth + 1, out, limits, reached=covered)
                 if covered:
                     target.unlink()  # ClamAV scanned it already, inside the object
@@ -437,10 +439,7 @@ def _read_all(handle: object, buffer: ctypes.Array, out: Unpacked, limits: Unpac
 
 def _label(prefix: str, entry: ArchiveEntry, handle: object) -> str:
     """The member's path inside the object, for reports only (never a file name)."""
-    try:
-        name = entry.pathname or ""
-    except (UnicodeDecodeError, TypeError):
-        name = ""
+    name = _pathname(entry)
     if not name and _format_name(handle) == "raw":
         name = "data"
     name = "".join(ch if ch.isprintable() else "?" for ch in name).lstrip("/") or "?"
@@ -448,13 +447,19 @@ def _label(prefix: str, entry: ArchiveEntry, handle: object) -> str:
     return label[-_LABEL_MAX:]
 
 
+def _pathname(entry: ArchiveEntry) -> str:
+    try:
+        return entry.pathname or ""
+    except (UnicodeDecodeError, TypeError):
+        return ""
+
+
 def _head(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.read(16)
 
 
-def _is_zip(path: Path) -> bool:
-    return _head(path)[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 
 _RAR5_SIGNATURE = b"Rar!\x1a\x07\x01\x00"
