@@ -537,7 +537,7 @@ def rescan(
     if inventory and (client_side or dry_run):
         _fail("--inventory is read by the Rescan state machine; --local and --dry-run list")
     before = parse_moment(scanned_before, "--scanned-before") if scanned_before else None
-    s3, sfn = _clients(aws["endpoint_url"], aws["region"], "s3", "stepfunctions")
+    s3, sfn, ddb = _clients(aws["endpoint_url"], aws["region"], "s3", "stepfunctions", "dynamodb")
     if client_side or dry_run:
         deployment = _deployment(**aws, needs=("state_machine_arn",))
         with _progress() as progress:
@@ -559,7 +559,7 @@ def rescan(
                     mode,
                     before,
                     definitions_version,
-                    *_clients(aws["endpoint_url"], aws["region"], "dynamodb"),
+                    ddb,
                     deployment.table_name,
                 ),
             )

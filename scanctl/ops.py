@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from functions.record_audit.schema import (
@@ -20,10 +19,11 @@ from functions.record_audit.schema import (
     FAILURES_INDEX,
     PARTITION_KEY,
     SORT_KEY,
+    from_item,
 )
 from functions.shared.aws import error_code
-from functions.shared.contracts import Action, ObjectRef, TriggerSource
-from functions.shared.naming import MAX_LENGTH, execution_name
+from functions.shared.contracts import REMOVING_ACTIONS, ObjectRef, TriggerSource
+from functions.shared.naming import MAX_LENGTH, rescan_execution_name
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -239,7 +239,7 @@ def rescan(
         if obj is None:
             summary.up_to_date += 1
             continue
-        name = execution_name(obj, prefix=f"rescan-{summary.run_id}", salt=summary.run_id)
+        name = rescan_execution_name(obj, summary.run_id)
         if dry_run:
             summary.keys.append(obj.key)
             continue
@@ -550,7 +550,7 @@ def redrive_express(
             continue
         name = str(item["executionName"])
         summary.unsuccessful += 1
-        if item.get("action") in (Action.QUARANTINED, Action.DELETED):
+        if item.get("action") in REMOVING_ACTIONS:
             # Its verdict was applied before it failed (a webhook, the audit write):
             # a new scan would find the version gone and call it skipped.
             summary.not_redrivable.append(
@@ -599,6 +599,9 @@ def recorder_input(body: str) -> Any:
     return message
 
 
+_REPLAY_HOLD_S = 900
+
+
 def replay_failures(
     sqs: Any, lam: Any, queue_url: str, function: str, dry_run: bool = False
 ) -> ReplaySummary:
@@ -607,17 +610,19 @@ def replay_failures(
     summary = ReplaySummary()
     seen: set[str] = set()
     peeked: list[str] = []  # receipts of what stays: visible again at the end
-    while True:
+    empty = 0
+    # Two receives in a row with nothing new, each a short long-poll (which asks every
+    # server; a short poll may miss messages that are there). What was read stays
+    # hidden for the run, so it does not come back and its receipt stays valid.
+    while empty < 2:
         messages = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=_REPLAY_HOLD_S,
+            WaitTimeSeconds=1,
         ).get("Messages", [])
         fresh = [m for m in messages if m["MessageId"] not in seen]
-        if not fresh:
-            for receipt in peeked:
-                sqs.change_message_visibility(
-                    QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
-                )
-            return summary
+        empty = 0 if fresh else empty + 1
         for message in fresh:
             seen.add(message["MessageId"])
             try:
@@ -640,6 +645,11 @@ def replay_failures(
                 continue
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             summary.replayed.append(message["MessageId"])
+    for receipt in peeked:
+        sqs.change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
+        )
+    return summary
 
 
 def _execution_exists(sfn: Any, state_machine_arn: str, name: str) -> bool:
@@ -654,11 +664,9 @@ def _execution_exists(sfn: Any, state_machine_arn: str, name: str) -> bool:
 
 # -- history ------------------------------------------------------------------------------------
 
-_deserialize = TypeDeserializer().deserialize
-
 
 def _items(response: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{k: _deserialize(v) for k, v in item.items()} for item in response["Items"]]
+    return [from_item(item) for item in response["Items"]]
 
 
 def history(ddb: Any, table: str, bucket: str, key: str) -> list[dict[str, Any]]:

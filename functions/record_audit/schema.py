@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
+
 PARTITION_KEY = "object"  # s3://bucket/key
 SORT_KEY = "scanId"  # <execution start time>#<execution name>
 VERDICT_KEY = "verdict"
@@ -60,3 +62,11 @@ def create_table_arguments(table_name: str) -> dict[str, Any]:
             for index in INDEXES
         ],
     }
+
+
+_deserialize = TypeDeserializer().deserialize
+
+
+def from_item(raw: dict[str, Any]) -> dict[str, Any]:
+    """An audit item as DynamoDB returns it, in plain values."""
+    return {k: _deserialize(v) for k, v in raw.items()}

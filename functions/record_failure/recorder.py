@@ -36,7 +36,7 @@ from functions.record_failure.failures import (
     superseded,
 )
 from functions.shared.aws import error_code
-from functions.shared.contracts import Action, ObjectRef, result_summary
+from functions.shared.contracts import REMOVING_ACTIONS, ObjectRef, result_summary
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
 from functions.shared.results_bus import publish
 
@@ -95,11 +95,10 @@ class FailureRecorder:
         key = write_item(self.dynamodb, self.table, item, unless_newer=True)
         notification = None
         webhook_failed = failed.error.startswith("Webhook")
-        # An Express run that quarantined or deleted is not run again (above): this
-        # is the notice's last chance, even after the webhook failed. If it fails
-        # again, so does this, and the failure waits in the DLQ for a replay.
-        applied = (state.get("action") or {}).get("action")
-        last_chance = failed.express and applied in (Action.QUARANTINED, Action.DELETED)
+        # An Express run that is not run again (above) has no redrive either: after a
+        # transient webhook failure this notice is its last chance. If it fails again,
+        # so does this, and the failure waits in the DLQ for a replay.
+        last_chance = failed.express and rerun is None and failed.error == "WebhookDeliveryFailed"
         if self.notify_function and (not webhook_failed or last_chance) and "superseded" not in key:
             notification = notify(self.lam, self.notify_function, state, failed.execution)
         # After the webhook: EventBridge being down must not cost the notice too.
@@ -130,10 +129,9 @@ class FailureRecorder:
         version (a webhook or audit write down): a re-run from scratch would find it
         gone and announce it skipped. After a tag, a re-run is harmless, and it
         delivers the notice the webhook missed."""
-        applied = (state.get("action") or {}).get("action")
         if (
             failed.error in EXPRESS_FINAL_ERRORS
-            or applied in (Action.QUARANTINED, Action.DELETED)
+            or (state.get("action") or {}).get("action") in REMOVING_ACTIONS
             or not self.standard_state_machine_arn
         ):
             return None

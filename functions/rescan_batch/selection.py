@@ -30,10 +30,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.record_audit.schema import PARTITION_KEY
+from functions.record_audit.schema import PARTITION_KEY, from_item
 from functions.shared import access_gate
 from functions.shared.aws import GONE_CODES, error_code, is_denied, is_transient
 from functions.shared.clock import parse_iso
@@ -221,10 +220,13 @@ class Selector:
         """
         if not self.audit_table or not (obj.version_id or obj.etag):
             return False
+        names = {f"#a{i}": name for i, name in enumerate(_AUDIT_FIELDS)}
         args: dict[str, Any] = {
             "TableName": self.audit_table,
             "KeyConditionExpression": "#pk = :pk",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+            # Only what the comparison reads: items carry signatures, triggers, errors.
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, **names},
             "ExpressionAttributeValues": {":pk": {"S": obj.uri}},
             "ScanIndexForward": False,
         }
@@ -238,7 +240,7 @@ class Selector:
             except BotoCoreError as err:
                 raise ObjectStoreUnavailable(f"audit query: {err}") from err
             for raw in response.get("Items", []):
-                item = {k: _deserialize(v) for k, v in raw.items()}
+                item = from_item(raw)
                 if not item.get("failed") and _same_content(item, obj):
                     # The newest finished scan of this content: the tags must be its.
                     return _describes(item, tags)
@@ -249,7 +251,16 @@ class Selector:
 
 
 _AUDIT_PAGES = 3
-_deserialize = TypeDeserializer().deserialize
+_AUDIT_FIELDS = (
+    "failed",
+    "verdict",
+    "scannedAt",
+    "definitionsVersion",
+    "versionId",
+    "scannedVersionId",
+    "eTag",
+    "scannedETag",
+)
 
 
 def _same_content(item: dict[str, Any], obj: ObjectRef) -> bool:

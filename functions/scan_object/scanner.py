@@ -369,21 +369,13 @@ class Scanner:
                 and failed is not None
                 and time.monotonic() - failed < FRESHCLAM_REUSE_S
             ):
-                if self._warm():
-                    return str(self.engine.loaded_version)
-                raise DefinitionsUnavailable(
-                    "freshclam's definitions did not load here an hour ago"
-                )
+                return self._fallback_failed("its definitions did not load here within the hour")
             try:
                 version, directory = self.store.materialize(definitions)
-            except DefinitionsUnavailable:
-                if definitions.source == DefinitionsSource.FRESHCLAM and self._warm():
-                    log.warning(
-                        "freshclam fallback failed; scanning with the loaded definitions",
-                        extra={"definitionsVersion": self.engine.loaded_version},
-                    )
-                    return str(self.engine.loaded_version)
-                raise
+            except DefinitionsUnavailable as err:
+                if definitions.source != DefinitionsSource.FRESHCLAM:
+                    raise
+                return self._fallback_failed(err)
             before = self.engine.loaded_version
             try:
                 if version in self.untrusted:  # freshclam's, whose version only shows now
@@ -397,13 +389,7 @@ class Scanner:
                 # freshclam was the fallback: another DefinitionsCorrupt would send the
                 # execution back to it, round after round, until its history is full.
                 self._freshclam_failed = time.monotonic()
-                if self._warm():
-                    log.warning(
-                        "freshclam's definitions do not load; scanning with the loaded ones",
-                        extra={"definitionsVersion": self.engine.loaded_version},
-                    )
-                    return str(self.engine.loaded_version)
-                raise DefinitionsUnavailable(f"freshclam fallback failed: {err}") from err
+                return self._fallback_failed(err)
             if before != version:
                 log.info(
                     "definitions loaded",
@@ -416,6 +402,18 @@ class Scanner:
             # The old version is unloaded now: keep only the one clamd holds.
             self.store.prune(keep={version})
             return version
+
+    def _fallback_failed(self, why: object) -> str:
+        """The freshclam fallback gave nothing loadable: the loaded set scans on (the
+        result flagged stale), or with none, ``DefinitionsUnavailable``."""
+        if not self._warm():
+            cause = why if isinstance(why, BaseException) else None
+            raise DefinitionsUnavailable(f"freshclam fallback failed: {why}") from cause
+        log.warning(
+            "freshclam fallback failed; scanning with the loaded definitions",
+            extra={"definitionsVersion": self.engine.loaded_version, "why": str(why)},
+        )
+        return str(self.engine.loaded_version)
 
     def _warm(self) -> bool:
         return self.engine.loaded_version is not None and self.engine.is_alive()

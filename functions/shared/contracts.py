@@ -69,6 +69,11 @@ class Action(enum.StrEnum):
     NONE = "none"
 
 
+# Actions after which the scanned version is gone from the source bucket: a scan
+# from scratch would find nothing and call it skipped.
+REMOVING_ACTIONS = frozenset({Action.QUARANTINED, Action.DELETED})
+
+
 class TriggerSource(enum.StrEnum):
     S3_EVENT = "s3-event"
     RESCAN = "rescan"

@@ -42,3 +42,9 @@ def execution_name(obj: ObjectRef, prefix: str = "", salt: str = "") -> str:
     slug = _readable(obj.key, room)
     name = f"{head}{slug}-{digest}" if slug else f"{head}{digest}"
     return name[:MAX_LENGTH]
+
+
+def rescan_execution_name(obj: ObjectRef, run_id: str) -> str:
+    """A rescan's execution, apart from the upload's; the run id in the hash too: the
+    name keeps only its first characters, and two runs alike there must not share."""
+    return execution_name(obj, prefix=f"rescan-{run_id}", salt=run_id)

@@ -10,7 +10,7 @@ from urllib.parse import quote_plus, unquote_plus
 from functions.shared.clock import utc_now_iso
 from functions.shared.contracts import ObjectRef, TriggerSource
 from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
-from functions.shared.naming import execution_name
+from functions.shared.naming import execution_name, rescan_execution_name
 
 TEST_EVENT = "s3:TestEvent"
 # A restored archived object: readable now, so it is scanned now (its upload's
@@ -45,11 +45,7 @@ class ObjectCreated:
         if self.is_restore:
             return execution_name(self.object, prefix="restored", salt=self.event_time or "")
         if self.rescan_run:
-            # The run id in the hash too: the name keeps only its first characters,
-            # and two runs named alike there must not share executions.
-            return execution_name(
-                self.object, prefix=f"rescan-{self.rescan_run}", salt=self.rescan_run
-            )
+            return rescan_execution_name(self.object, self.rescan_run)
         return execution_name(self.object)
 
 

@@ -15,14 +15,10 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
-
-from functions.record_audit.schema import BY_VERDICT_INDEX, SORT_KEY, VERDICT_KEY
+from functions.record_audit.schema import BY_VERDICT_INDEX, SORT_KEY, VERDICT_KEY, from_item
 from functions.shared.clock import iso_millis
 from functions.shared.contracts import ObjectRef, Verdict
 from functions.shared.s3event import queue_rescans
-
-_deserialize = TypeDeserializer().deserialize
 
 
 def run_id(version: str) -> str:
@@ -48,7 +44,7 @@ def stale_clean_objects(
     while True:
         page = ddb.query(**args)
         for raw in page["Items"]:
-            item = {k: _deserialize(v) for k, v in raw.items()}
+            item = from_item(raw)
             if item.get("bucket") != source_bucket or item.get("definitionsVersion") == version:
                 continue
             obj = ObjectRef.from_audit_item(item)

@@ -161,7 +161,7 @@ def test_a_second_unscanned_rescan_starts_nothing(harness):
 
 def test_without_the_access_gate_a_forged_clean_tag_does_not_skip_a_rescan(harness):
     # An upload whose event was lost, labelled clean by its uploader, and one we scanned.
-    harness.wait([harness.scan("old/scanned.txt", b"hello").name])
+    harness.scan("old/scanned.txt", b"hello")
     harness.upload(
         "old/forged.com",
         samples.EICAR,
@@ -181,7 +181,7 @@ def test_without_the_access_gate_a_forged_clean_tag_does_not_skip_a_rescan(harne
 def test_a_clean_tag_forged_before_the_gate_does_not_skip_a_rescan_after_it(harness):
     # GIVEN one object we scanned, and one an uploader labelled clean (with a
     # verdict's time and engine) whose event was lost, both before the gate
-    harness.wait([harness.scan("old/scanned.txt", b"hello").name])
+    harness.scan("old/scanned.txt", b"hello")
     harness.upload(
         "old/forged.com",
         samples.EICAR,
@@ -334,7 +334,8 @@ def test_an_express_failure_the_recorder_cannot_record_lands_in_its_dead_letter_
     result = CliRunner().invoke(main, replay)
     assert result.exit_code == 0, result.output
     assert "1 recorded and removed, 0 kept" in result.stderr
-    [item] = express.audit_items("lost.txt")
+    # (the recorder also starts the Standard re-run, whose own item may land too)
+    [item] = [i for i in express.audit_items("lost.txt") if i["workflow"] == "EXPRESS"]
     assert (item["failed"], item["failedState"], item["workflow"]) == (
         True,
         "Tag As Clean",

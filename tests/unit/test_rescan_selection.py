@@ -64,7 +64,10 @@ class _AuditTable:
         serialize = TypeSerializer().serialize
         self.items = [{k: serialize(v) for k, v in item.items()} for item in items]
 
-    def query(self, **_: object) -> dict:
+    def query(self, **args: object) -> dict:
+        # One object's items, newest first.
+        assert args["ExpressionAttributeValues"] == {":pk": {"S": "s3://uploads/a.txt"}}
+        assert args["ScanIndexForward"] is False
         return {"Items": self.items}
 
 
