@@ -142,23 +142,42 @@ def rar4_stored(name: str, data: bytes) -> bytes:
     )
 
 
+def _zip_parts(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A zip as (its local part, its central directory records)."""
+    end = data.rindex(b"PK\x05\x06")
+    *_, cd_offset, _ = struct.unpack("<IHHHHIIH", data[end : end + 22])
+    central, records = data[cd_offset:end], []
+    while central:
+        name_len, extra_len, comment_len = struct.unpack("<HHH", central[28:34])
+        size = 46 + name_len + extra_len + comment_len
+        records.append(central[:size])
+        central = central[size:]
+    return data[:cd_offset], records
+
+
+def _zip_joined(local: bytes, records: list[bytes]) -> bytes:
+    directory = b"".join(records)
+    count = len(records)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(directory), len(local), 0)
+    return local + directory + end
+
+
+def _zip_of(*members: tuple[str, bytes, int]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data, method in members:
+            archive.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+    return buffer.getvalue()
+
+
 def zip_with_unlisted_entry(shown: tuple[str, bytes], hidden: tuple[str, bytes]) -> bytes:
     """A zip whose central directory lists only ``shown``; ``hidden`` is there by its
     local header alone, which a streaming extractor (bsdtar from a pipe, Java's
     ZipInputStream) reads and ClamAV does not."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(*shown)
-        archive.writestr(*hidden)
-    data = buffer.getvalue()
-    end = data.rindex(b"PK\x05\x06")
-    *_, cd_offset, _ = struct.unpack("<IHHHHIIH", data[end : end + 22])
-    first = data[cd_offset:end]
-    # The first central record's length: fixed part and its name, extra, comment.
-    name_len, extra_len, comment_len = struct.unpack("<HHH", first[28:34])
-    kept = first[: 46 + name_len + extra_len + comment_len]
-    record = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(kept), cd_offset, 0)
-    return data[:cd_offset] + kept + record
+    local, records = _zip_parts(
+        _zip_of((*shown, zipfile.ZIP_DEFLATED), (*hidden, zipfile.ZIP_DEFLATED))
+    )
+    return _zip_joined(local, records[:1])
 
 
 def zip_with_smuggled_entry(hidden: tuple[str, bytes]) -> bytes:
@@ -166,30 +185,14 @@ def zip_with_smuggled_entry(hidden: tuple[str, bytes]) -> bytes:
     ``readme.txt`` and ``other.txt`` (a local header inside readme.txt's stored
     data); its local headers are ``readme.txt`` and ``hidden``, which a streaming
     extractor reads and ClamAV does not."""
-
-    def built(*members: tuple[str, bytes, int]) -> bytes:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for name, data, method in members:
-                archive.writestr(zipfile.ZipInfo(name), data, compress_type=method)
-        return buffer.getvalue()
-
-    def split(data: bytes) -> tuple[bytes, bytes]:  # (local part, central records)
-        end = data.rindex(b"PK\x05\x06")
-        *_, cd_offset, _ = struct.unpack("<IHHHHIIH", data[end : end + 22])
-        return data[:cd_offset], data[cd_offset:end]
-
-    inner_local, inner_central = split(built(("other.txt", b"nothing here\n", zipfile.ZIP_STORED)))
-    outer = built(("readme.txt", inner_local, zipfile.ZIP_STORED), (*hidden, zipfile.ZIP_DEFLATED))
-    local, central = split(outer)
-    name_len, extra_len, comment_len = struct.unpack("<HHH", central[28:34])
-    readme = central[: 46 + name_len + extra_len + comment_len]
+    inner_local, [inner] = _zip_parts(_zip_of(("other.txt", b"nothing here\n", zipfile.ZIP_STORED)))
+    local, [readme, _] = _zip_parts(
+        _zip_of(("readme.txt", inner_local, zipfile.ZIP_STORED), (*hidden, zipfile.ZIP_DEFLATED))
+    )
     # other.txt's record, pointing into readme.txt's data.
     offset = 30 + len("readme.txt") + struct.unpack("<H", local[28:30])[0]
-    other = inner_central[:42] + struct.pack("<I", offset) + inner_central[46:]
-    records = readme + other
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(records), len(local), 0)
-    return local + records + end
+    other = inner[:42] + struct.pack("<I", offset) + inner[46:]
+    return _zip_joined(local, [readme, other])
 
 
 def only_our_unpacking_catches() -> dict[str, bytes]:

@@ -208,17 +208,13 @@ class LocalScanner:
         """The source bucket's policy with the access gate in it (stored, not enforced:
         see seams.ignore_bucket_policies), as PROTECT_SOURCE_BUCKET=true attaches it."""
         from functions.shared import access_gate
+        from scanctl.harness.resources import ROLE_NAME
+        from scanctl.ops import merge_gate
 
-        role = f"arn:aws:iam::{ACCOUNT_ID}:role/scanner"
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": access_gate.statements(
-                self.options.source_bucket, scanner_roles=[role], tagging_roles=[role]
-            ),
-        }
-        self.client("s3").put_bucket_policy(
-            Bucket=self.options.source_bucket, Policy=json.dumps(policy)
-        )
+        role = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE_NAME}"
+        bucket = self.options.source_bucket
+        statements = access_gate.statements(bucket, scanner_roles=[role], tagging_roles=[role])
+        merge_gate(self.client("s3"), bucket, statements, apply=True)  # as `scanctl policy`
 
     def upload(
         self, key: str, body: bytes, tags: dict[str, str] | None = None, **extra: Any
