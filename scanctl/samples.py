@@ -180,12 +180,12 @@ def zip_with_unlisted_entry(shown: tuple[str, bytes], hidden: tuple[str, bytes])
     return _zip_joined(local, records[:1])
 
 
-def zip_with_smuggled_entry(hidden: tuple[str, bytes]) -> bytes:
+def zip_with_smuggled_entry(hidden: tuple[str, bytes], decoy: str = "other.txt") -> bytes:
     """A zip whose two views disagree at the same count: its central directory lists
-    ``readme.txt`` and ``other.txt`` (a local header inside readme.txt's stored
-    data); its local headers are ``readme.txt`` and ``hidden``, which a streaming
-    extractor reads and ClamAV does not."""
-    inner_local, [inner] = _zip_parts(_zip_of(("other.txt", b"nothing here\n", zipfile.ZIP_STORED)))
+    ``readme.txt`` and ``decoy`` (a local header inside readme.txt's stored data);
+    its local headers are ``readme.txt`` and ``hidden``, which a streaming extractor
+    reads and ClamAV does not. With ``decoy`` named as ``hidden``, even the names agree."""
+    inner_local, [inner] = _zip_parts(_zip_of((decoy, b"nothing here\n", zipfile.ZIP_STORED)))
     local, [readme, _] = _zip_parts(
         _zip_of(("readme.txt", inner_local, zipfile.ZIP_STORED), (*hidden, zipfile.ZIP_DEFLATED))
     )

@@ -30,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import itertools
 import struct
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -240,10 +242,14 @@ def _unpack(
     out.archives += 1
     before = len(out.problems)
     listed = _members(path, prefix, depth, out, limits, FORMATS, reached)
-    if head[:4] in _ZIP_MAGIC and Counter(_names(path, limits)) - Counter(listed):
+    if head[:4] in _ZIP_MAGIC and (
+        Counter(_names(path, limits)) - Counter(listed) or _entries_overlap(path)
+    ):
         # Entries the central directory does not list (or a damaged one that
-        # lists none): ClamAV and the seekable reader go by the directory, a
-        # streaming extractor by the local headers. Read it as those do.
+        # lists none), or a listed entry inside another's data, which may shadow
+        # one it leaves out under the same name: ClamAV and the seekable reader go
+        # by the directory, a streaming extractor by the local headers. Read it as
+        # those do.
         _members(path, prefix, depth, out, limits, _ZIP_STREAMING, reached=False)
     if Problem.UNREADABLE in out.problems[before:] and _compressed(path):
         # A format that must seek (7z, a zip's central directory) cannot be
@@ -268,6 +274,27 @@ def _names(path: Path, limits: UnpackLimits) -> list[str]:
                 break
             names.append(_pathname(entry))
     return names
+
+
+def _entries_overlap(path: Path) -> bool:
+    """Does an entry the central directory lists start inside another's local header
+    and data? (Never in a zip a tool wrote; a directory that cannot be read says no:
+    the names above decide.)"""
+    spans = []
+    try:
+        with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
+            for info in archive.infolist():
+                raw.seek(info.header_offset)
+                local = raw.read(30)
+                if len(local) < 30:
+                    return True
+                name_len, extra_len = struct.unpack("<HH", local[26:30])
+                start = info.header_offset
+                spans.append((start, start + 30 + name_len + extra_len + info.compress_size))
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error):
+        return False
+    spans.sort()
+    return any(start < end for (_, end), (start, _) in itertools.pairwise(spans))
 
 
 def _compressed(path: Path) -> bool:

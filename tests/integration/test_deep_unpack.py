@@ -306,6 +306,10 @@ EVASIONS = {
         lambda: samples.libarchive_made("ar_svr4", None, "data.tar.xz", _tar("xz")),
         "infected",
     ),
+    "shadowed.zip": (
+        lambda: samples.zip_with_smuggled_entry(("e.com", samples.EICAR), decoy="e.com"),
+        "infected",
+    ),
     "smuggled.zip": (lambda: samples.zip_with_smuggled_entry(("e.com", samples.EICAR)), "infected"),
     "unlisted.zip": (
         lambda: samples.zip_with_unlisted_entry(
