@@ -6,12 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_STAMP := .make/apt.installed
+# The CDK CLI (package.json pins it): the tests and `make synth` synthesize through it.
+NODE_STAMP := node_modules/.installed
 PACKAGES := $(shell grep -hv '^\s*\#' docker/clamav-packages.txt docker/test-packages.txt)
 export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: setup demo test test-fast lint format synth bench bench-quick faults diagrams clean
 
-setup: $(STAMP) $(APT_STAMP)
+setup: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,14 @@ $(APT_STAMP): docker/clamav-packages.txt docker/test-packages.txt
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@mkdir -p $(dir $@) && touch $@
+
+# Node.js and npm from apt only when there is no npm at all (the CLI needs Node 18+).
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "Installing Debian packages: nodejs npm"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 demo: setup
 	$(PY) -m scanctl demo
@@ -49,8 +59,10 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Exactly what `npx cdk synth` does for a user (cdk.json's context, the CLI's
+# default region, cdk-nag judged by the CLI), with the venv's Python.
 synth: setup
-	CDK_OUTDIR=cdk.out $(PY) app.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" CDK_DISABLE_CLI_TELEMETRY=true npx cdk synth --quiet --no-notices
 
 # The README's pictures, drawn by Graphviz (installed with apt when missing): the
 # architecture from docs/diagrams/architecture.dot, the state machine from its ASL.

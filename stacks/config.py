@@ -44,6 +44,11 @@ MAX_OBJECT_SIZE_MB_LIMIT = 2047
 DEFINITIONS_HEADROOM_MB = 1024
 
 
+# What .env.example says until the user names their bucket: refused by name, so a
+# copied example never deploys against a bucket that could be someone else's.
+SOURCE_BUCKET_PLACEHOLDER = "arn:aws:s3:::<your-bucket-name>"
+
+
 class DeployConfigError(ValueError):
     """One sentence naming the variable that is wrong."""
 
@@ -189,6 +194,11 @@ def _principal_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 
 def load_deploy_config(env: Mapping[str, str]) -> DeployConfig:
+    if _get(env, "SOURCE_BUCKET_ARN") == SOURCE_BUCKET_PLACEHOLDER:
+        raise DeployConfigError(
+            "SOURCE_BUCKET_ARN is still .env.example's placeholder: set it to the ARN of "
+            "your bucket to scan, e.g. arn:aws:s3:::my-uploads."
+        )
     source = _bucket_arn(env, "SOURCE_BUCKET_ARN", required=True)
     assert source is not None
     quarantine = _bucket_arn(env, "QUARANTINE_BUCKET_ARN", required=False)

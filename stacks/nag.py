@@ -6,9 +6,10 @@ reviewer needs. Anything not listed here fails the synth.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Acknowledgment, Stack, Token, Validations
+from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_lambda as lambda_
 from constructs import IConstruct
 
@@ -25,8 +26,32 @@ def _ack(construct: IConstruct, finding: str, reason: str) -> None:
     Validations.of(construct).acknowledge(Acknowledgment(id=finding, reason=reason))
 
 
-def _logical_id(stack: Stack, construct: IConstruct) -> str:
-    return stack.resolve(stack.get_logical_id(construct.node.default_child))
+def _resource(stack: Stack, arn: str) -> str:
+    """``AwsSolutions-IAM5[Resource::...]`` for ``arn``, spelled as cdk-nag spells it.
+
+    cdk-nag flattens the resolved value (``flattenCfnReference``): a ``Ref`` is
+    ``<Name>``, a ``GetAtt`` ``<Name.Attr>``, a ``Join`` its parts joined. What
+    resolves to a literal depends on the synthesis (an explicit region, the
+    CLI's default region, ``cdk.json``'s partition literals), so the
+    acknowledgement is derived from the same token the grant uses, never
+    written out by hand.
+    """
+    return f"AwsSolutions-IAM5[Resource::{flatten_reference(stack.resolve(arn))}]"
+
+
+def flatten_reference(node: Any) -> str:
+    """A resolved CloudFormation value as one string, the way cdk-nag writes it."""
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if isinstance(node, dict) and "Fn::Join" in node:
+        delimiter, items = node["Fn::Join"]
+        return delimiter.join(flatten_reference(item) for item in items)
+    if isinstance(node, dict) and "Fn::GetAtt" in node:
+        resource, attribute = node["Fn::GetAtt"]
+        return f"<{flatten_reference(resource)}.{flatten_reference(attribute)}>"
+    if isinstance(node, dict) and "Ref" in node:
+        return f"<{flatten_reference(node['Ref'])}>"
+    return json.dumps(node, separators=(",", ":"))
 
 
 def _function(fn: lambda_.Function) -> None:
@@ -44,15 +69,6 @@ def _function(fn: lambda_.Function) -> None:
     )
 
 
-def _region(stack: ScannerStack) -> str:
-    """As cdk-nag prints it: the value when the stack has an explicit env."""
-    return "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
-
-
-def _account(stack: ScannerStack) -> str:
-    return "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
-
-
 def acknowledge_findings(stack: ScannerStack) -> None:
     workflow, definitions, ingest = stack.workflow, stack.definitions, stack.ingest
     failures, rescan = stack.failures, stack.rescan
@@ -65,10 +81,7 @@ def acknowledge_findings(stack: ScannerStack) -> None:
     ]:
         _function(fn)
 
-    cache_objects = (
-        f"AwsSolutions-IAM5[Resource::<{_logical_id(stack, definitions.bucket)}.Arn>/"
-        f"{definitions.prefix}/*]"
-    )
+    cache_objects = _resource(stack, definitions.objects_arn)
     for fn in (workflow.fetch_definitions, workflow.scan_object, definitions.updater):
         _ack(
             fn,
@@ -78,7 +91,7 @@ def acknowledge_findings(stack: ScannerStack) -> None:
         )
 
     config = stack.config
-    source_objects = f"AwsSolutions-IAM5[Resource::{config.source_bucket_arn}/*]"
+    source_objects = _resource(stack, stack.source.arn_for_objects("*"))
     _ack(
         workflow.scan_object,
         source_objects,
@@ -94,7 +107,7 @@ def acknowledge_findings(stack: ScannerStack) -> None:
     if config.quarantine_bucket_arn:
         _ack(
             workflow.apply_verdict,
-            f"AwsSolutions-IAM5[Resource::{config.quarantine_bucket_arn}/*]",
+            _resource(stack, stack.quarantine.arn_for_objects("*")),
             "Quarantined objects keep their original key; only PutObject and PutObjectTagging.",
         )
 
@@ -106,6 +119,13 @@ def acknowledge_findings(stack: ScannerStack) -> None:
         "tags, on whichever key failed. No delete, no copy.",
     )
     _ack(
+        failures.recorder,
+        _resource(stack, failures.executions_arn),
+        "The recorder reads the history of whichever execution of the scan machine failed "
+        "(its name is known only when it fails): GetExecutionHistory and DescribeExecution "
+        "on that machine's executions only.",
+    )
+    _ack(
         rescan.batch,
         source_objects,
         "A rescan batch reads the tags of whichever listed objects it is handed (to see whether "
@@ -114,8 +134,7 @@ def acknowledge_findings(stack: ScannerStack) -> None:
     )
     _ack(
         rescan.state_machine.role,
-        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{_region(stack)}:"
-        f"{_account(stack)}:execution:{stack.stack_name}-rescan/*]",
+        _resource(stack, rescan.child_executions_arn),
         "A Distributed Map runs its batches as child executions of the Rescan machine; the "
         "machine describes and stops those, and only those.",
     )
@@ -135,7 +154,7 @@ def acknowledge_findings(stack: ScannerStack) -> None:
     if config.inventory_bucket_arn:
         _ack(
             rescan.state_machine.role,
-            f"AwsSolutions-IAM5[Resource::{config.inventory_bucket_arn}/*]",
+            _resource(stack, f"{config.inventory_bucket_arn}/*"),
             "The S3 Inventory manifest and its report files, named at run time, in the "
             "inventory bucket the operator configured; read only.",
         )

@@ -33,8 +33,10 @@ class ScannerStack(Stack):
             "ACCOUNT_ID": Aws.ACCOUNT_ID,
             "REGION": Aws.REGION,
         }
-        source = s3.Bucket.from_bucket_arn(self, "SourceBucket", config.source_bucket_arn)
-        quarantine = (
+        self.source = source = s3.Bucket.from_bucket_arn(
+            self, "SourceBucket", config.source_bucket_arn
+        )
+        self.quarantine = quarantine = (
             s3.Bucket.from_bucket_arn(self, "QuarantineBucket", config.quarantine_bucket_arn)
             if config.quarantine_bucket_arn
             else None

@@ -12,7 +12,7 @@ twice, and what is still unrecorded lands in this construct's DLQ.
 
 from __future__ import annotations
 
-from aws_cdk import Arn, ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -132,21 +132,20 @@ class FailureRecording(Construct):
         table: dynamodb.ITable,
         notify_webhook: lambda_.IFunction | None,
     ) -> None:
-        executions = Arn.format(
-            {
-                "service": "states",
-                "resource": "execution",
-                "resource_name": f"{state_machine.state_machine_name}:*",
-                "arn_format": ArnFormat.COLON_RESOURCE_NAME,
-            },
-            Stack.of(self),
+        # Keyword arguments, not Arn.format's dict: jsii drops a dict's snake_case
+        # keys, and the grant then named "...:execution", which matches no execution.
+        self.executions_arn = Stack.of(self).format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{state_machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         self.recorder.add_to_role_policy(
             iam.PolicyStatement(
                 # History: the state it failed in. Describe: whether a redrive has
                 # overtaken this notice, and the output EventBridge may leave out.
                 actions=["states:GetExecutionHistory", "states:DescribeExecution"],
-                resources=[executions],
+                resources=[self.executions_arn],
             )
         )
         self.recorder.add_to_role_policy(

@@ -98,17 +98,17 @@ class Rescan(Construct):
         role.add_to_policy(
             iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine_arn])
         )
+        # Child executions are named <machine>/<map run>:<child>.
+        self.child_executions_arn = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{self.name}/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["states:DescribeExecution", "states:StopExecution"],
-                resources=[
-                    stack.format_arn(
-                        service="states",
-                        resource="execution",
-                        resource_name=f"{self.name}/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
+                resources=[self.child_executions_arn],
             )
         )
         log_group = logs.LogGroup(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infrastructure.conftest import SOURCE_ARN, run_app
+from tests.infrastructure.conftest import REPO, SOURCE_ARN, run_app
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,26 @@ def test_environment_wins_over_dotenv(tmp_path):
     result = run_app({"SOURCE_BUCKET_ARN": SOURCE_ARN, "REGION": "nowhere"}, tmp_path)
     assert result.returncode == 2
     assert "REGION" in result.stderr  # SOURCE_BUCKET_ARN came from the environment
+
+
+def test_the_example_configuration_is_refused_until_the_bucket_is_named(tmp_path):
+    # GIVEN .env.example copied as it is (the README's first deploy step)
+    example = (REPO / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example)
+
+    # THEN the synth stops with one sentence: the placeholder is nobody's bucket
+    result = run_app({}, tmp_path)
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "SOURCE_BUCKET_ARN is still .env.example's placeholder" in line
+
+    # WHEN the bucket is named, every other value of the example is accepted
+    (tmp_path / ".env").write_text(
+        example.replace("arn:aws:s3:::<your-bucket-name>", "arn:aws:s3:::acme-uploads")
+    )
+    from dotenv import dotenv_values
+
+    from stacks.config import load_deploy_config
+
+    values = {k: v for k, v in dotenv_values(tmp_path / ".env").items() if v is not None}
+    assert load_deploy_config(values).source_bucket_name == "acme-uploads"

@@ -10,12 +10,14 @@ import pytest
 import statemachines
 from functions.shared import access_gate
 from tests.infrastructure.conftest import (
+    ACCOUNT,
     ADMIN_ARN,
     BUS_ARN,
     INVENTORY_ARN,
     KMS_KEY_ARN,
     QUARANTINE_ARN,
     QUARANTINE_KMS_ARN,
+    REGION,
     SECRET_ARN,
     SOURCE_ARN,
     TOPIC_ARN,
@@ -55,6 +57,10 @@ def actions_of(statements: list[dict]) -> set[str]:
         acts = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         found |= set(acts)
     return found
+
+
+def as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def role_of(fn: dict) -> str:
@@ -240,7 +246,7 @@ def test_state_machine_invokes_exactly_its_functions(minimal):
     invokes = [
         s for s in policy_statements(minimal, role) if s["Action"] == "lambda:InvokeFunction"
     ]
-    targets = {s["Resource"]["Fn::GetAtt"][0] for s in invokes}
+    targets = {r["Fn::GetAtt"][0] for s in invokes for r in as_list(s["Resource"])}
     fns = functions_by_handler(minimal)
     expected = {
         logical_id
@@ -457,6 +463,53 @@ def test_each_function_gets_only_what_it_needs(everything):
     }
 
 
+def grants(statements: list[dict]) -> set[tuple[str, str]]:
+    """(action, resource) pairs, each resource written as cdk-nag writes it."""
+    from stacks.nag import flatten_reference
+
+    return {
+        (action, flatten_reference(resource))
+        for s in statements
+        if s["Effect"] == "Allow"
+        for action in as_list(s["Action"])
+        for resource in as_list(s["Resource"])
+    }
+
+
+def logical_id_of(template: dict, kind: str, path_suffix: str) -> str:
+    [logical_id] = [
+        k
+        for k, r in resources(template, kind).items()
+        if r.get("Metadata", {}).get("aws:cdk:path", "").endswith(path_suffix)
+    ]
+    return logical_id
+
+
+@pytest.mark.parametrize(
+    ("variant", "region", "account"),
+    [("minimal", "us-east-1", "<AWS::AccountId>"), ("everything", REGION, ACCOUNT)],
+)
+def test_the_recorder_reads_the_history_of_any_execution_of_the_scan_machine(
+    synths, variant, region, account
+):
+    # The grant once named "arn:...:execution" (an Arn.format dict jsii emptied),
+    # which matches no execution: every failure's recording would be AccessDenied.
+    template = synths[variant]["template"]
+    machine = logical_id_of(
+        template, "AWS::StepFunctions::StateMachine", "Workflow/ScanObjectStateMachine/Resource"
+    )
+    executions = f"arn:aws:states:{region}:{account}:execution:<{machine}.Name>:*"
+    held = grants(statements_for(template, "record_failure"))
+    assert ("states:GetExecutionHistory", executions) in held
+    assert ("states:DescribeExecution", executions) in held
+    assert {
+        g for g in held if g[0] in ("states:GetExecutionHistory", "states:DescribeExecution")
+    } == {
+        ("states:GetExecutionHistory", executions),
+        ("states:DescribeExecution", executions),
+    }
+
+
 def test_kms_decrypt_on_the_source_key(minimal, everything):
     for name in ("scan_object", "apply_verdict"):
         kms = [s for s in statements_for(everything, name) if s["Action"] == "kms:Decrypt"]
@@ -665,9 +718,10 @@ def test_the_starter_routes_by_size_to_either_machine(express):
     assert variables["STATE_MACHINE_ARN"] == by_type["STANDARD"]
     # ... and the starter may start exactly those two.
     started = [
-        s["Resource"]
+        resource
         for s in statements_for(express, "start_scan")
         if s["Action"] == "states:StartExecution"
+        for resource in as_list(s["Resource"])
     ]
     assert sorted(map(json.dumps, started)) == sorted(map(json.dumps, by_type.values()))
 
