@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,6 +58,59 @@ def clamav_work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     scan_app = sys.modules.get("functions.scan_object.app")
     if scan_app is not None:
         scan_app.reset_scanner()
+
+
+# -- IAM: every call of every harness, against the synthesized policies (tests/iamcheck) --------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def iam_templates(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The template variants, synthesized in the background from the start of the run
+    (when it holds end-to-end tests), so the first harness rarely waits for them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests import synth
+
+    wanted = any(
+        part in ("integration", "infrastructure")
+        for item in request.session.items
+        for part in item.path.parts
+    )
+    if not wanted:
+        yield {}
+        return
+    root = synth.shared_root(tmp_path_factory.getbasetemp())
+    with ThreadPoolExecutor(len(synth.VARIANTS)) as pool:
+        yield {name: pool.submit(synth.variant, name, root) for name in synth.VARIANTS}
+
+
+@pytest.fixture(autouse=True)
+def iam_checked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each harness a test opens records its AWS calls; when the test ends, every
+    call is checked against the policies `cdk synth` gives its principal."""
+    from scanctl.harness import LocalScanner
+
+    closed: list[Any] = []
+    LocalScanner.watchers.append(closed.append)
+    try:
+        yield
+    finally:
+        LocalScanner.watchers.remove(closed.append)
+    if not closed:
+        return
+    from tests import iamcheck
+
+    templates = request.getfixturevalue("iam_templates")
+    problems: list[str] = []
+    for harness in closed:
+        variant = iamcheck.variant_for(harness.options)
+        synthesized = templates[variant].result()["template"]
+        problems += iamcheck.check(harness, synthesized, variant)
+    if problems:
+        pytest.fail(
+            "AWS calls the synthesized IAM policies do not allow:\n" + "\n".join(problems),
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -117,8 +171,9 @@ class Receiver:
         return "ok"
 
 
-@pytest.fixture
-def webhook() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def serving_webhook() -> Iterator[Receiver]:
+    """A Receiver listening on 127.0.0.1 until the block ends."""
     receiver = Receiver(url="")
     lock = threading.Lock()
 
@@ -149,9 +204,17 @@ def webhook() -> Iterator[Receiver]:
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield receiver
-    server.shutdown()
-    server.server_close()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    with serving_webhook() as receiver:
+        yield receiver
 
 
 @dataclass

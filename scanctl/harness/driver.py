@@ -6,12 +6,13 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 
-from scanctl.harness import redrive, resources, seams
+from scanctl.harness import principals, redrive, resources, seams
 from scanctl.harness.environment import ACCOUNT_ID, BASE_ENV, REGION, Environment
 from scanctl.harness.invoker import Invoker
 from scanctl.harness.reports import ExecutionReport, read_report
@@ -28,8 +29,13 @@ class LocalScanner:
     already active (``own_mock=False``).
     """
 
+    # Called with each harness as it closes. A watcher (the tests' IAM check)
+    # makes every harness record its AWS calls, by principal, in ``calls``.
+    watchers: ClassVar[list[Callable[[LocalScanner], None]]] = []
+
     def __init__(self, options: HarnessOptions, own_mock: bool = True) -> None:
         self.options = options
+        self.calls: list[principals.AwsCall] = []
         self.own_mock = own_mock
         self.retry_waits: list[float] = []
         self.invoker = Invoker()
@@ -49,6 +55,10 @@ class LocalScanner:
             self._patches.enter_context(
                 mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
             )
+        self._patches.enter_context(principals.carried_into_threads())
+        self._patches.enter_context(principals.state_machines_act_for_themselves())
+        if self.watchers:
+            self._patches.enter_context(principals.recording(self.calls))
         self._patches.enter_context(seams.route_lambda(self.invoker.invoke))
         self._patches.enter_context(seams.record_retry_waits(self.retry_waits))
         self._patches.enter_context(seams.complete_s3_events())
@@ -66,11 +76,15 @@ class LocalScanner:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        closing = self._patches is not None
         if self._patches is not None:
             self._settle()
             self._patches.close()
             self._patches = None
         self._env.restore()
+        if closing:
+            for watcher in self.watchers:
+                watcher(self)
 
     def abandon(self) -> None:
         """Stop every execution still running (Ctrl-C): nobody will wait for them."""
@@ -172,6 +186,11 @@ class LocalScanner:
             payload, is_error = self.invoker.invoke("record_failure", event)
             if not is_error:
                 return
+        # Lambda's on-failure destination sends with the function's own role.
+        with principals.acting_as(principals.Principal(principals.FUNCTION, "record_failure")):
+            self._send_to_failure_dlq(event, payload)
+
+    def _send_to_failure_dlq(self, event: dict[str, Any], payload: str) -> None:
         self.client("sqs").send_message(
             QueueUrl=self.failure_dlq_url,
             MessageBody=json.dumps(event),
@@ -243,12 +262,19 @@ class LocalScanner:
         names of the executions the consumed records started (or found
         started: a redelivery maps to the same name), in order, once each.
         """
-        from functions.shared.errors import InvalidInput
-        from functions.shared.s3event import parse_body
-
         start_app = self.invoker.handler_module("start_scan")
         sqs = self.client("sqs")
         names: dict[str, None] = {}  # ordered set
+        # The event source mapping polls and deletes with the starter's role.
+        poller = principals.acting_as(principals.Principal(principals.FUNCTION, "start_scan"))
+        with poller:
+            self._drain(start_app, sqs, names, max_rounds)
+        return list(names)
+
+    def _drain(self, start_app: Any, sqs: Any, names: dict[str, None], max_rounds: int) -> None:
+        from functions.shared.errors import InvalidInput
+        from functions.shared.s3event import parse_body
+
         for _ in range(max_rounds):
             messages = sqs.receive_message(
                 QueueUrl=self.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
@@ -271,7 +297,6 @@ class LocalScanner:
                 for parsed in events:
                     if parsed.object.bucket == self.options.source_bucket:
                         names.setdefault(parsed.execution_name)
-        return list(names)
 
     def start(self, input_: dict[str, Any], name: str | None = None) -> str:
         name = name or f"manual-{uuid.uuid4().hex[:12]}"
@@ -304,7 +329,11 @@ class LocalScanner:
         run_id = options.pop("run_id", None) or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         execution_input = statemachines.rescan_input(prefix, run_id, mode, **options)
         totals = rescan.run(
-            self.client("s3"), self.options.source_bucket, execution_input, self.invoker.invoke
+            self.client("s3"),
+            self.options.source_bucket,
+            execution_input,
+            self.invoker.invoke,
+            self.deployment.rescan_state_machine_arn,
         )
         return {"runId": run_id, **totals}
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scanctl.harness.principals import FUNCTION, Principal, acting_as
+
 
 @dataclass
 class LambdaContext:
@@ -72,7 +74,7 @@ class Invoker:
         """(payload, is_error) as Lambda's Invoke reports them."""
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
-        with lock:
+        with lock, acting_as(Principal(FUNCTION, name)):
             self.invocations.append(name)
             try:
                 fault = self._next_fault(name)
@@ -114,7 +116,8 @@ class Invoker:
             function_name=name, invoked_function_arn=self.function_arns.get(name, "")
         )
         try:
-            return module.lambda_handler(event, context)
+            with acting_as(Principal(FUNCTION, name)):
+                return module.lambda_handler(event, context)
         finally:
             # With metrics disabled Powertools never flushes, and at 100 buffered
             # values it prints them anyway: drop them after each invocation.

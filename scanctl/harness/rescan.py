@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import statemachines
+from scanctl.harness import principals
 
 
 def _map_state(inventory: bool) -> dict[str, Any]:
@@ -32,8 +33,25 @@ def run(
     bucket: str,
     execution_input: dict[str, Any],
     invoke: Callable[[str, Any], tuple[str, bool]],
+    machine_arn: str,
 ) -> dict[str, Any]:
-    """One Rescan execution: list, batch, hand each batch to ``rescan_batch``."""
+    """One Rescan execution: list, batch, hand each batch to ``rescan_batch``.
+
+    The listing and the batches act for the Rescan machine (``machine_arn``),
+    whose role AWS uses for them: each batch is a child execution of it.
+    """
+    name = machine_arn.rsplit(":", 1)[-1]
+    with principals.acting_as(principals.Principal(principals.STATE_MACHINE, name)):
+        return _run(s3, bucket, execution_input, invoke, machine_arn)
+
+
+def _run(
+    s3: Any,
+    bucket: str,
+    execution_input: dict[str, Any],
+    invoke: Callable[[str, Any], tuple[str, bool]],
+    machine_arn: str,
+) -> dict[str, Any]:
     if execution_input.get("inventory"):
         raise NotImplementedError("the local emulation has no S3 Inventory reports")
     state = _map_state(inventory=False)
@@ -46,14 +64,33 @@ def run(
         for entry in page.get("Contents", []):
             items.append({k: _plain(v) for k, v in entry.items()})
             if len(items) == size:
-                _batch(items, batch_input, invoke, totals)
+                _batch(items, batch_input, invoke, totals, machine_arn)
                 items = []
     if items:
-        _batch(items, batch_input, invoke, totals)
+        _batch(items, batch_input, invoke, totals, machine_arn)
     return totals
 
 
-def _batch(items: list, batch_input: dict, invoke: Callable, totals: dict[str, Any]) -> None:
+def _batch(
+    items: list, batch_input: dict, invoke: Callable, totals: dict[str, Any], machine_arn: str
+) -> None:
+    # What AWS does with the machine's role for a batch: a child execution of
+    # the machine itself, which invokes the batch function.
+    region = machine_arn.split(":")[3]
+    for service, operation, params in (
+        ("stepfunctions", "StartExecution", {"stateMachineArn": machine_arn}),
+        ("lambda", "Invoke", {"FunctionName": "rescan-batch"}),
+    ):
+        principals.record(
+            principals.AwsCall(
+                principal=principals.current(),  # type: ignore[arg-type]
+                service=service,
+                operation=operation,
+                params=params,
+                region=region,
+                synthetic=True,
+            )
+        )
     payload, failed = invoke("rescan_batch", {"Items": items, "BatchInput": batch_input})
     if failed:
         raise RuntimeError(f"a rescan batch failed: {payload}")

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scanctl.harness.environment import ACCOUNT_ID
+from scanctl.harness.environment import ACCOUNT_ID, REGION
 
 STATE_MACHINE_NAME = "scan-object"
 EXPRESS_STATE_MACHINE_NAME = "scan-object-express"
+# Not created in moto (scanctl/harness/rescan.py emulates its Distributed Map);
+# its calls are recorded under this name.
+RESCAN_STATE_MACHINE_NAME = "scan-rescan"
 MAX_RECEIVE_COUNT = 5
 ROLE_NAME = "scanner-local"
 
@@ -43,6 +46,9 @@ class Deployment:
     failure_dlq_url: str = ""
     state_machine_arn: str = ""
     express_state_machine_arn: str = ""
+    rescan_state_machine_arn: str = (
+        f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{RESCAN_STATE_MACHINE_NAME}"
+    )
     function_arns: dict[str, str] = field(default_factory=dict)
 
 
