@@ -61,6 +61,7 @@ def _progress() -> Progress:
 
 
 @click.group()
+@click.version_option(package_name="s3-virus-scanner", prog_name="scanctl")
 def main() -> None:
     """Run the S3 virus scanner locally, and operate a deployed one."""
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -65,23 +65,38 @@ def clamav_work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session", autouse=True)
 def iam_templates(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """The template variants, synthesized in the background from the start of the run
-    (when it holds end-to-end tests), so the first harness rarely waits for them."""
-    from concurrent.futures import ThreadPoolExecutor
+    """The template variants (tests/synth.py), each synthesized once per run.
+
+    A run with many end-to-end tests (the whole suite) starts them in the
+    background at once, so the first harness rarely waits; a run of a few
+    tests synthesizes one only when a harness closes and needs it.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from tests import synth
 
-    wanted = any(
-        part in ("integration", "infrastructure")
-        for item in request.session.items
-        for part in item.path.parts
-    )
-    if not wanted:
-        yield {}
-        return
     root = synth.shared_root(tmp_path_factory.getbasetemp())
+    end_to_end = sum(
+        any(part in ("integration", "infrastructure") for part in item.path.parts)
+        for item in request.session.items
+    )
+    if end_to_end < EAGER_SYNTH_AFTER:
+
+        class Lazy(dict):
+            def __missing__(self, name: str) -> Future:
+                future: Future = Future()
+                future.set_result(synth.variant(name, root))
+                self[name] = future
+                return future
+
+        yield Lazy()
+        return
     with ThreadPoolExecutor(len(synth.VARIANTS)) as pool:
         yield {name: pool.submit(synth.variant, name, root) for name in synth.VARIANTS}
+
+
+# End-to-end tests in a run from which the templates are synthesized up front.
+EAGER_SYNTH_AFTER = 30
 
 
 @pytest.fixture(autouse=True)

@@ -302,3 +302,14 @@ def test_a_file_name_that_is_not_utf8_is_a_row_and_the_rest_is_scanned(tmp_path,
             assert rows["caf\\xe9.txt"]["error"] == "file name is not UTF-8 (S3 keys are)"
         else:
             assert "caf\\xe9.txt\terror" in done.stdout
+
+
+def test_version_names_the_release(tmp_path):
+    import tomllib
+
+    version = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"][
+        "version"
+    ]
+    result = run(["--version"], tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"scanctl, version {version}"
