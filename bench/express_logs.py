@@ -74,6 +74,7 @@ def measure(work: Path) -> dict[str, Any]:
     """Without a webhook: the deployment bench/cost.py prices first."""
     from scanctl import samples
     from scanctl.harness import HarnessOptions, LocalScanner
+    from scanctl.harness.resources import EXPRESS_STATE_MACHINE_NAME
 
     definitions = samples.write_test_set(work / "signatures")
     options = HarnessOptions(
@@ -92,7 +93,7 @@ def measure(work: Path) -> dict[str, Any]:
             arn = (
                 report.arn.replace(":execution:", ":express:").rsplit(":", 2)[0]
                 + f":{report.name}:{uuid.uuid4()}:{uuid.uuid4()}"
-            ).replace("scan-object-express", MACHINE_NAME)
+            ).replace(f":{EXPRESS_STATE_MACHINE_NAME}:", f":{MACHINE_NAME}:")
             out[label] = {"events": len(events), "states": report.states}
             for data in (True, False):
                 lines = log_lines(events, arn, execution_data=data)

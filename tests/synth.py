@@ -32,8 +32,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 CDK = REPO / "node_modules" / ".bin" / "cdk"
 
-# The variants the tests read. MINIMAL is the environment-agnostic case (the
-# CLI's default region, no account); EVERYTHING names an account and region.
+# The variants the tests read. MINIMAL names no account or region (the CLI then
+# passes its default region and, without credentials, no account); EVERYTHING
+# names both, and turns on every option.
 SOURCE_ARN = "arn:aws:s3:::acme-uploads"
 QUARANTINE_ARN = "arn:aws:s3:::acme-quarantine"
 KMS_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -64,6 +65,7 @@ EVERYTHING = {
     "PROTECT_SOURCE_BUCKET": "true",
     "UNSCANNED_READERS": ADMIN_ARN,
     "EVENT_BUS_ARN": BUS_ARN,
+    "RETROSCAN_AFTER_UPDATE_HOURS": "24",
 }
 # WORKFLOW_TYPE=EXPRESS: both machines, small objects to Express; and the
 # volume options (the retro-scan, an inventory for rescans).

@@ -199,6 +199,12 @@ class LocalScanner:
             },
         )
 
+    def acting_as(self, function: str) -> Any:
+        """A block whose AWS calls are ``function``'s (folder name), for code a test
+        calls directly rather than through the handler; they are recorded and
+        checked as that function's."""
+        return principals.acting_as(principals.Principal(principals.FUNCTION, function))
+
     def fail_next(self, function: str, error: BaseException, times: int = 1) -> None:
         """Make the next ``times`` invocations of ``function`` raise ``error``.
 
@@ -266,8 +272,19 @@ class LocalScanner:
         sqs = self.client("sqs")
         names: dict[str, None] = {}  # ordered set
         # The event source mapping polls and deletes with the starter's role.
-        poller = principals.acting_as(principals.Principal(principals.FUNCTION, "start_scan"))
-        with poller:
+        poller = principals.Principal(principals.FUNCTION, "start_scan")
+        with principals.acting_as(poller):
+            # Lambda reads the queue's attributes when it creates and runs the mapping.
+            principals.record(
+                principals.AwsCall(
+                    poller,
+                    "sqs",
+                    "GetQueueAttributes",
+                    {"QueueUrl": self.queue_url},
+                    REGION,
+                    synthetic=True,
+                )
+            )
             self._drain(start_app, sqs, names, max_rounds)
         return list(names)
 

@@ -54,8 +54,11 @@ class AwsCall:
 
 
 _acting: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("acting", default=None)
+# Open recordings, innermost last: a call goes to the innermost one only (two
+# harnesses open at once must not each see the other's calls).
 _recorders: list[Callable[[AwsCall], None]] = []
 _lock = threading.Lock()
+_original_make_api_call: Any = None
 
 
 def current() -> Principal | None:
@@ -73,7 +76,9 @@ def acting_as(principal: Principal) -> Iterator[None]:
 
 def record(call: AwsCall) -> None:
     """An emulation's call on someone's behalf (no boto3 client made it)."""
-    for recorder in list(_recorders):
+    with _lock:
+        recorder = _recorders[-1] if _recorders else None
+    if recorder is not None:
         recorder(call)
 
 
@@ -143,37 +148,53 @@ def recording(calls: list[AwsCall]) -> Iterator[None]:
     """Every botocore call made on someone's behalf is appended to ``calls``."""
     from botocore.client import BaseClient
 
-    make_api_call = BaseClient._make_api_call
-
-    def recorded(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
-        principal = _acting.get()
-        if principal is not None:
-            call = AwsCall(
-                principal=principal,
-                service=self.meta.service_model.service_name,
-                operation=operation_name,
-                params={k: v for k, v in api_params.items() if k != "Body"},
-                region=self.meta.region_name,
-                existing_tags=_existing_tags(self, api_params),
-            )
-            if operation_name in ("CopyObject", "UploadPartCopy"):
-                call.facts["copySourceTags"] = _existing_tags(
-                    self, _copy_source(api_params["CopySource"])
-                )
-            record(call)
-        return make_api_call(self, operation_name, api_params)
+    global _original_make_api_call
 
     def append(call: AwsCall) -> None:
         with _lock:
             calls.append(call)
 
-    BaseClient._make_api_call = recorded  # type: ignore[method-assign]
-    _recorders.append(append)
+    with _lock:
+        if not _recorders:
+            _original_make_api_call = BaseClient._make_api_call
+            BaseClient._make_api_call = _recorded  # type: ignore[method-assign]
+        _recorders.append(append)
     try:
         yield
     finally:
-        _recorders.remove(append)
-        BaseClient._make_api_call = make_api_call  # type: ignore[method-assign]
+        with _lock:
+            _recorders.remove(append)
+            if not _recorders:
+                BaseClient._make_api_call = _original_make_api_call  # type: ignore[method-assign]
+
+
+# What S3 answers for a key or version that is not there: IAM then also
+# decides whether the caller may learn that (s3:ListBucket), or gets a 403.
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
+
+
+def _recorded(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+    principal = _acting.get()
+    if principal is None:
+        return _original_make_api_call(self, operation_name, api_params)
+    call = AwsCall(
+        principal=principal,
+        service=self.meta.service_model.service_name,
+        operation=operation_name,
+        params={k: v for k, v in api_params.items() if k != "Body"},
+        region=self.meta.region_name,
+        existing_tags=_existing_tags(self, api_params),
+    )
+    if operation_name in ("CopyObject", "UploadPartCopy"):
+        call.facts["copySourceTags"] = _existing_tags(self, _copy_source(api_params["CopySource"]))
+    record(call)
+    try:
+        return _original_make_api_call(self, operation_name, api_params)
+    except Exception as err:
+        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+        if code in _NOT_FOUND:
+            call.facts["notFound"] = True
+        raise
 
 
 def _copy_source(source: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from scanctl.harness.environment import ACCOUNT_ID, REGION
 
 STATE_MACHINE_NAME = "scan-object"
-EXPRESS_STATE_MACHINE_NAME = "scan-object-express"
+EXPRESS_STATE_MACHINE_NAME = "express-scan"
 # Not created in moto (scanctl/harness/rescan.py emulates its Distributed Map);
 # its calls are recorded under this name.
 RESCAN_STATE_MACHINE_NAME = "scan-rescan"
@@ -26,7 +26,7 @@ class HarnessOptions:
     webhook_secret: str | None = None
     max_object_size_mb: int | None = None
     source_bucket: str = "uploads"
-    quarantine_bucket: str = "uploads-quarantine"
+    quarantine_bucket: str = "quarantine"
     definitions_bucket: str = "scanner-definitions"
     table_name: str = "scan-audit"
     versioned: bool = True
@@ -147,7 +147,13 @@ def create_functions(client: Any, env: dict[str, str], deployment: Deployment) -
     )["Role"]["Arn"]
     lam = client("lambda")
     for name in dict.fromkeys(
-        ("start_scan", "record_failure", "rescan_batch", *STATE_MACHINE_FUNCTIONS)
+        (
+            "start_scan",
+            "record_failure",
+            "rescan_batch",
+            "update_definitions",
+            *STATE_MACHINE_FUNCTIONS,
+        )
     ):
         deployment.function_arns[name] = lam.create_function(
             FunctionName=name.replace("_", "-"),

@@ -44,7 +44,6 @@ def variant_for(options: Any) -> str:
 
 
 def binding_for(harness: Any, variant: str) -> template.Binding:
-    from scanctl.harness.environment import ACCOUNT_ID, REGION
     from scanctl.harness.resources import (
         EXPRESS_STATE_MACHINE_NAME,
         RESCAN_STATE_MACHINE_NAME,
@@ -52,7 +51,7 @@ def binding_for(harness: Any, variant: str) -> template.Binding:
     )
 
     o, d = harness.options, harness.deployment
-    account, region = ACCOUNT_ID, REGION
+    account, region = _account_and_region(variant)
     table_arn = f"arn:aws:dynamodb:{region}:{account}:table/{o.table_name}"
 
     def queue(url: str) -> dict[str, str]:
@@ -68,9 +67,13 @@ def binding_for(harness: Any, variant: str) -> template.Binding:
     renames += [
         (synth.SOURCE_ARN.rsplit(":", 1)[-1], o.source_bucket),
         (synth.QUARANTINE_ARN.rsplit(":", 1)[-1], o.quarantine_bucket),
-        (synth.ACCOUNT, account),
-        (synth.REGION, region),
     ]
+    names = [o.source_bucket, o.quarantine_bucket, o.definitions_bucket]
+    names += [STATE_MACHINE_NAME, EXPRESS_STATE_MACHINE_NAME, RESCAN_STATE_MACHINE_NAME]
+    clashes = [(a, b) for a in names for b in names if a != b and b.startswith(a)]
+    # A trailing * granted on one would match the other: the check would pass
+    # what AWS, with the stack's own distinct names, refuses.
+    assert not clashes, f"harness names must not be prefixes of each other: {clashes}"
     return template.Binding(
         account=account,
         region=region,
@@ -94,11 +97,25 @@ def binding_for(harness: Any, variant: str) -> template.Binding:
     )
 
 
+def _account_and_region(variant: str) -> tuple[str, str]:
+    """Where the variant deploys: its own account and region where it names them
+    (calls are moved there, so a grant pinned to another region is caught), else
+    the harness's account and the CLI's default region (the harness's too)."""
+    from scanctl.harness.environment import ACCOUNT_ID, REGION
+
+    config = synth.VARIANTS[variant]
+    assert REGION == synth.CLI_DEFAULT_REGION
+    return config.get("ACCOUNT_ID", ACCOUNT_ID), config.get("REGION", REGION)
+
+
 def check(harness: Any, synthesized: dict[str, Any], variant: str) -> list[str]:
     """The problems with ``harness.calls`` under ``synthesized``'s policies."""
+    from scanctl.harness.environment import ACCOUNT_ID, REGION
+
     binding = binding_for(harness, variant)
     model = template.load(synthesized, binding)
     d = harness.deployment
+    moved = (f":{REGION}:{ACCOUNT_ID}:", f":{binding.region}:{binding.account}:")
     where = operations.Where(
         account=binding.account,
         region=binding.region,
@@ -111,19 +128,26 @@ def check(harness: Any, synthesized: dict[str, Any], variant: str) -> list[str]:
     )
     problems: dict[str, None] = {}
     for call in harness.calls:
-        for problem in check_call(call, model, where, variant):
+        for problem in check_call(call, model, where, variant, moved):
             problems.setdefault(problem)
     return list(problems)
 
 
 def check_call(
-    call: AwsCall, model: template.Model, where: operations.Where, variant: str
+    call: AwsCall,
+    model: template.Model,
+    where: operations.Where,
+    variant: str,
+    moved: tuple[str, str] = ("", ""),
 ) -> list[str]:
+    """``moved``: the harness's ``:region:account:`` -> the variant's, in ARNs."""
     policies = model.principals.get(call.principal)
     if policies is None:
         return [f"{call.principal} has no role in the {variant} template, yet called {_op(call)}"]
     problems = []
     for need in operations.needs(call, where):
+        if moved[0]:
+            need.resource = need.resource.replace(*moved)
         bucket = _bucket_of(need.resource)
         request = policy.Request(
             action=need.action,

@@ -83,14 +83,19 @@ def _url_tags(tagging: str | None) -> dict[str, str]:
     return dict(parse_qsl(tagging or "", keep_blank_values=True))
 
 
-def _object_call(plain: str, versioned: str) -> Rule:
+def _object_call(plain: str, versioned: str, not_found_needs_list: bool = False) -> Rule:
     def rule(call: AwsCall, where: Where) -> list[Need]:
         p = call.params
         context = _tags_context("s3:ExistingObjectTag", call.existing_tags)
         if p.get("VersionId"):
             context["s3:versionid"] = p["VersionId"]
         action = _versioned(p, plain, versioned)
-        return [Need(action, _object_arn(p["Bucket"], p["Key"]), context)]
+        needs = [Need(action, _object_arn(p["Bucket"], p["Key"]), context)]
+        if not_found_needs_list and call.facts.get("notFound"):
+            # S3 answers 404 for a missing key only to a caller that may list the
+            # bucket; to anyone else 403, and the code's "gone" path never runs.
+            needs.append(Need("s3:ListBucket", _bucket_arn(p["Bucket"])))
+        return needs
 
     return rule
 
@@ -238,6 +243,9 @@ def _invoke(call: AwsCall, where: Where) -> list[Need]:
         arn = where.function_arns.get(
             name, f"arn:aws:lambda:{where.region}:{where.account}:function:{name}"
         )
+    if call.params.get("Qualifier"):
+        # A version or alias is its own resource: ...:function:name:qualifier.
+        arn = f"{arn}:{call.params['Qualifier']}"
     return [Need("lambda:InvokeFunction", arn)]
 
 
@@ -276,8 +284,8 @@ def _metric_data(call: AwsCall, where: Where) -> list[Need]:
 _sqs = _queue()
 
 OPERATIONS: dict[tuple[str, str], Rule] = {
-    ("s3", "GetObject"): _object_call("s3:GetObject", "s3:GetObjectVersion"),
-    ("s3", "HeadObject"): _object_call("s3:GetObject", "s3:GetObjectVersion"),
+    ("s3", "GetObject"): _object_call("s3:GetObject", "s3:GetObjectVersion", True),
+    ("s3", "HeadObject"): _object_call("s3:GetObject", "s3:GetObjectVersion", True),
     ("s3", "GetObjectTagging"): _object_call("s3:GetObjectTagging", "s3:GetObjectVersionTagging"),
     ("s3", "PutObjectTagging"): _put_object_tagging,
     ("s3", "DeleteObjectTagging"): _object_call(

@@ -91,8 +91,11 @@ def _principal_matches(statement: dict[str, Any], principal_arn: str) -> bool:
 
 
 def conditions_hold(conditions: dict[str, Any], request: Request) -> bool:
+    # Condition key names are case-insensitive (values are not, unless the
+    # operator says so).
+    context = {key.lower(): value for key, value in request.context.items()}
     return all(
-        _condition(operator, key, _listed(values), request.context)
+        _condition(operator, key.lower(), _listed(values), context)
         for operator, block in conditions.items()
         for key, values in block.items()
     )

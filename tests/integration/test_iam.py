@@ -18,7 +18,7 @@ import pytest
 
 from scanctl import samples
 from scanctl.harness import HarnessOptions, LocalScanner
-from tests import iamcheck
+from tests import iamcheck, synth
 from tests.conftest import serving_webhook
 
 
@@ -51,6 +51,14 @@ def _run(closed: list, clamav_work: Path, signatures: Path, webhook: Any) -> Non
         webhook.answer(404)
         failed = harness.scan("refused.txt", b"also clean")
         assert failed.status == "FAILED"
+        # An object deleted before its scan: S3 answers 404 (skipped) only to a
+        # reader that may list the bucket.
+        version = harness.upload("gone.txt", b"here for a moment")["VersionId"]
+        harness.client("s3").delete_object(
+            Bucket=harness.options.source_bucket, Key="gone.txt", VersionId=version
+        )
+        [gone] = harness.wait(harness.drain())
+        assert gone.output["scan"]["verdict"] == "skipped"
 
 
 def test_every_call_of_a_full_run_is_allowed_by_the_synthesized_policies(recorded):
@@ -106,6 +114,13 @@ def without(template: dict[str, Any], path_part: str, action: str) -> dict[str, 
         ),
         # Lambda's SQS poller acts with the starter's role.
         ("Ingest/StartScan", "sqs:DeleteMessage", "function start_scan called sqs:DeleteMessage"),
+        (
+            "Ingest/StartScan",
+            "sqs:GetQueueAttributes",
+            "function start_scan called sqs:GetQueueAttributes",
+        ),
+        # A 404 for an object deleted before its scan needs s3:ListBucket (else 403).
+        ("Workflow/ScanObject", "s3:ListBucket", "function scan_object called s3:HeadObject"),
     ],
 )
 def test_a_grant_taken_away_is_named_with_the_call_that_needed_it(recorded, role, action, named):
@@ -141,6 +156,23 @@ def test_the_recorders_old_grant_would_have_been_caught(recorded):
     problems = iamcheck.check(harness, broken, "everything")
     assert any("record_failure called stepfunctions:GetExecutionHistory" in p for p in problems)
     assert any("record_failure called stepfunctions:DescribeExecution" in p for p in problems)
+
+
+def test_a_grant_pinned_to_another_region_is_caught(recorded):
+    # The CLI's default region leaking into a stack that names its own (the class
+    # of bug that made npx cdk synth fail) must not pass because the harness
+    # happens to run in that default region.
+    harness, template = recorded
+    assert synth.CLI_DEFAULT_REGION not in json.dumps(template)
+    broken = json.loads(
+        json.dumps(template).replace(
+            f"arn:aws:states:{synth.REGION}:", f"arn:aws:states:{synth.CLI_DEFAULT_REGION}:"
+        )
+    )
+    problems = iamcheck.check(harness, broken, "everything")
+    assert any("record_failure called stepfunctions:GetExecutionHistory" in p for p in problems), (
+        problems
+    )
 
 
 def test_the_access_gate_is_part_of_the_check(recorded):

@@ -221,7 +221,7 @@ def test_serve_prints_its_names_and_one_line_per_upload(scratch):
         facts = json.loads(proc.stdout.readline())
         assert facts["endpoint"] == f"http://127.0.0.1:{port}"
         assert facts["bucket"] == "uploads"
-        assert facts["quarantineBucket"] == "uploads-quarantine"
+        assert facts["quarantineBucket"] == "quarantine"
         assert facts["auditTable"] == "scan-audit"
         assert facts["stateMachineArn"].startswith("arn:aws:states:us-east-1:")
         # A real HTTP client, as the AWS CLI would be.

@@ -165,9 +165,9 @@ def test_every_infected_version_keeps_its_own_quarantine_copy(harness):
     ]
     assert None not in copies
     assert copies[0] != copies[1]
-    versions = harness.client("s3").list_object_versions(
-        Bucket="uploads-quarantine", Prefix="twice.com"
-    )["Versions"]
+    versions = harness.client("s3").list_object_versions(Bucket="quarantine", Prefix="twice.com")[
+        "Versions"
+    ]
     assert {v["VersionId"] for v in versions} == set(copies)
     [item, _] = harness.audit_items("twice.com")
     assert item["quarantine"]["bucketVersioning"] == "Enabled"

@@ -85,11 +85,11 @@ def test_eicar_is_quarantined_and_the_original_version_is_gone(harness, name, co
     assert report.output["scan"]["signatures"][0].startswith(samples.EICAR_SIGNATURE)
     # AND the quarantine copy keeps content, metadata and content type, with our tags
     s3 = harness.client("s3")
-    copy = s3.get_object(Bucket="uploads-quarantine", Key=f"incoming/{name}")
+    copy = s3.get_object(Bucket="quarantine", Key=f"incoming/{name}")
     assert copy["Body"].read() == content
     assert copy["ContentType"] == "application/x-test"
     assert copy["Metadata"] == {"uploader": "alice"}
-    tags = harness.tags(f"incoming/{name}", bucket="uploads-quarantine")
+    tags = harness.tags(f"incoming/{name}", bucket="quarantine")
     assert tags["scan-status"] == "infected"
     assert tags["scan-signature"].startswith(samples.EICAR_SIGNATURE)
     assert tags["scan-source-bucket"] == "uploads"
@@ -98,7 +98,7 @@ def test_eicar_is_quarantined_and_the_original_version_is_gone(harness, name, co
     assert versions.get("Versions", []) == []
     [item] = harness.audit_items(f"incoming/{name}")
     assert item["action"] == "quarantined"
-    assert item["quarantine"]["bucket"] == "uploads-quarantine"
+    assert item["quarantine"]["bucket"] == "quarantine"
 
 
 def test_eicar_is_deleted_when_there_is_no_quarantine_bucket(make_harness):
@@ -535,7 +535,7 @@ def test_a_retried_quarantine_recognises_its_own_copy_only(harness):
     version = harness.upload("twice.com", samples.EICAR)["VersionId"]
     obj = ObjectRef("uploads", "twice.com", version_id=version)
     scan = ScanResult(verdict="infected", scanned_at="2026-11-27T12:00:00Z", signatures=["X"])
-    applier = VerdictApplier(harness.client("s3"), "uploads-quarantine")
+    applier = VerdictApplier(harness.client("s3"), "quarantine")
     assert applier.apply(obj, scan)["action"] == "quarantined"
 
     # WHEN the step runs again (its first answer was lost) THEN it knows the copy

@@ -236,6 +236,48 @@ def test_set_operators_and_null():
     assert not policy.decide(copy, allow, [copies]).allowed
 
 
+def test_condition_key_names_are_case_insensitive():
+    # IAM: "Context key names are not case-sensitive"; a Deny keyed in another
+    # spelling still applies.
+    spelled = {
+        **GATE,
+        "Condition": {
+            "StringNotEquals": {"S3:existingObjectTag/scan-status": "clean"},
+            "ArnNotLike": {"AWS:PrincipalArn": [ROLE]},
+        },
+    }
+    stranger = policy.Request(
+        "s3:GetObject", "arn:aws:s3:::uploads/a", OTHER, {"aws:PrincipalArn": OTHER}
+    )
+    assert not policy.decide(stranger, ALLOW_ALL_READS, [spelled]).allowed
+    assert policy.decide(
+        with_context(stranger, **{"s3:ExistingObjectTag/scan-status": "clean"}),
+        ALLOW_ALL_READS,
+        [spelled],
+    ).allowed
+
+
+def test_an_invoke_of_a_version_or_alias_names_it():
+    call = AwsCall(
+        Principal(FUNCTION, "x"),
+        "lambda",
+        "Invoke",
+        {"FunctionName": "notify-webhook", "Qualifier": "live"},
+        REGION,
+    )
+    [need] = operations.needs(call, WHERE)
+    assert need.resource == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:notify-webhook:live"
+
+
+def test_a_read_that_found_nothing_also_needs_the_listing():
+    call = AwsCall(Principal(FUNCTION, "x"), "s3", "HeadObject", dict(VERSION), REGION)
+    call.facts["notFound"] = True
+    assert [(n.action, n.resource) for n in operations.needs(call, WHERE)] == [
+        ("s3:GetObjectVersion", "arn:aws:s3:::uploads/a/b c.txt"),
+        ("s3:ListBucket", "arn:aws:s3:::uploads"),
+    ]
+
+
 def test_an_operator_it_does_not_know_is_an_error_not_a_pass():
     odd = {**GATE, "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01"}}}
     with pytest.raises(policy.UnsupportedCondition):
