@@ -8,6 +8,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "docker/Dockerfile"
 METRICS_NAMESPACE = "S3VirusScanner"
 DEFINITIONS_PREFIX = "clamav/defs"
+# The updater's freshclam.dat (client UUID, CDN cool-down): outside the prefix
+# the scanners read, and outside the tarball.
+FRESHCLAM_STATE_KEY = "clamav/updater/freshclam.dat"
 
 # start_scan: a batch of 10 records, each one StartExecution call.
 STARTER_TIMEOUT_S = 30
@@ -27,3 +30,7 @@ WEBHOOK_TIMEOUT_S = 30  # the request itself times out at WEBHOOK_TIMEOUT_SECOND
 UPDATER_MEMORY_MB = 2048
 UPDATER_TIMEOUT_MINUTES = 15
 UPDATER_EPHEMERAL_MB = 2048
+# A cold scanner waits at most this long for the cache (while the updater fills
+# it), and never more than this share of its own timeout.
+DEFINITIONS_WAIT_S = 120
+DEFINITIONS_WAIT_SHARE = 0.25

@@ -43,7 +43,9 @@ class ScannerStack(Stack):
         )
 
         self.audit = Audit(self, "Audit")
-        self.definitions = Definitions(self, "Definitions", config=config, common_env=common_env)
+        self.definitions = Definitions(
+            self, "Definitions", config=config, table=self.audit.table, common_env=common_env
+        )
         self.workflow = Workflow(
             self,
             "Workflow",

@@ -19,6 +19,13 @@ FAILURE_KEY = "failure"
 BY_VERDICT_INDEX = "by-verdict"
 FAILURES_INDEX = "failures"
 
+# Not an audit item: the lease on ClamAV's CDN (functions/shared/cdn_lease.py),
+# kept here so the updater and every scanner share it. Its partition key cannot
+# be an object's (those are s3:// URIs), has no verdict or failure (no index
+# lists it), and the roles may write only this key (dynamodb:LeadingKeys).
+CDN_LEASE_PARTITION = "lease#clamav-cdn"
+CDN_LEASE_KEY = {PARTITION_KEY: CDN_LEASE_PARTITION, SORT_KEY: "lease"}
+
 
 @dataclass(frozen=True)
 class Index:

@@ -8,6 +8,7 @@ fill its ephemeral storage with old databases.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.aws import error_code, is_transient
+from functions.shared.cdn_lease import CdnLease
 from functions.shared.contracts import DefinitionsRef, DefinitionsSource
 from functions.shared.definitions import (
     content_digest,
@@ -33,9 +35,18 @@ from functions.shared.errors import (
     DefinitionsUnavailable,
     ObjectStoreUnavailable,
 )
-from functions.shared.freshclam import FreshclamFailed, FreshclamSettings, run_freshclam
+from functions.shared.freshclam import (
+    FreshclamFailed,
+    FreshclamSettings,
+    retry_after,
+    run_freshclam,
+)
+
+log = logging.getLogger(__name__)
 
 FRESHCLAM_REUSE_S = 3600.0
+# The fallback holds the CDN lease for freshclam's timeout and this much more.
+LEASE_MARGIN_S = 60.0
 # The tarball comes as ranged GETs of RANGE_BYTES, PARALLEL_RANGES at a time, read
 # in order (AWS's guidance for large GETs: 8-16 MB ranges on concurrent connections;
 # one connection is commonly reported at 80-100 MB/s, and the official set is ~220 MB).
@@ -153,10 +164,19 @@ class _RangedBody:
 
 
 class DefinitionsStore:
-    def __init__(self, s3: Any, root: Path, freshclam: FreshclamSettings) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        root: Path,
+        freshclam: FreshclamSettings,
+        lease: CdnLease | None = None,
+    ) -> None:
         self.s3 = s3
         self.root = root
         self.freshclam = freshclam
+        # The CDN lease the fallback takes before it runs freshclam (None: local
+        # tools without the audit table, which run it uncoordinated).
+        self.lease = lease
         self._freshclam: tuple[str, float] | None = None  # (version, when fetched)
         self.last_fetch: dict[str, float] = {}  # phase timings of the last fetch, for logs
 
@@ -231,17 +251,23 @@ class DefinitionsStore:
         cache is unavailable or corrupt. A result younger than an hour is reused,
         and a refresh starts from it, so a cache outage does not make every scan
         download the whole database (ClamAV's mirrors block clients that do).
+        A new fetch first takes the CDN lease (one fetcher at a time, none during
+        a cool-down, one fallback an hour): refused, it raises CdnBusy.
         """
         if self._freshclam is not None:
             version, fetched = self._freshclam
             if time.monotonic() - fetched < FRESHCLAM_REUSE_S and self.directory(version).is_dir():
                 return version, self.directory(version)
+        self._take_lease()
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".freshclam-{uuid.uuid4().hex}"
-        if self._freshclam is not None and self.directory(self._freshclam[0]).is_dir():
-            shutil.copytree(self.directory(self._freshclam[0]), staging)
         try:
-            files = run_freshclam(staging, self.freshclam)
+            try:
+                if self._freshclam is not None and self.directory(self._freshclam[0]).is_dir():
+                    shutil.copytree(self.directory(self._freshclam[0]), staging)
+                files = run_freshclam(staging, self.freshclam)
+            finally:
+                self._give_back_lease(staging)  # reads freshclam.dat: before it is removed
         except FreshclamFailed as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise DefinitionsUnavailable(f"freshclam fallback failed: {err}") from err
@@ -254,6 +280,36 @@ class DefinitionsStore:
             staging.rename(target)
         self._freshclam = (version, time.monotonic())
         return version, target
+
+    def _take_lease(self) -> None:
+        if self.lease is None:
+            return
+        try:
+            self.lease.take(self.freshclam.timeout_s + LEASE_MARGIN_S)
+        except (ClientError, BotoCoreError) as err:
+            # Unchecked, the fetch could be one of fifty: not without the lease.
+            raise DefinitionsUnavailable(
+                f"the CDN lease could not be taken ({error_code(err) or err}); "
+                "freshclam was not run"
+            ) from err
+
+    def _give_back_lease(self, staging: Path) -> None:
+        """Give the lease back, first recording a cool-down this run received (the
+        other containers and the updater then wait it out)."""
+        if self.lease is None:
+            return
+        until = retry_after(staging)
+        try:
+            if until is not None and until.timestamp() > time.time():
+                log.warning(
+                    "ClamAV's CDN put the freshclam fallback on cool-down",
+                    extra={"coolDownUntil": until.isoformat()},
+                )
+                self.lease.cool_down(until.timestamp(), "a 429 or 403 to a scanner's fallback")
+            self.lease.give_back()
+        except (ClientError, BotoCoreError):
+            # It expires by itself; a cool-down not recorded meets the next fetcher again.
+            log.warning("the CDN lease could not be given back", exc_info=True)
 
     def prune(self, keep: set[str]) -> list[str]:
         """Delete every local version not in ``keep``; returns what was removed."""

@@ -27,6 +27,7 @@ from functions.shared.aws import (
     is_denied,
     is_transient,
 )
+from functions.shared.cdn_lease import CdnBusy, CdnLease, Holder
 from functions.shared.clock import utc_now_iso
 from functions.shared.config import Settings
 from functions.shared.contracts import (
@@ -40,6 +41,7 @@ from functions.shared.contracts import (
     Verdict,
 )
 from functions.shared.errors import (
+    CachedTarballMissing,
     DefinitionsCorrupt,
     DefinitionsUnavailable,
     ObjectStoreUnavailable,
@@ -56,6 +58,9 @@ _CUSTOMER_KEY_CODES = {"400", "BadRequest", "InvalidRequest"}
 _ARCHIVE_CLASSES = {"GLACIER", "DEEP_ARCHIVE"}
 _ARCHIVE_TIERS = {"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"}
 
+
+# A cold scanner waiting for the cache looks again this often.
+CACHE_POLL_S = 5.0
 
 # Unversioned keys overwritten while being scanned: follow at most this many
 # overwrites before giving up (the last writer's own event scans it then).
@@ -125,7 +130,13 @@ def tag_safe_label(text: str) -> str:
 
 
 class Scanner:
-    def __init__(self, s3: Any, settings: Settings, engine: ClamdEngine | None = None) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        settings: Settings,
+        engine: ClamdEngine | None = None,
+        lease: CdnLease | None = None,
+    ) -> None:
         work = Path(settings.clamav_work_dir)
         self.s3 = s3
         self.settings = settings
@@ -137,7 +148,9 @@ class Scanner:
             ),
             start_timeout_s=settings.clamd_start_timeout_s,
         )
-        self.store = DefinitionsStore(s3, work / "defs", settings.freshclam)
+        if lease is None and settings.table_name:
+            lease = CdnLease(None, settings.table_name, Holder.FALLBACK)
+        self.store = DefinitionsStore(s3, work / "defs", settings.freshclam, lease)
 
         self.objects_dir = work / "objects"
         self._load_lock = threading.Lock()
@@ -146,6 +159,9 @@ class Scanner:
         # When freshclam's set last failed to load: not fetched again for an hour
         # (each try is the whole database from ClamAV's mirrors, which block that).
         self._freshclam_failed: float | None = None
+        # Cache versions whose tarball was refused here (corrupt, or missing): the
+        # fallback does not take them for the cache being back.
+        self._refused: set[str] = set()
         # The second pass's thread, kept for the container's life (a new thread
         # per scan would cost more than a small file's whole scan).
         self._unpacker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack")
@@ -242,9 +258,9 @@ class Scanner:
             # On a cold start (or a definitions switch) the download overlaps
             # with fetching and loading the definitions.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as pool:
-                loading = pool.submit(self.load, definitions)
+                loading = pool.submit(self._load, definitions)
                 state = self._download(obj, path, size)
-                version = loading.result()
+                version, stale = loading.result()
             if state is not _Head.PRESENT:
                 return state
             raw, deep = self.scan_local(path)
@@ -275,12 +291,8 @@ class Scanner:
             "signatures": signatures,
             "engine": self.engine.engine_version,
             "definitions_version": version,
-            # The cache was unusable and so was freshclam: an older loaded set scanned.
-            "definitions_stale": definitions.stale
-            or (
-                definitions.source == DefinitionsSource.FRESHCLAM
-                and not version.startswith("freshclam-")
-            ),
+            # Old, or the cache was unusable and so was freshclam: an older loaded set.
+            "definitions_stale": stale,
             "bytes_scanned": size,
             "found_by": found_by,
             "unpacked": deep.summary if deep is not None else None,
@@ -350,70 +362,157 @@ class Scanner:
         )
 
     def load(self, definitions: DefinitionsRef) -> str:
-        """Make clamd hold these definitions; returns the version it holds.
+        """Make clamd hold these definitions; returns the version it holds."""
+        return self._load(definitions)[0]
+
+    def _load(self, definitions: DefinitionsRef) -> tuple[str, bool]:
+        """The version clamd holds for this scan, and whether it is stale.
 
         Serialised with the init-time warm-up, which may still be loading. A
-        version that did not load is not trusted again in this container. When
-        the cache is unusable and the freshclam fallback fails too, a set that
-        is already loaded keeps scanning (old signatures beat no scan; the
-        result says so with ``definitionsStale``).
+        version that did not load is not trusted again in this container.
         """
         with self._load_lock:
-            if definitions.version in self.untrusted:
-                raise DefinitionsCorrupt(
-                    f"definitions {definitions.version} did not load here before; not again"
-                )
+            if definitions.source != DefinitionsSource.FRESHCLAM:
+                return self._switch_to(definitions), definitions.stale
+            return self._fallback()
+
+    def _switch_to(self, definitions: DefinitionsRef) -> str:
+        """clamd onto a set of the cache: DefinitionsCorrupt or CachedTarballMissing
+        when it cannot be had (the state machine then falls back to freshclam)."""
+        if definitions.version in self.untrusted:
+            raise DefinitionsCorrupt(
+                f"definitions {definitions.version} did not load here before; not again"
+            )
+        try:
+            version, directory = self.store.materialize(definitions)
+        except (DefinitionsCorrupt, CachedTarballMissing):
+            self._refused.add(str(definitions.version))
+            raise
+        self._engage(version, directory)
+        return version
+
+    def _engage(self, version: str, directory: Path) -> None:
+        """clamd onto ``directory``; DefinitionsCorrupt (and never again) if it does
+        not load, clamd then back on the last set that did."""
+        before = self.engine.loaded_version
+        try:
+            if version in self.untrusted:  # freshclam's, whose version only shows now
+                raise DefinitionsCorrupt(f"definitions {version} did not load here before")
+            self.engine.ensure(version, directory)
+        except DefinitionsCorrupt:
+            self.untrusted.add(version)
+            self.store.prune(keep={v for v in (self.engine.loaded_version,) if v})
+            raise
+        if before != version:
+            log.info(
+                "definitions loaded",
+                extra={
+                    "definitionsVersion": version,
+                    "fetch": self.store.last_fetch,
+                    "loadSeconds": self.engine.last_load_s,
+                },
+            )
+        # The old version is unloaded now: keep only the one clamd holds.
+        self.store.prune(keep={version})
+
+    def _fallback(self) -> tuple[str, bool]:
+        """The cache was unusable (Use Freshclam Instead), in this order:
+
+        - the cache again, if it is back with a set not refused here (a retry,
+          or a wait, finds the set the updater published meanwhile);
+        - freshclam's set: this container's of the last hour, or a new fetch
+          under the CDN lease (one fetcher at a time, none during a cool-down,
+          one fallback an hour across all containers);
+        - the loaded set, flagged stale (old signatures beat no scan);
+        - with none loaded, a wait for the cache, while the updater holds the
+          lease or what refused it ends within ``definitions_wait_s``; then
+          DefinitionsUnavailable, which the state machine retries.
+
+        Never DefinitionsCorrupt: that would send the execution back here, round
+        after round, until its history is full.
+        """
+        deadline = time.time() + self.settings.definitions_wait_s
+        started = time.monotonic()
+        while True:
+            cached = self._cached_set()
+            if cached is not None:
+                try:
+                    version = self._switch_to(cached)
+                except (DefinitionsCorrupt, CachedTarballMissing, DefinitionsUnavailable) as err:
+                    log.warning("the cache's set could not be had", extra={"why": str(err)})
+                else:
+                    if time.monotonic() - started > CACHE_POLL_S:
+                        log.info(
+                            "waited for the cache",
+                            extra={"seconds": round(time.monotonic() - started, 1)},
+                        )
+                    return version, cached.stale
             failed = self._freshclam_failed
-            if (
-                definitions.source == DefinitionsSource.FRESHCLAM
-                and failed is not None
-                and time.monotonic() - failed < FRESHCLAM_REUSE_S
-            ):
+            if failed is not None and time.monotonic() - failed < FRESHCLAM_REUSE_S:
                 return self._fallback_failed("its definitions did not load here within the hour")
             try:
-                version, directory = self.store.materialize(definitions)
+                version, directory = self.store.materialize(
+                    DefinitionsRef(source=str(DefinitionsSource.FRESHCLAM))
+                )
+            except CdnBusy as busy:
+                if self._warm() or not self._may_end(busy, deadline):
+                    return self._fallback_failed(busy)
+                time.sleep(CACHE_POLL_S)
+                continue
             except DefinitionsUnavailable as err:
-                if definitions.source != DefinitionsSource.FRESHCLAM:
-                    raise
                 return self._fallback_failed(err)
-            before = self.engine.loaded_version
             try:
-                if version in self.untrusted:  # freshclam's, whose version only shows now
-                    raise DefinitionsCorrupt(f"definitions {version} did not load here before")
-                self.engine.ensure(version, directory)
+                self._engage(version, directory)
             except DefinitionsCorrupt as err:
-                self.untrusted.add(version)
-                self.store.prune(keep={v for v in (self.engine.loaded_version,) if v})
-                if definitions.source != DefinitionsSource.FRESHCLAM:
-                    raise  # the state machine falls back to freshclam
-                # freshclam was the fallback: another DefinitionsCorrupt would send the
-                # execution back to it, round after round, until its history is full.
                 self._freshclam_failed = time.monotonic()
                 return self._fallback_failed(err)
-            if before != version:
-                log.info(
-                    "definitions loaded",
-                    extra={
-                        "definitionsVersion": version,
-                        "fetch": self.store.last_fetch,
-                        "loadSeconds": self.engine.last_load_s,
-                    },
-                )
-            # The old version is unloaded now: keep only the one clamd holds.
-            self.store.prune(keep={version})
-            return version
+            return version, False
 
-    def _fallback_failed(self, why: object) -> str:
+    @staticmethod
+    def _may_end(busy: CdnBusy, deadline: float) -> bool:
+        """Whether waiting until ``deadline`` can help: the updater's fetch fills the
+        cache, and a lease or cool-down may end by then."""
+        if time.time() + CACHE_POLL_S > deadline:
+            return False
+        return busy.holder == str(Holder.UPDATER) or busy.until <= deadline
+
+    def _cached_set(self) -> DefinitionsRef | None:
+        """The cache's current set, if it is usable and was not refused here."""
+        from functions.fetch_definitions.logic import current_definitions
+
+        try:
+            ref = current_definitions(
+                self.s3,
+                self.settings.require("definitions_bucket", "DEFINITIONS_BUCKET_NAME"),
+                self.settings.definitions_prefix,
+                self.settings.max_definitions_age_hours,
+            )
+        except (DefinitionsUnavailable, BotoCoreError):
+            return None
+        if ref.version in self.untrusted or ref.version in self._refused:
+            return None
+        return ref
+
+    def _fallback_failed(self, why: object) -> tuple[str, bool]:
         """The freshclam fallback gave nothing loadable: the loaded set scans on (the
-        result flagged stale), or with none, ``DefinitionsUnavailable``."""
+        result flagged stale unless it is freshclam's own), or with none,
+        ``DefinitionsUnavailable``."""
         if not self._warm():
             cause = why if isinstance(why, BaseException) else None
+            if isinstance(why, DefinitionsUnavailable):
+                raise DefinitionsUnavailable(str(why)) from cause
+            if isinstance(why, CdnBusy):
+                raise DefinitionsUnavailable(
+                    "no usable set in the cache, and the freshclam fallback may not fetch "
+                    f"now: {why}"
+                ) from cause
             raise DefinitionsUnavailable(f"freshclam fallback failed: {why}") from cause
         log.warning(
             "freshclam fallback failed; scanning with the loaded definitions",
             extra={"definitionsVersion": self.engine.loaded_version, "why": str(why)},
         )
-        return str(self.engine.loaded_version)
+        version = str(self.engine.loaded_version)
+        return version, not version.startswith("freshclam-")
 
     def _warm(self) -> bool:
         return self.engine.loaded_version is not None and self.engine.is_alive()

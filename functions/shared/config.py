@@ -94,6 +94,12 @@ class Settings:
     database_mirror: str
     private_mirror: str | None
     freshclam_attempts: int
+    # Where the updater keeps freshclam.dat (its client UUID and CDN cool-down):
+    # in the cache bucket, outside the scanners' prefix and tarball.
+    freshclam_state_key: str
+    # How long a cold scanner whose freshclam fallback may not fetch waits for
+    # the cache (the updater filling it); well inside the scanner's timeout.
+    definitions_wait_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -104,7 +110,14 @@ class Settings:
         if webhook_secret:
             signing_key(webhook_secret, "WEBHOOK_SECRET")
         max_mb = _int(env, "MAX_OBJECT_SIZE_MB", 1024, 1, CLAMAV_MAX_FILE_BYTES // MIB)
-        prefix = env.get("DEFINITIONS_PREFIX", "clamav/defs").strip().strip("/")
+        prefix = env.get("DEFINITIONS_PREFIX", "clamav/defs").strip().strip("/") or "clamav/defs"
+        state_key = env.get("FRESHCLAM_STATE_KEY", "").strip().strip("/")
+        state_key = state_key or "clamav/updater/freshclam.dat"
+        if state_key.startswith(f"{prefix}/"):
+            raise ConfigurationError(
+                f"FRESHCLAM_STATE_KEY must be outside DEFINITIONS_PREFIX ({prefix}/), which "
+                f"the scanners read, got {state_key!r}."
+            )
         return cls(
             source_bucket=env.get("SOURCE_BUCKET_NAME", "").strip() or None,
             table_name=env.get("DDB_TABLE_NAME", "").strip() or None,
@@ -114,7 +127,7 @@ class Settings:
             webhook_secret_arn=env.get("WEBHOOK_SECRET_ARN", "").strip() or None,
             webhook_timeout_s=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 60.0),
             definitions_bucket=env.get("DEFINITIONS_BUCKET_NAME", "").strip() or None,
-            definitions_prefix=prefix or "clamav/defs",
+            definitions_prefix=prefix,
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip() or None,
             express_state_machine_arn=env.get("EXPRESS_STATE_MACHINE_ARN", "").strip() or None,
             express_max_object_bytes=_int(env, "EXPRESS_MAX_OBJECT_MB", 256, 1, 2047) * MIB,
@@ -136,6 +149,8 @@ class Settings:
             database_mirror=env.get("CLAMAV_DATABASE_MIRROR", "").strip() or "database.clamav.net",
             private_mirror=env.get("CLAMAV_PRIVATE_MIRROR", "").strip() or None,
             freshclam_attempts=_int(env, "FRESHCLAM_MAX_ATTEMPTS", 3, 1, 10),
+            freshclam_state_key=state_key,
+            definitions_wait_s=_float(env, "DEFINITIONS_WAIT_SECONDS", 120.0, 0.0, 600.0),
         )
 
     @property

@@ -205,17 +205,19 @@ def publish_directory(
     directory: Path,
     engine_version: str | None = None,
     upload: Callable[[Any, str, str, BinaryIO], str | None] | None = None,
+    described: list[dict[str, Any]] | None = None,
 ) -> PublishResult:
     """Publish the ClamAV databases in ``directory`` to the cache.
 
     Writes the tarball first and the manifest last, so a reader never sees a
     manifest whose tarball is not there yet. Publishes nothing when the
-    content equals what the current manifest describes.
+    content equals what the current manifest describes. ``described``: the
+    files' ``describe_file`` entries, when the caller has them already.
     """
     paths = database_files(directory)
     if not paths:
         raise ValueError(f"{directory} holds no ClamAV database files")
-    files = [describe_file(p) for p in paths]
+    files = described if described is not None else [describe_file(p) for p in paths]
     digest = content_digest(files)
     current = None
     try:

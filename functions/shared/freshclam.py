@@ -8,8 +8,10 @@ check, so nothing but that mirror is contacted.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,43 @@ class FreshclamFailed(Exception):
     def __init__(self, message: str, tail: str) -> None:
         super().__init__(f"{message}: {tail}" if tail else message)
         self.tail = tail
+
+
+# freshclam keeps its client UUID and its CDN cool-down in this file, in its
+# DatabaseDirectory (ClamAV 1.x, libfreshclam): the 13 bytes "FreshClamData",
+# then ``struct { uint32_t version; char uuid[37]; time_t retry_after; }``
+# (x86_64: retry_after, little-endian int64, at +48 of the struct), then the
+# last cf-ray id. A 429 sets retry_after to now + Retry-After (4 hours without
+# one), a 403 to now + 24 hours; until then freshclam makes no request and
+# exits 0 ("You are still on cool-down"). Its exit status does not tell a
+# cool-down (0 for a 429 on a download; not 0 for a 403, or for a 429 on the
+# header probe, which 1.4 then reports as a malformed header): this file does.
+FRESHCLAM_DAT = "freshclam.dat"
+_DAT_MAGIC = b"FreshClamData"
+_RETRY_AFTER_OFFSET = len(_DAT_MAGIC) + 48
+
+
+def retry_after(directory: Path) -> dt.datetime | None:
+    """Until when freshclam's state in ``directory`` holds it on cool-down; ``None``
+    without one (no file, one freshclam would not read either, or no cool-down set)."""
+    try:
+        data = (directory / FRESHCLAM_DAT).read_bytes()
+    except OSError:
+        return None
+    if not is_freshclam_state(data):
+        return None
+    (seconds,) = struct.unpack_from("<q", data, _RETRY_AFTER_OFFSET)
+    if seconds <= 0:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def is_freshclam_state(data: bytes) -> bool:
+    """Whether ``data`` is a freshclam.dat freshclam would read (not something else)."""
+    return data.startswith(_DAT_MAGIC) and len(data) >= _RETRY_AFTER_OFFSET + 8
 
 
 @dataclass(frozen=True)

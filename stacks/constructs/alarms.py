@@ -45,6 +45,16 @@ class Alarms(Construct):
             ),
             # The cache is not being refreshed; scans go on with older definitions.
             "DefinitionsUpdateFailed": updater.metric_errors(period=Duration.hours(1)),
+            # ClamAV's CDN answered 429 or 403 (to the updater or a scanner's
+            # fallback): nothing calls it until the cool-down ends, and the set
+            # ages meanwhile (StaleDefinitions follows if it lasts).
+            "DefinitionsCoolDown": cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="DefinitionsCoolDown",
+                dimensions_map={"service": "update-definitions"},
+                period=Duration.hours(1),
+                statistic="Maximum",
+            ),
             # Scans ran on definitions older than MAX_DEFINITIONS_AGE_HOURS.
             "StaleDefinitions": cloudwatch.Metric(
                 namespace=METRICS_NAMESPACE,

@@ -1,8 +1,9 @@
-"""Definitions: the cache bucket, and the scheduled updater that fills it."""
+"""Definitions: the cache bucket, and the updater that fills it on a schedule and
+once during each deploy that changes it."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Annotations, Duration, RemovalPolicy, triggers
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -11,10 +12,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from functions.record_audit.schema import BY_VERDICT_INDEX
+from functions.record_audit.schema import BY_VERDICT_INDEX, CDN_LEASE_PARTITION
 from stacks.config import DeployConfig
 from stacks.constants import (
     DEFINITIONS_PREFIX,
+    FRESHCLAM_STATE_KEY,
     UPDATER_EPHEMERAL_MB,
     UPDATER_MEMORY_MB,
     UPDATER_TIMEOUT_MINUTES,
@@ -24,7 +26,13 @@ from stacks.constructs.functions import step_function
 
 class Definitions(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: DeployConfig, common_env: dict
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeployConfig,
+        table: dynamodb.ITable,
+        common_env: dict,
     ) -> None:
         super().__init__(scope, construct_id)
         self.bucket = s3.Bucket(
@@ -44,11 +52,16 @@ class Definitions(Construct):
         )
         self.prefix = DEFINITIONS_PREFIX
         self.objects_arn = self.bucket.arn_for_objects(f"{DEFINITIONS_PREFIX}/*")
+        self.state_arn = self.bucket.arn_for_objects(FRESHCLAM_STATE_KEY)
+        self.table = table
 
         env = {
             **common_env,
             "DEFINITIONS_BUCKET_NAME": self.bucket.bucket_name,
             "DEFINITIONS_PREFIX": DEFINITIONS_PREFIX,
+            "FRESHCLAM_STATE_KEY": FRESHCLAM_STATE_KEY,
+            # The CDN lease lives in the audit table.
+            "DDB_TABLE_NAME": table.table_name,
             "CLAMAV_DATABASE_MIRROR": config.database_mirror,
         }
         if config.private_mirror:
@@ -67,12 +80,38 @@ class Definitions(Construct):
         self.updater.add_to_role_policy(
             iam.PolicyStatement(actions=["s3:PutObject"], resources=[self.objects_arn])
         )
+        # Its freshclam.dat, restored before each run and saved after every run.
+        self.updater.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"], resources=[self.state_arn]
+            )
+        )
+        self.grant_lease(self.updater)
         self.schedule = events.Rule(
             self,
             "Schedule",
             schedule=events.Schedule.expression(config.update_schedule),
             description="Refresh the ClamAV definitions cache",
             targets=[targets.LambdaFunction(self.updater, retry_attempts=2)],
+        )
+        # The deploy fills the cache: without it, nothing would until the first
+        # scheduled run, and every cold scanner would fall back to freshclam.
+        # Asynchronous (Event): the deploy does not wait for ClamAV's CDN, and a
+        # refusal (a 429 on deploy day) never rolls the stack back; a failed run
+        # shows on the updater's alarms, and Lambda retries it twice. It runs
+        # again whenever a deploy changes the updater (a new ClamAV, say).
+        self.fill_on_deploy = triggers.Trigger(
+            self,
+            "FillOnDeploy",
+            handler=self.updater,
+            invocation_type=triggers.InvocationType.EVENT,
+            execute_on_handler_change=True,
+        )
+        Annotations.of(self.updater).acknowledge_warning(
+            "@aws-cdk/aws-lambda:addPermissionsToVersionOrAlias",
+            "The trigger invokes the updater's version with its role's IAM permission "
+            "(lambda:InvokeFunction on the function's ARN and its versions); the schedule's "
+            "resource-based permission is for the unqualified function it invokes.",
         )
 
     def retroscan(
@@ -83,7 +122,6 @@ class Definitions(Construct):
         for name, value in {
             "RETROSCAN_AFTER_UPDATE_HOURS": str(hours),
             "SCAN_QUEUE_URL": queue.queue_url,
-            "DDB_TABLE_NAME": table.table_name,
             "SOURCE_BUCKET_NAME": source_bucket,
         }.items():
             self.updater.add_environment(name, value)
@@ -94,6 +132,20 @@ class Definitions(Construct):
             )
         )
         queue.grant_send_messages(self.updater)
+
+    def grant_lease(self, grantee: iam.IGrantable) -> None:
+        """The CDN lease: conditional UpdateItems on its one item of the audit table,
+        and no other item (dynamodb:LeadingKeys). A refused write returns the item
+        (ReturnValuesOnConditionCheckFailure), so no read is granted."""
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:UpdateItem"],
+                resources=[self.table.table_arn],
+                conditions={
+                    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [CDN_LEASE_PARTITION]}
+                },
+            )
+        )
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
         # GetObjectVersion: readers fetch the tarball version the manifest names.

@@ -16,7 +16,13 @@ from constructs import Construct
 
 import statemachines
 from stacks.config import DeployConfig
-from stacks.constants import STEP_MEMORY_MB, STEP_TIMEOUT_S, WEBHOOK_TIMEOUT_S
+from stacks.constants import (
+    DEFINITIONS_WAIT_S,
+    DEFINITIONS_WAIT_SHARE,
+    STEP_MEMORY_MB,
+    STEP_TIMEOUT_S,
+    WEBHOOK_TIMEOUT_S,
+)
 from stacks.constructs.definitions import Definitions
 from stacks.constructs.functions import LOG_RETENTION, step_function
 
@@ -66,6 +72,13 @@ class Workflow(Construct):
             environment={
                 **env,
                 "CLAMAV_WORK_DIR": "/tmp/clamav",
+                # A cold scanner waits this long for the cache the updater is filling.
+                "DEFINITIONS_WAIT_SECONDS": str(
+                    min(
+                        DEFINITIONS_WAIT_S,
+                        int(config.scanner_timeout_minutes * 60 * DEFINITIONS_WAIT_SHARE),
+                    )
+                ),
                 # For the freshclam fallback, used only when the cache is unusable.
                 "CLAMAV_DATABASE_MIRROR": config.database_mirror,
                 **(
@@ -201,6 +214,8 @@ class Workflow(Construct):
         objects = source.arn_for_objects("*")
         definitions.grant_read(self.fetch_definitions)
         definitions.grant_read(self.scan_object)
+        # The freshclam fallback takes the CDN lease (and records a cool-down).
+        definitions.grant_lease(self.scan_object)
 
         # ListBucket(Versions): a deleted object then answers 404 (skipped), not 403.
         list_source = iam.PolicyStatement(

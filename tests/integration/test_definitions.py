@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import statemachines
 from functions.shared.definitions import publish_directory, read_manifest
 from functions.shared.errors import (
     DefinitionsCorrupt,
@@ -230,11 +231,16 @@ def test_sha256_mismatch_is_rejected_and_the_execution_falls_back(harness, tmp_p
     assert "Use Freshclam Instead" in report.states
     assert report.status == "FAILED"
     assert report.error == "DefinitionsUnavailable"
+    [retry] = [
+        r
+        for r in statemachines.definition(webhook=False)["States"]["Scan Object"]["Retry"]
+        if "DefinitionsUnavailable" in r["ErrorEquals"]
+    ]
     assert (
         report.count("LambdaFunctionFailed", "Scan Object")
         + report.count("TaskFailed", "Scan Object")
-        == 3
-    )  # DefinitionsCorrupt once (not retried), then the fallback failing, and its one retry
+        == 2 + retry["MaxAttempts"]
+    )  # DefinitionsCorrupt once (not retried), then the fallback failing, and its retries
     assert not (defs_dir(harness) / "tampered-1").exists()
     [item] = harness.audit_items("after-tamper.txt")
     assert item["error"]["error"] == "DefinitionsUnavailable"

@@ -25,6 +25,9 @@ def test_defaults():
         ({"WEBHOOK_URL": "http://example.com/hook"}, "WEBHOOK_URL"),
         ({"WEBHOOK_URL": "ftp://example.com"}, "WEBHOOK_URL"),
         ({"WEBHOOK_TIMEOUT_SECONDS": "0"}, "WEBHOOK_TIMEOUT_SECONDS"),
+        # The updater's freshclam state may not land where the scanners read.
+        ({"FRESHCLAM_STATE_KEY": "clamav/defs/freshclam.dat"}, "FRESHCLAM_STATE_KEY"),
+        ({"DEFINITIONS_WAIT_SECONDS": "3600"}, "DEFINITIONS_WAIT_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

@@ -255,6 +255,28 @@ def test_the_longest_express_run_ends_well_inside_five_minutes(webhook):
     assert statemachines.worst_case_seconds(statemachines.definition(webhook)) == float("inf")
 
 
+def test_a_scan_outlasts_the_deploys_first_fill_of_the_cache():
+    # On deploy day the cache is empty until the updater's first run publishes
+    # (minutes; at most its 15-minute timeout). A scan that falls back meanwhile
+    # waits in its execution: Scan Object retries DefinitionsUnavailable, and each
+    # attempt waits up to DEFINITIONS_WAIT_S for the cache while the updater fills it.
+    from stacks.constants import DEFINITIONS_WAIT_S, UPDATER_TIMEOUT_MINUTES
+
+    [rule] = [
+        r for r in TASKS["Scan Object"]["Retry"] if "DefinitionsUnavailable" in r["ErrorEquals"]
+    ]
+    delays = [
+        min(rule["IntervalSeconds"] * rule["BackoffRate"] ** n, rule["MaxDelaySeconds"])
+        for n in range(rule["MaxAttempts"])
+    ]
+    attempts = 1 + rule["MaxAttempts"]
+    updater_s = UPDATER_TIMEOUT_MINUTES * 60
+    # With FULL jitter each delay is drawn from [0, delay]: on average half of it.
+    assert sum(delays) / 2 + attempts * DEFINITIONS_WAIT_S >= updater_s
+    assert attempts * DEFINITIONS_WAIT_S >= updater_s  # even when every draw is 0
+    assert sum(delays) + attempts * DEFINITIONS_WAIT_S <= 3600  # and not for hours
+
+
 def test_express_scans_time_out_before_express_does():
     assert EXPRESS["States"]["Scan Object"]["TimeoutSeconds"] < 300
 
