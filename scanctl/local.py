@@ -338,7 +338,8 @@ def _mark_audited(harness: LocalScanner, results: list[FileResult]) -> None:
     for page in ddb.get_paginator("scan").paginate(
         TableName=harness.options.table_name, ProjectionExpression="executionName"
     ):
-        names |= {item["executionName"]["S"] for item in page["Items"]}
+        # Items without one (the CDN lease) are no scan's.
+        names |= {item["executionName"]["S"] for item in page["Items"] if "executionName" in item}
     for result in results:
         result.audited = result.execution.get("name") in names
 

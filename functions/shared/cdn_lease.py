@@ -33,10 +33,13 @@ from botocore.exceptions import ClientError
 from functions.record_audit.schema import CDN_LEASE_KEY, from_item
 from functions.shared.aws import client, error_code
 from functions.shared.clock import iso_millis
+from functions.shared.freshclam import MAX_COOL_DOWN
 
 # A scanner's fallback downloads the whole database (ClamAV's mirrors block
 # clients that do that often); each container reuses its set for an hour.
 FALLBACK_SPACING_S = 3600.0
+# The longest cool-down believed, and so the longest any refusal is reported to last.
+MAX_WAIT_S = MAX_COOL_DOWN.total_seconds()
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -145,7 +148,16 @@ class CdnLease:
 
     @staticmethod
     def _refusal(item: dict[str, Any], now: float) -> CdnBusy:
-        cool_down = float(item.get("coolDownUntil") or 0)
+        def seconds(name: str) -> float:
+            # Nothing ClamAV or a holder sets lasts longer than MAX_WAIT_S: a damaged
+            # (or hostile: the scanner's role writes this item) value is cut to it.
+            try:
+                value = float(item.get(name) or 0)
+            except (TypeError, ValueError):
+                value = now + MAX_WAIT_S
+            return min(value, now + MAX_WAIT_S)
+
+        cool_down = seconds("coolDownUntil")
         if cool_down > now:
             return CdnBusy(
                 f"ClamAV's CDN has us on cool-down until {_iso(cool_down)} "
@@ -153,7 +165,7 @@ class CdnLease:
                 Refusal.COOL_DOWN,
                 cool_down,
             )
-        expires = float(item.get("expiresAt") or 0)
+        expires = seconds("expiresAt")
         if expires > now:
             holder = str(item.get("holderKind") or "")
             return CdnBusy(
@@ -163,7 +175,7 @@ class CdnLease:
                 expires,
                 holder or None,
             )
-        last = float(item.get("lastFallbackAt") or 0)
+        last = seconds("lastFallbackAt")
         return CdnBusy(
             f"a scanner's freshclam fallback fetched at {_iso(last)}; the next may at "
             f"{_iso(last + FALLBACK_SPACING_S)}",

@@ -41,11 +41,23 @@ _DAT_MAGIC = b"FreshClamData"
 _RETRY_AFTER_OFFSET = len(_DAT_MAGIC) + 48
 
 
-def retry_after(directory: Path) -> dt.datetime | None:
+# ClamAV's CDN asks for hours (Retry-After, 4 h without one, 24 h for a 403). A
+# retry_after further out than this is not ClamAV's: a damaged or hand-made file
+# that freshclam would obey for ever, silently. It is cut to this (the updater
+# reports the cool-down, so its alarm fires, and updates resume by then).
+MAX_COOL_DOWN = dt.timedelta(days=7)
+
+
+def retry_after(directory: Path, now: dt.datetime | None = None) -> dt.datetime | None:
     """Until when freshclam's state in ``directory`` holds it on cool-down; ``None``
-    without one (no file, one freshclam would not read either, or no cool-down set)."""
+    without one (no file, one freshclam would not read either, or no cool-down set).
+
+    A value beyond ``MAX_COOL_DOWN`` (or past what a date can hold) is cut to it,
+    in the file too, so freshclam waits no longer than we report.
+    """
+    path = directory / FRESHCLAM_DAT
     try:
-        data = (directory / FRESHCLAM_DAT).read_bytes()
+        data = path.read_bytes()
     except OSError:
         return None
     if not is_freshclam_state(data):
@@ -53,15 +65,27 @@ def retry_after(directory: Path) -> dt.datetime | None:
     (seconds,) = struct.unpack_from("<q", data, _RETRY_AFTER_OFFSET)
     if seconds <= 0:
         return None
+    latest = (now or dt.datetime.now(dt.UTC)) + MAX_COOL_DOWN
     try:
-        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+        until = dt.datetime.fromtimestamp(seconds, dt.UTC)
     except (OverflowError, OSError, ValueError):
-        return None
+        until = dt.datetime.max.replace(tzinfo=dt.UTC)
+    if until <= latest:
+        return until
+    cut = bytearray(data)
+    struct.pack_into("<q", cut, _RETRY_AFTER_OFFSET, int(latest.timestamp()))
+    path.write_bytes(bytes(cut))
+    return latest.replace(microsecond=0)
 
 
 def is_freshclam_state(data: bytes) -> bool:
     """Whether ``data`` is a freshclam.dat freshclam would read (not something else)."""
     return data.startswith(_DAT_MAGIC) and len(data) >= _RETRY_AFTER_OFFSET + 8
+
+
+# What a set from freshclam must hold to scan with: ClamAV's two signature
+# databases (bytecode.cvd is optional: ClamAV scans without it).
+REQUIRED_DATABASES = ("main", "daily")
 
 
 @dataclass(frozen=True)
@@ -134,6 +158,9 @@ def run_freshclam(
     files = database_files(directory)
     if proc.returncode != 0:  # 0: updated, or already up to date
         raise FreshclamFailed(f"freshclam exited with status {proc.returncode}", tail)
-    if not any(p.suffix in (".cvd", ".cld") for p in files):
-        raise FreshclamFailed("freshclam left no .cvd/.cld database", tail)
+    present = {p.stem for p in files if p.suffix in (".cvd", ".cld")}
+    if missing := [name for name in REQUIRED_DATABASES if name not in present]:
+        # freshclam 1.4 answers a 429 on one database by moving on to the next and
+        # exiting 0: a set without main (or daily) is not a set to scan with.
+        raise FreshclamFailed(f"freshclam left no {' or '.join(missing)} database", tail)
     return files

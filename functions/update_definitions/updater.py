@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.aws import GONE_CODES, error_code
-from functions.shared.cdn_lease import CdnBusy, CdnLease, Refusal
+from functions.shared.cdn_lease import CdnBusy, CdnLease, Holder, Refusal
 from functions.shared.clock import iso_millis, parse_iso
 from functions.shared.definitions import (
     DefinitionsDoNotLoad,
@@ -126,14 +126,16 @@ def _save_state(s3: Any, bucket: str, key: str, directory: Path) -> None:
 
 
 def _take(lease: CdnLease, seconds: float, wait_s: float) -> None:
-    """The lease, waiting out a scanner's fallback that holds it (not a cool-down)."""
+    """The lease, waiting out a scanner's fallback that holds it (not a cool-down,
+    nor another run of the updater)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             lease.take(seconds)
             return
         except CdnBusy as busy:
-            if busy.why is not Refusal.HELD or time.monotonic() + LEASE_POLL_S > deadline:
+            waits = busy.why is Refusal.HELD and busy.holder != Holder.UPDATER
+            if not waits or time.monotonic() + LEASE_POLL_S > deadline:
                 raise
         time.sleep(LEASE_POLL_S)
 
@@ -199,6 +201,10 @@ def update_definitions(
         except CdnBusy as busy:
             if busy.why is Refusal.COOL_DOWN:
                 return _current(s3, bucket, prefix, busy.until)
+            if busy.holder == Holder.UPDATER:
+                # Another run of ours (the deploy's trigger and the schedule, say)
+                # is fetching: its result is this run's too; not a failure.
+                return _current(s3, bucket, prefix, None)
             raise DefinitionsUpdateFailed(f"{busy}; the cache is unchanged") from busy
         except (ClientError, BotoCoreError) as err:
             raise DefinitionsUpdateFailed(
@@ -239,18 +245,24 @@ def _update(
             # lost, or cleared by hand): freshclam would not call the CDN either.
             if lease is not None:
                 lease.cool_down(kept.timestamp(), "a 429 or 403 to the updater")
+            if state_key:  # retry_after() may have cut a cool-down no CDN would set
+                _save_state(s3, bucket, state_key, databases)
             return _result(seed, False, seeded, kept.timestamp())
         failed: FreshclamFailed | None = None
         try:
             run_freshclam(databases, freshclam)
         except FreshclamFailed as err:
             failed = err
-        if state_key:
-            _save_state(s3, bucket, state_key, databases)  # after every run, failed or not
         until = retry_after(databases)
         cooling = until.timestamp() if until and until.timestamp() > time.time() else None
-        if cooling and lease is not None:
-            lease.cool_down(cooling, "a 429 or 403 to the updater")
+        try:
+            # The cool-down first: it is what keeps everyone off the CDN, and a
+            # failed save of the file below must not lose it.
+            if cooling and lease is not None:
+                lease.cool_down(cooling, "a 429 or 403 to the updater")
+        finally:
+            if state_key:
+                _save_state(s3, bucket, state_key, databases)  # after every run, failed or not
         if failed is not None:
             if cooling:
                 return _result(seed, False, seeded, cooling)

@@ -571,3 +571,131 @@ def test_scans_failed_during_a_cool_down_are_redriven_onto_the_cache(
     assert redriven.status == "SUCCEEDED"
     assert redriven.output["scan"]["verdict"] == "infected"
     assert redriven.output["scan"]["definitionsVersion"] == version
+
+
+# -- review findings: each test failed before its fix --------------------------------------
+
+
+class FailingStatePut:
+    """The harness's S3 client, except that saving freshclam.dat fails (a 5xx)."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        if kwargs.get("Key") == STATE_KEY:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "x"}}, "PutObject")
+        return self._s3.put_object(**kwargs)
+
+
+def test_a_429_is_kept_on_the_lease_even_when_its_file_cannot_be_saved(make_harness, mirror):
+    from botocore.exceptions import ClientError
+
+    from functions.update_definitions.updater import update_definitions
+
+    # GIVEN a mirror that answers 429 and a bucket that refuses freshclam.dat
+    harness = make_harness(publish=None)
+    mirror.answer, mirror.retry_after = "429", 600
+    with acting("update_definitions"), pytest.raises(ClientError):
+        update_definitions(
+            FailingStatePut(harness.client("s3")),
+            BUCKET,
+            PREFIX,
+            quick(mirror),
+            state_key=STATE_KEY,
+            lease=CdnLease(harness.client("dynamodb"), TABLE, Holder.UPDATER),
+        )
+    asked = len(mirror.requests)
+    assert asked > 0
+
+    # THEN the cool-down is on the lease all the same, and Lambda's retry of the
+    # failed run asks the CDN nothing
+    assert 590 < float(lease_item(harness)["coolDownUntil"]) - time.time() <= 600
+    assert update(harness, quick(mirror)).status == "cool-down"
+    assert len(mirror.requests) == asked
+
+
+def test_a_cool_down_no_cdn_would_set_is_cut_to_a_week_and_reported(make_harness, mirror, tmp_path):
+    # GIVEN a kept freshclam.dat whose retry_after is in the year 11476 (damaged,
+    # or written by hand): freshclam itself obeys it, silently, for ever
+    harness = make_harness(publish=write_cld_set(tmp_path / "set", ("main", "daily", "bytecode")))
+    assert update(harness, quick(mirror)).status == "unchanged"  # keeps a freshclam.dat
+    s3 = harness.client("s3")
+    data = bytearray(s3.get_object(Bucket=BUCKET, Key=STATE_KEY)["Body"].read())
+    struct.pack_into("<q", data, RETRY_AFTER_OFFSET, 300_000_000_000)
+    s3.put_object(Bucket=BUCKET, Key=STATE_KEY, Body=bytes(data))
+
+    # THEN the updater reports a cool-down (its metric and alarm fire), cut to a
+    # week, in the kept file too: updates resume by then
+    result = update(harness, quick(mirror))
+    assert result.status == "cool-down"
+    week = 7 * 24 * 3600
+    assert week - 60 < seconds_until(result.cool_down_until) <= week
+    assert week - 60 < kept_retry_after(harness) - time.time() <= week
+
+
+def test_a_set_freshclam_left_without_main_is_never_published(make_harness, tmp_path, monkeypatch):
+    # GIVEN a freshclam (stand-in on PATH) that does what 1.4 does when the CDN
+    # answers 429 to main.cvd on deploy day: it keeps the other databases, sets the
+    # cool-down and exits 0
+    harness = make_harness(publish=None)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "freshclam"
+    script.write_text(
+        f"""#!{os.sys.executable}
+import re, struct, sys, time
+from pathlib import Path
+config = Path(sys.argv[1].split("=", 1)[1]).read_text()
+directory = Path(re.search(r"DatabaseDirectory (.+)", config).group(1))
+header = b"ClamAV-VDB:01 Dec 2026 08-00 +0000:99999:10:90:{"0" * 32}:x:x:1"
+for name in ("daily", "bytecode"):
+    (directory / (name + ".cld")).write_bytes(header.ljust(512, b" ") + bytes(64))
+body = struct.pack("<I37s7xq", 1, b"0" * 36 + bytes(1), int(time.time()) + 4 * 3600)
+(directory / "freshclam.dat").write_bytes(b"FreshClamData" + body + bytes(21))
+"""
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    # THEN the run is a cool-down, and the cache holds nothing
+    result = update(harness, quick(Mirror(url="http://127.0.0.1:9")))
+    assert result.status == "cool-down"
+    assert not result.published
+    assert read_manifest(harness.client("s3"), BUCKET, PREFIX) is None
+
+
+def test_a_second_updater_run_while_the_first_fetches_is_not_a_failure(make_harness, mirror):
+    from functions.update_definitions.updater import update_definitions
+
+    # GIVEN the deploy's run holding the lease when the schedule's run starts
+    harness = make_harness(publish=None)
+    CdnLease(harness.client("dynamodb"), TABLE, Holder.UPDATER).take(900)
+    started = time.monotonic()
+    with acting("update_definitions"):
+        result = update_definitions(
+            harness.client("s3"),
+            BUCKET,
+            PREFIX,
+            quick(mirror),
+            state_key=STATE_KEY,
+            lease=CdnLease(harness.client("dynamodb"), TABLE, Holder.UPDATER),
+        )
+    # THEN it ends at once, without a request and without an error (no false alarm)
+    assert time.monotonic() - started < 5
+    assert result.status == "unchanged"
+    assert mirror.requests == []
+
+
+def test_scanctl_local_reads_past_the_lease_item(make_harness):
+    from scanctl.local import _mark_audited
+
+    harness = make_harness()
+    with acting("scan_object"):
+        CdnLease(None, TABLE, Holder.FALLBACK).cool_down(time.time() + 60, "a 429")
+    _mark_audited(harness, [])  # raised KeyError('executionName') before

@@ -118,3 +118,15 @@ def test_giving_back_a_lease_another_has_taken_since_leaves_it_alone(ddb, clock)
     current.take(900)
     stale.give_back()
     assert item(ddb)["holder"] == current.owner
+
+
+def test_a_damaged_or_hostile_lease_item_is_read_as_at_most_a_week(ddb, clock):
+    # GIVEN a cool-down in the year 3e22 (the scanner's role may write this item)
+    key = {k: {"S": v} for k, v in CDN_LEASE_KEY.items()}
+    ddb.put_item(TableName=TABLE, Item={**key, "coolDownUntil": {"N": "1e30"}})
+
+    # THEN the refusal says so, bounded, instead of failing on the date
+    with pytest.raises(CdnBusy) as refused:
+        lease(ddb, clock, Holder.UPDATER).take(900)
+    assert refused.value.why is Refusal.COOL_DOWN
+    assert refused.value.until == clock.now + 7 * 24 * 3600

@@ -17,8 +17,22 @@ def freshclam_dat(retry_after_s: int) -> bytes:
 
 def test_the_cool_down_is_read_from_freshclams_state(tmp_path):
     (tmp_path / FRESHCLAM_DAT).write_bytes(freshclam_dat(1_800_000_000))
-    assert retry_after(tmp_path) == dt.datetime.fromtimestamp(1_800_000_000, dt.UTC)
+    four_hours_before = dt.datetime.fromtimestamp(1_800_000_000 - 4 * 3600, dt.UTC)
+    assert retry_after(tmp_path, now=four_hours_before) == dt.datetime.fromtimestamp(
+        1_800_000_000, dt.UTC
+    )
     assert len(freshclam_dat(0)) == 90  # the size freshclam 1.4.6 writes
+
+
+def test_a_cool_down_beyond_a_week_is_cut_to_one_in_the_file_too(tmp_path):
+    # No CDN sets one that long; freshclam would obey it silently for ever.
+    now = dt.datetime.fromtimestamp(1_800_000_000, dt.UTC)
+    for far in (1_800_000_000 + 30 * 24 * 3600, 300_000_000_000, 2**63 - 1):
+        (tmp_path / FRESHCLAM_DAT).write_bytes(freshclam_dat(far))
+        week = now + dt.timedelta(days=7)
+        assert retry_after(tmp_path, now=now) == week
+        (kept,) = struct.unpack_from("<q", (tmp_path / FRESHCLAM_DAT).read_bytes(), 61)
+        assert kept == int(week.timestamp())
 
 
 def test_no_cool_down_without_one_set_or_without_the_file(tmp_path):
