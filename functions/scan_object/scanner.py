@@ -18,7 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import FRESHCLAM_REUSE_S, DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
-from functions.scan_object.unpack import UnpackLimits, recognise, unpack
+from functions.scan_object.readers import Unpacked, UnpackLimits, recognise, unpack
+from functions.scan_object.readers.extraction import batch_members
 from functions.shared.aws import (
     ARCHIVED_CODES,
     CHANGED_CODES,
@@ -344,14 +345,13 @@ class Scanner:
         root = path.with_name(path.name + ".unpacked")
         try:
             unpacked = unpack(path, root, self.unpack_limits)
-            found = self.engine.scan_tree(root) if unpacked.labels else {}
+            found = self._scan_unpacked(unpacked)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         signatures, problems = [], list(unpacked.problems)
-        for name, raw in sorted(found.items()):
+        for label, raw in found:
             verdict, reason = classify(raw)
             if verdict == Verdict.INFECTED:
-                label = unpacked.labels.get(name, name)
                 signatures.append(tag_safe_label(f"{label}: {raw.signature}"))
             elif reason:
                 problems.append(reason)
@@ -360,6 +360,30 @@ class Scanner:
             problem=problems[0] if problems else None,
             summary=unpacked.summary(),
         )
+
+    def _scan_unpacked(self, unpacked: Unpacked) -> list[tuple[str, RawResult]]:
+        """clamd's findings in what the second pass wrote, by member label, in order.
+
+        One CONTSCAN of the whole directory; a batch it reports something in is
+        written out member by member and scanned again, to name the member.
+        """
+        if not unpacked.scannable:
+            return []
+        root = unpacked.root
+        found = []
+        for name, raw in sorted(self.engine.scan_tree(root).items()):
+            labels = unpacked.batches.get(name)
+            if labels is None:
+                found.append((unpacked.labels.get(name, name), raw))
+                continue
+            members = root.with_name(f"{root.name}.{name}")
+            try:
+                indexes = batch_members(root / name, members)
+                for member, member_raw in sorted(self.engine.scan_tree(members).items()):
+                    found.append((labels[indexes[member]], member_raw))
+            finally:
+                shutil.rmtree(members, ignore_errors=True)
+        return found
 
     def load(self, definitions: DefinitionsRef) -> str:
         """Make clamd hold these definitions; returns the version it holds."""
