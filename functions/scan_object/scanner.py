@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.scan_object.definitions_store import FRESHCLAM_REUSE_S, DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
 from functions.scan_object.readers import Unpacked, UnpackLimits, recognise, unpack
+from functions.scan_object.readers.carve import any_candidate
 from functions.scan_object.readers.extraction import batch_members
 from functions.shared.aws import (
     ARCHIVED_CODES,
@@ -319,17 +320,15 @@ class Scanner:
         )
 
     def scan_local(self, path: Path) -> tuple[RawResult, _DeepScan | None]:
-        """clamd's scan of the file and, for an archive, our second pass, side by side.
+        """clamd's scan of the file and our second pass, side by side.
 
-        Recognising the format takes microseconds and is done first: a plain
-        file goes to clamd alone. For an archive the second pass (unpack, scan
-        what ClamAV could not reach) runs in a thread while clamd scans: they
-        read the same file and do not depend on each other, so it costs time
-        only where it takes longer.
+        The second pass runs in a thread while clamd scans: they read the same
+        file and do not depend on each other, so it costs time only where it
+        takes longer. For a plain file it is the recognition and the search for
+        an archive's mark anywhere in it (for a gigabyte, a fraction of clamd's
+        time), and it stops there.
         """
-        if recognise(path) is None:
-            return self.engine.scan_file(path), None
-        second = self._unpacker.submit(self.second_pass, path, True)
+        second = self._unpacker.submit(self.second_pass, path)
         raw = self.engine.scan_file(path)
         return raw, second.result()
 
@@ -340,7 +339,7 @@ class Scanner:
         compressed stream (a plain file: ClamAV's pass saw every byte of it).
         The extraction directory is removed afterwards, whatever happens.
         """
-        if not known_archive and recognise(path) is None:
+        if not known_archive and recognise(path) is None and not any_candidate(path):
             return None
         root = path.with_name(path.name + ".unpacked")
         try:

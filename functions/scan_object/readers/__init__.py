@@ -12,7 +12,9 @@ One module per job:
 - ``budget``: the limits every reader draws from (bytes, entries, depth, time);
 - ``extraction``: where members go (numbered files, labels, problems);
 - ``archives``: libarchive, for archives and compressed streams;
-- ``zips``: when a zip's local headers must be read as well as its directory;
+- ``carve``: archives and compressed streams at any offset, and what follows
+  where a reader stopped;
+- ``zips``: a zip's central directory, bounded (which local headers it lists);
 - ``rar5``: RAR5's encryption, which libarchive does not report.
 
 Safety, by construction: only the formats and filters ``archives`` lists are
@@ -27,9 +29,10 @@ is ``archive-unreadable``: neither is ever ``clean``.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from pathlib import Path
 
-from functions.scan_object.readers import archives, rar5, zips
+from functions.scan_object.readers import archives, carve, rar5, zips
 from functions.scan_object.readers.budget import Budget, LimitReached, UnpackLimits
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, Unpacked
 
@@ -65,28 +68,49 @@ def _open(path: Path, prefix: str, depth: int, x: Extraction) -> None:
         x.problem(Problem.UNREADABLE)
         return
     x.out.archives += 1
-
-    def nested(member: Member, level: int) -> None:
-        if member.data is not None and archives.plain_text(member.data):
-            return
-        if archives.recognise(member.data if member.data is not None else member.path) is None:
-            return
-        with x.as_file(member) as opened:
-            _open(opened, member.label, level, x)
-
-    before = len(x.out.problems)
+    nested = _nested(x)
+    before, written = len(x.out.problems), x.out.members
     listed = archives.read_members(path, prefix, depth, x, archives.FORMATS, nested)
-    cap = x.budget.limits.max_files
-    if head[:4] in zips.MAGIC and zips.needs_local_read(
-        path, listed, lambda most: archives.local_names(path, most), cap
-    ):
-        archives.read_members(path, prefix, depth, x, archives.ZIP_STREAMING, nested)
-    if Problem.UNREADABLE in x.out.problems[before:] and archives.compressed(path):
-        # A format that must seek (7z, a zip's central directory) cannot be read
-        # through a compressed stream: decompress the stream first, then open
-        # what came out. Its verdict replaces the first attempt's.
+    compressed = archives.compressed(path)
+    if compressed and (Problem.UNREADABLE in x.out.problems[before:] or x.out.members == written):
+        # What `gzip -d` (zstd, xz...) gives, when the archive inside could not be
+        # read (a 7z or a zip's central directory must seek, which a compressed
+        # stream cannot) or held nothing (a zero block in front of the data reads
+        # as an empty tar): the decompressed stream itself, opened again. Its
+        # verdict replaces the first attempt's.
         del x.out.problems[before:]
         archives.read_members(path, prefix, depth, x, (), nested)
+    elif not listed and x.out.members == written:
+        # Recognised by its first bytes but not read at all (text that begins
+        # with PK\x03\x04, or BZh91AY&SY): nothing in it decodes, and clamd
+        # scanned its raw bytes. Only a reader that read something and then
+        # stopped makes the object unreadable.
+        x.out.problems[before:] = [p for p in x.out.problems[before:] if p != Problem.UNREADABLE]
     if head.startswith(rar5.SIGNATURE) and rar5.encrypted(path):
         # libarchive 3.6 neither decrypts RAR5 nor says it is encrypted.
         x.problem(Problem.ENCRYPTED)
+    # What the directory listed was read above; every other local header is read
+    # on its own (entries the directory leaves out, or hides behind a decoy).
+    cap = x.budget.limits.max_files
+    read_as_zip = bool(listed) and (archives.recognise(path) or "").startswith("ZIP")
+    skip = zips.listed_offsets(path, cap) if read_as_zip else set()
+    carve.read_candidates(path, prefix, depth, x, nested, skip)
+
+
+def _nested(x: Extraction) -> Callable[[Member, int], None]:
+    """What opens a member: the readers, if it is an archive; the carving, if it
+    holds the mark of one somewhere."""
+
+    def nested(member: Member, level: int) -> None:
+        if member.data is not None and archives.plain_text(member.data):
+            return  # no reader here recognises printable text without a mark
+        source = member.data if member.data is not None else member.path
+        assert source is not None
+        if archives.recognise(source) is not None:
+            with x.as_file(member) as opened:
+                _open(opened, member.label, level, x)
+            return
+        x.budget.depth(level)
+        carve.read_candidates(source, member.label, level, x, _nested(x), set())
+
+    return nested

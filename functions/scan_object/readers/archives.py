@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from libarchive import ffi
 from libarchive.entry import ArchiveEntry
@@ -66,11 +68,50 @@ _read_data = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p
 _FILTER_NONE = 0
 
 
+class Window:
+    """The bytes of a file (or of bytes) from ``offset`` on, as a file of their own:
+    a reader started there sees offset 0, and seeks inside the window only."""
+
+    def __init__(self, source: Path | bytes, offset: int) -> None:
+        self.source, self.offset = source, offset
+        if isinstance(source, bytes):
+            self._handle: BinaryIO = io.BytesIO(memoryview(source)[offset:])
+            self.size = len(source) - offset
+        else:
+            self._handle = source.open("rb")
+            self.size = self._handle.seek(0, 2) - offset
+            self._handle.seek(offset)
+
+    def head(self, size: int) -> bytes:
+        if isinstance(self.source, bytes):
+            return self.source[self.offset : self.offset + size]
+        with self.source.open("rb") as handle:
+            handle.seek(self.offset)
+            return handle.read(size)
+
+    def readinto(self, buffer: ctypes.Array) -> int:
+        return self._handle.readinto(buffer)  # type: ignore[arg-type]
+
+    def seek(self, position: int, whence: int) -> int:
+        base = {0: self._start(), 1: self._handle.tell(), 2: self._start() + self.size}[whence]
+        return self._handle.seek(max(self._start(), base + position)) - self._start()
+
+    def _start(self) -> int:
+        return 0 if isinstance(self.source, bytes) else self.offset
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+Source = Path | bytes | Window
+
+
 @contextlib.contextmanager
 def _reader(
-    source: Path | bytes, formats: tuple[str, ...], raw: bool, filters: tuple[str, ...] = FILTERS
+    source: Source, formats: tuple[str, ...], raw: bool, filters: tuple[str, ...] = FILTERS
 ) -> Iterator[object]:
     handle = ffi.read_new()
+    callbacks: list[object] = []  # kept alive while libarchive may call them
     try:
         for name in filters:
             ffi.get_read_filter_function(name)(handle)
@@ -80,11 +121,35 @@ def _reader(
             ffi.get_read_format_function("raw")(handle)
         if isinstance(source, bytes):
             ffi.read_open_memory(handle, ctypes.cast(source, ctypes.c_void_p), len(source))
+        elif isinstance(source, Window):
+            callbacks = _open_window(handle, source)
         else:
             ffi.read_open_filename_w(handle, str(source), 1 << 16)
         yield handle
     finally:
         ffi.read_free(handle)
+        if isinstance(source, Window):
+            source.close()
+        del callbacks
+
+
+def _open_window(handle: object, window: Window) -> list[object]:
+    buffer = ctypes.create_string_buffer(1 << 16)
+    pointer = ctypes.cast(buffer, ctypes.c_void_p)
+
+    def read(_archive: object, _context: object, out: object) -> int:
+        length = window.readinto(buffer)
+        ctypes.cast(out, ctypes.POINTER(ctypes.c_void_p))[0] = pointer
+        return length
+
+    def seek(_archive: object, _context: object, offset: int, whence: int) -> int:
+        return window.seek(offset, whence)
+
+    read_cb = ffi.READ_CALLBACK(read)
+    seek_cb = ffi.SEEK_CALLBACK(seek)
+    ffi.read_set_seek_callback(handle, seek_cb)
+    ffi.read_open(handle, None, ffi.NO_OPEN_CB, read_cb, ffi.NO_CLOSE_CB)
+    return [buffer, read_cb, seek_cb]
 
 
 # Text: what a member of printable ASCII may hold. Every format and filter
@@ -117,9 +182,13 @@ def _tar_checksum_ok(block: bytes) -> bool:
     return int(field, 8) == unsigned
 
 
-def recognise(source: Path | bytes) -> str | None:
-    """The archive format or compression libarchive sees (in a file, or bytes); None if plain."""
-    head = source[:16] if isinstance(source, bytes) else read_head(source)
+def recognise(source: Source) -> str | None:
+    """The archive format or compression libarchive sees (in a file, bytes, or a
+    window of either); None if plain."""
+    if isinstance(source, Window):
+        head = source.head(16)
+    else:
+        head = source[:16] if isinstance(source, bytes) else read_head(source)
     if head.startswith(UNREADABLE_MAGIC):
         return "unreadable"
     try:
@@ -150,7 +219,7 @@ _WEAK_FORMATS = ("lha", "warc")
 _WEAK_FILTERS = ("compress", "uu")
 
 
-def _strongly_recognised(source: Path | bytes) -> bool:
+def _strongly_recognised(source: Source) -> bool:
     formats = tuple(f for f in FORMATS if f not in _WEAK_FORMATS)
     filters = tuple(f for f in FILTERS if f not in _WEAK_FILTERS)
     try:
@@ -173,33 +242,31 @@ def compressed(path: Path) -> bool:
         return False
 
 
-def local_names(path: Path, cap: int) -> list[str]:
-    """The entries' names by a zip's local headers (data skipped), at most ``cap`` + 1."""
-    names: list[str] = []
-    with contextlib.suppress(ArchiveError), _reader(path, ZIP_STREAMING, raw=False) as handle:
-        entry = ArchiveEntry(handle, "utf-8")
-        while len(names) <= cap:
-            if ffi.read_next_header2(handle, entry._entry_p) == ffi.ARCHIVE_EOF:
-                break
-            names.append(_pathname(entry))
-    return names
-
-
 def read_members(
-    path: Path,
+    path: Source,
     prefix: str,
     depth: int,
     x: Extraction,
     formats: tuple[str, ...],
     nested: Callable[[Member, int], None],
+    most: int | None = None,
+    raw: bool = True,
+    carved: bool = False,
 ) -> list[str]:
     """Write every entry of one archive that holds data, whatever its type says
     (links and devices are never created, only their data is read); returns the
-    names of the entries read. ``nested`` opens what a member itself holds."""
+    names of the entries read. ``nested`` opens what a member itself holds;
+    ``most``: stop after that many entries; ``raw``: a bare compressed stream is
+    read too; ``carved``: a candidate ``carve`` found: a read that fails is no
+    problem (its raw bytes were scanned), though encryption still is, and bytes
+    already written are not written again."""
     seen: list[str] = []
     buffer = ctypes.create_string_buffer(_BLOCK)
+    problems = x.out.problems
+    if carved:
+        problems = _EncryptionOnly(x.out.problems)  # type: ignore[assignment]
     try:
-        with _reader(path, formats, raw=True) as handle:
+        with _reader(path, formats, raw=raw) as handle:
             entry = ArchiveEntry(handle, "utf-8")
             raw = None
             while True:
@@ -221,24 +288,37 @@ def read_members(
                     continue  # never read: libarchive would hand back ciphertext (RAR4)
                 member = label(prefix, name or ("data" if raw else ""))
                 try:
-                    target = x.write(member, _chunks(handle, buffer))
+                    target = x.write(member, _chunks(handle, buffer), carved=carved)
                 except ArchiveError as err:
                     # clamd scans every archive file we open (the object, or a member
                     # written for it), not one libarchive reached through a compression
                     # filter, nor what its directory hides.
                     peeled = [f for f in _filters(handle) if f != "none"]
                     scanned = formats != ZIP_STREAMING and not peeled
-                    x.out.problems.extend(_problem(err, scanned))
+                    problems.extend(_problem(err, scanned))
                     if err.retcode != ffi.ARCHIVE_FAILED:
                         return seen  # FATAL: nothing more can be read
                     continue  # only this member is lost (what was read of it is scanned)
                 if target is not None:
                     nested(target, depth + 1)
+                if most is not None and len(seen) >= most:
+                    return seen
     except ArchiveError as err:
         if "Unrecognized archive format" in str(err.msg or ""):
             return seen  # not an archive after all
-        x.out.problems.extend(_problem(err, scanned=False))
+        problems.extend(_problem(err, scanned=False))
     return seen
+
+
+class _EncryptionOnly(list):
+    """Where a quiet read records its problems: only encryption reaches the object's."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__()
+        self.problems = problems
+
+    def extend(self, found: object) -> None:  # type: ignore[override]
+        self.problems.extend(p for p in found if p == Problem.ENCRYPTED)  # type: ignore[attr-defined]
 
 
 def _format_name(handle: object) -> str:

@@ -14,6 +14,7 @@ again, member by member, to say which one (``Unpacked.batches``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -91,26 +92,34 @@ class Extraction:
     out: Unpacked
     budget: Budget
     _batch: BinaryIO | None = None
+    # Digests of what was written: bytes a carved candidate reaches a second way
+    # (the member of a 7z whose packed stream is a bzip2 stream, say) are not
+    # scanned twice, nor opened again.
+    _seen: set[bytes] = field(default_factory=set)
     _batch_name: str = ""
     _batch_bytes: int = 0
 
     def problem(self, reason: str) -> None:
         self.out.problems.append(reason)
 
-    def write(self, label: str, chunks: Iterable[bytes]) -> Member | None:
+    def write(self, label: str, chunks: Iterable[bytes], carved: bool = False) -> Member | None:
         """A member's data, counted against the budget block by block (None if it
-        held nothing). When reading fails or a limit is hit part-way, what was
-        read is kept and scanned (a match in it wins over the problem recorded)."""
+        held nothing, or if ``carved`` and the same bytes were written already).
+        When reading fails or a limit is hit part-way, what was read is kept and
+        scanned (a match in it wins over the problem recorded)."""
         self.out.members += 1
         held: list[bytes] = []
         size = 0
         target: Path | None = None
         sink = None
+        digest = hashlib.sha1(usedforsecurity=False)
+        fresh = False
         try:
             for chunk in chunks:
                 self.budget.data(size + len(chunk), len(chunk))
                 size += len(chunk)
                 self.out.bytes += len(chunk)
+                digest.update(chunk)
                 if sink is None and size <= SMALL_MEMBER:
                     held.append(chunk)
                     continue
@@ -121,15 +130,22 @@ class Extraction:
                     held = []
                 sink.write(chunk)
         finally:
+            fresh = size > 0 and not (carved and digest.digest() in self._seen)
+            self._seen.add(digest.digest())
             if sink is not None:
                 sink.close()
-                self.out.labels[target.name] = label  # type: ignore[union-attr]
-            elif size:
-                data = b"".join(held)
-                self._add_to_batch(label, data)
-        if not size:
+                if fresh:
+                    self.out.labels[target.name] = label  # type: ignore[union-attr]
+                else:
+                    target.unlink()  # type: ignore[union-attr]
+            elif fresh:
+                held = [b"".join(held)]
+                self._add_to_batch(label, held[0])
+        if not fresh:
             return None
-        return Member(label, path=target) if target is not None else Member(label, data=data)
+        if target is not None:
+            return Member(label, path=target)
+        return Member(label, data=held[0])
 
     @contextlib.contextmanager
     def as_file(self, member: Member) -> Iterator[Path]:

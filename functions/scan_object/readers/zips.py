@@ -1,26 +1,19 @@
-"""When a zip must also be read by its local headers, as a streaming extractor reads it.
+"""A zip's central directory, read with a bound: which local headers it lists.
 
 ClamAV and libarchive's seekable reader go by the central directory; Java's
 ZipInputStream, ``bsdtar`` from a pipe and libarchive's streaming reader walk
-the local headers. Both views are read when they can differ: the local
-headers name an entry the directory does not list (or a damaged directory
-lists none), or a listed entry starts inside another's data, where a decoy
-can take the name of an entry the directory leaves out.
-
-Both walks are bounded by the entry budget: a directory of a million entries
-is never held in memory.
+the local headers. The entries the directory lists are read from the start;
+every other local header (an entry the directory leaves out, one hidden
+behind a decoy, a whole zip appended) is read on its own by ``carve``. The
+walk stops at the entry budget: a directory of a million entries is never held
+in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import struct
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-
-from libarchive.exception import ArchiveError
 
 MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _EOCD = b"PK\x05\x06"
@@ -28,16 +21,22 @@ _CENTRAL = b"PK\x01\x02"
 _EOCD_SEARCH = 65_535 + 22  # the record, and a comment of at most 64 KiB
 
 
-def needs_local_read(
-    path: Path, listed: list[str], local_names: Callable[[int], list[str]], cap: int
-) -> bool:
-    """Whether the local headers may hold what the directory's reading did not."""
-    return bool(Counter(local_names(cap)) - Counter(listed)) or _entries_overlap(path, cap)
+def listed_offsets(path: Path, cap: int) -> set[int]:
+    """Where, in the file, the local headers the central directory lists begin (an
+    SFX or an appended zip's offsets count from its own start: they are moved)."""
+    try:
+        entries = central_directory(path, cap, absolute=True)
+    except (OSError, struct.error):
+        return set()
+    return {offset for offset, _, _, _ in entries or []}
 
 
-def central_directory(path: Path, cap: int) -> list[tuple[int, int, int, int]] | None:
+def central_directory(
+    path: Path, cap: int, absolute: bool = False
+) -> list[tuple[int, int, int, int]] | None:
     """(local header offset, compressed size, name length, extra length) of at most
-    ``cap`` + 1 directory entries; None without an end record."""
+    ``cap`` + 1 directory entries; None without an end record. ``absolute``: offsets
+    in the file, for a zip that does not start at its first byte."""
     with path.open("rb") as handle:
         handle.seek(0, 2)
         size = handle.tell()
@@ -47,12 +46,17 @@ def central_directory(path: Path, cap: int) -> list[tuple[int, int, int, int]] |
         if at < 0 or len(tail) - at < 22:
             return None
         (cd_size, cd_offset) = struct.unpack_from("<II", tail, at + 12)
+        eocd = size - len(tail) + at
         if cd_offset == 0xFFFFFFFF:  # zip64: the zip64 end record names it
             locator = tail.rfind(b"PK\x06\x06", 0, at)
             if locator < 0 or len(tail) - locator < 56:
                 return None
             cd_size, cd_offset = struct.unpack_from("<QQ", tail, locator + 40)
-        handle.seek(cd_offset)
+            eocd = size - len(tail) + locator
+        # Where the directory really is, against where it says it is: what was put
+        # in front of the zip (an executable, an image).
+        base = max(0, eocd - cd_size - cd_offset) if absolute else 0
+        handle.seek(base + cd_offset)
         entries: list[tuple[int, int, int, int]] = []
         read = 0
         while read < cd_size and len(entries) <= cap:
@@ -67,7 +71,7 @@ def central_directory(path: Path, cap: int) -> list[tuple[int, int, int, int]] |
                 compressed, offset = _zip64(
                     name_extra[name_len : name_len + extra_len], header, compressed, offset
                 )
-            entries.append((offset, compressed, name_len, extra_len))
+            entries.append((base + offset, compressed, name_len, extra_len))
             read += 46 + len(name_extra)
         return entries
 
@@ -91,25 +95,3 @@ def _zip64(extra: bytes, header: bytes, compressed: int, offset: int) -> tuple[i
                     offset = next(fields)
         at += 4 + size
     return compressed, offset
-
-
-def _entries_overlap(path: Path, cap: int) -> bool:
-    """Does an entry the central directory lists start inside another's local
-    header and data? (Never in a zip a tool wrote.)"""
-    try:
-        entries = central_directory(path, cap)
-    except (OSError, struct.error, ArchiveError):
-        return False
-    if not entries:
-        return False
-    spans = []
-    with path.open("rb") as raw:
-        for offset, compressed, _, _ in entries:
-            raw.seek(offset)
-            local = raw.read(30)
-            if len(local) < 30:
-                return True
-            name_len, extra_len = struct.unpack_from("<HH", local, 26)
-            spans.append((offset, offset + 30 + name_len + extra_len + compressed))
-    spans.sort()
-    return any(start < end for (_, end), (start, _) in itertools.pairwise(spans))

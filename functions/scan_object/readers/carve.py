@@ -1,0 +1,227 @@
+"""Archives and compressed streams at any offset, and what follows where a reader stopped.
+
+A reader started at a file's first byte sees what is there and stops at its
+end; what follows (a second gzip member, a zip after a tar's end or after a
+gzip stream, frames after an empty one, a 7z behind an executable stub, a zip
+appended to an image) is never read, by it or by ClamAV, yet ordinary tools
+extract it. So every file the second pass opens is also searched for the marks
+of every format enabled, at every offset, and each candidate is read from
+there as an object of its own, within the same budget (each candidate counts
+as an entry). A candidate that does not read is not a problem: its raw bytes
+were scanned. One that reads is scanned like any member.
+
+Each kind of candidate is read so that work stays linear in the file:
+
+- a zip local header: that one entry (the streaming reader, from there), unless
+  the central directory read from the start already listed it;
+- a tar header: that one entry;
+- gzip, bzip2 and xz: one member or stream, decoded leniently by Python's own
+  decoders (a wrong header CRC or trailer does not stop them: what decodes is
+  scanned);
+- other compressed streams (zstd, lz4, lzip) and archives (7z, RAR, cab, ar,
+  cpio, xar, ISO 9660, LHA): libarchive, from there.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import mmap
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from functions.scan_object.readers import archives
+from functions.scan_object.readers.extraction import Extraction, Member, label
+
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Mark:
+    magic: bytes
+    before: int  # how far before the mark the object starts
+    kind: str  # zip-entry, tar-entry, gzip, bzip2, xz, stream, archive
+    check: Callable[[bytes], bool] = lambda tail: True  # on the bytes from the mark
+
+
+MARKS = (
+    Mark(b"PK\x03\x04", 0, "zip-entry"),
+    Mark(b"ustar", 257, "tar-entry"),
+    Mark(b"\x1f\x8b\x08", 0, "gzip"),
+    Mark(
+        b"BZh",
+        0,
+        "bzip2",
+        lambda t: t[3:4] in b"123456789" and t[4:10] in (b"1AY&SY", b"\x17rE8P\x90"),
+    ),
+    Mark(b"\xfd7zXZ\x00", 0, "xz"),
+    Mark(b"\x28\xb5\x2f\xfd", 0, "stream"),  # zstd
+    Mark(b"\x04\x22\x4d\x18", 0, "stream"),  # lz4
+    Mark(b"LZIP", 0, "stream", lambda t: t[4:5] == b"\x01"),
+    Mark(b"7z\xbc\xaf\x27\x1c", 0, "archive"),
+    Mark(b"Rar!\x1a\x07", 0, "archive"),
+    Mark(b"MSCF\x00\x00\x00\x00", 0, "archive"),
+    Mark(b"!<arch>\n", 0, "archive"),
+    Mark(b"07070", 0, "archive", lambda t: t[5:6] in b"127"),  # cpio
+    Mark(b"xar!", 0, "archive"),
+    Mark(b"CD001", 32769, "archive"),  # ISO 9660's first volume descriptor
+    Mark(b"-lh", 2, "archive", lambda t: t[4:5] == b"-"),  # LHA
+)
+_TAIL = 16
+
+
+def candidates(data: bytes | mmap.mmap, cap: int) -> list[tuple[int, Mark]]:
+    """Where an object of each kind may start (never at 0: the first read was
+    there), in order; at most ``cap`` + 1 (more is over the entry budget)."""
+    found: list[tuple[int, Mark]] = []
+    for mark in MARKS:
+        at = data.find(mark.magic)
+        while at >= 0 and len(found) <= cap:
+            start = at - mark.before
+            if start > 0 and mark.check(data[at : at + _TAIL]):
+                found.append((start, mark))
+            at = data.find(mark.magic, at + 1)
+    found.sort(key=lambda item: item[0])
+    return found[: cap + 1]
+
+
+def any_candidate(path: Path) -> bool:
+    """Is there a mark anywhere in the file (a plain file's second pass may stop)?"""
+    with _mapped(path) as data:
+        return data is not None and bool(candidates(data, 0))
+
+
+class _Mapped:
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("rb")
+        size = self.handle.seek(0, 2)
+        self.data = mmap.mmap(self.handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+
+    def __enter__(self) -> mmap.mmap | None:
+        return self.data
+
+    def __exit__(self, *exc: object) -> None:
+        if self.data is not None:
+            self.data.close()
+        self.handle.close()
+
+
+def _mapped(path: Path) -> _Mapped:
+    return _Mapped(path)
+
+
+def read_candidates(
+    source: Path | bytes,
+    prefix: str,
+    depth: int,
+    x: Extraction,
+    nested: Callable[[Member, int], None],
+    skip_zip_entries: set[int],
+) -> None:
+    """Read every candidate of ``source`` (a file, or a member's bytes)."""
+    cap = x.budget.limits.max_files
+    if isinstance(source, bytes):
+        found = candidates(source, cap)
+    else:
+        with _mapped(source) as data:
+            found = candidates(data, cap) if data is not None else []
+    for offset, mark in found:
+        if mark.kind == "zip-entry" and offset in skip_zip_entries:
+            continue
+        x.budget.entry()
+        where = label(prefix, f"@{offset}")
+        if mark.kind in ("gzip", "bzip2", "xz"):
+            member = x.write(f"{where}/data", _decoded(source, offset, mark.kind), carved=True)
+            if member is not None:
+                nested(member, depth + 1)
+            continue
+        window = archives.Window(source, offset)
+        if mark.kind == "zip-entry":
+            formats, raw, most = archives.ZIP_STREAMING, False, 1
+        elif mark.kind == "tar-entry":
+            formats, raw, most = ("tar",), False, 1
+        elif mark.kind == "stream":
+            formats, raw, most = (), True, None
+        else:
+            formats, raw, most = archives.FORMATS, False, None
+        archives.read_members(
+            window, where, depth, x, formats, nested, most=most, raw=raw, carved=True
+        )
+
+
+def _decoded(source: Path | bytes, offset: int, kind: str) -> Iterator[bytes]:
+    """One gzip member, bzip2 stream or xz stream from ``offset``, as far as it decodes."""
+    blocks = _blocks(source, offset)
+    if kind == "gzip":
+        try:
+            head = next(blocks)
+        except StopIteration:
+            return
+        skip = _gzip_header_length(head)
+        if skip is None:
+            return
+        decoder: object = zlib.decompressobj(-zlib.MAX_WBITS)
+        pending = [head[skip:]]
+    elif kind == "bzip2":
+        decoder, pending = bz2.BZ2Decompressor(), []
+    else:
+        decoder, pending = lzma.LZMADecompressor(format=lzma.FORMAT_XZ), []
+    yield from _drain(decoder, pending, blocks)
+
+
+def _drain(decoder: object, pending: list[bytes], blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """Feed the decoder until its stream ends or the input does; an error ends it
+    quietly (what decoded so far is scanned; the raw bytes were scanned anyway)."""
+    stream = iter(pending)
+    while True:
+        data = next(stream, None)
+        if data is None:
+            data = next(blocks, None)
+            if data is None:
+                return
+        try:
+            while data or not getattr(decoder, "needs_input", True):
+                out = decoder.decompress(data, _BLOCK)  # type: ignore[attr-defined]
+                if out:
+                    yield out
+                data = getattr(decoder, "unconsumed_tail", b"")
+                if getattr(decoder, "eof", False):
+                    return
+                if not out and not data:
+                    break
+        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+            return
+
+
+def _gzip_header_length(head: bytes) -> int | None:
+    """The length of a gzip member's header (RFC 1952), its CRC not checked."""
+    if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
+        return None
+    flags = head[3]
+    at = 10
+    try:
+        if flags & 4:  # FEXTRA
+            (length,) = struct.unpack_from("<H", head, at)
+            at += 2 + length
+        for flag in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+            if flags & flag:
+                at = head.index(b"\0", at) + 1
+        if flags & 2:  # FHCRC
+            at += 2
+    except (ValueError, struct.error):
+        return None
+    return at if at <= len(head) else None
+
+
+def _blocks(source: Path | bytes, offset: int) -> Iterator[bytes]:
+    if isinstance(source, bytes):
+        for start in range(offset, len(source), _BLOCK):
+            yield source[start : start + _BLOCK]
+        return
+    with source.open("rb") as handle:
+        handle.seek(offset)
+        while block := handle.read(_BLOCK):
+            yield block

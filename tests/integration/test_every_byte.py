@@ -1,0 +1,245 @@
+"""Every byte accounted for: what an ordinary extractor gets out of a file is scanned.
+
+A differential corpus built at test time with the tools' own packages. Each
+case counts only if an independent extractor (unzip, 7-Zip, bsdtar, GNU ar,
+gzip, zstd, lz4, lzip, Python's zipfile) gets the EICAR file out of it: that is
+the oracle, not a model of what ClamAV reads. Each one then goes through the
+pipeline with real clamd, and must come out ``infected``. The harmless
+look-alikes (text that begins with an archive's first bytes) must come out
+``clean``, not ``unscannable``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import struct
+import subprocess
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scanctl import samples
+
+EICAR = samples.EICAR
+
+
+def run(*command: str, data: bytes | None = None, cwd: Path | None = None) -> bytes:
+    return subprocess.run(
+        command, input=data, capture_output=True, check=True, cwd=cwd, timeout=60
+    ).stdout
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make test`, which installs it")
+    return path
+
+
+# -- how each case is made ---------------------------------------------------------------
+
+
+def streamed_zip(name: str, data: bytes) -> bytes:
+    """A zip written to a pipe: data descriptors, sizes only after the data."""
+
+    class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self.out = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: bytes) -> int:
+            self.out += b
+            return len(b)
+
+    pipe = Pipe()
+    with (
+        zipfile.ZipFile(pipe, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open(name, "w") as member,
+    ):
+        member.write(data)
+    return bytes(pipe.out)
+
+
+def png() -> bytes:
+    """A tiny real PNG (1x1, grey)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def benign_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        info = tarfile.TarInfo("readme.txt")
+        body = b"nothing to see here\n"
+        info.size = len(body)
+        archive.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def gzip_member_with_bad_header_crc(data: bytes) -> bytes:
+    """A gzip member whose header CRC (FHCRC) is wrong: gzip -d and libarchive stop."""
+    body = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = body.compress(data) + body.flush()
+    header = b"\x1f\x8b\x08\x02" + bytes(4) + b"\x00\x03" + b"\xde\xad"  # FHCRC, wrong CRC16
+    trailer = struct.pack("<II", zlib.crc32(data), len(data))
+    return header + deflated + trailer
+
+
+def ar_made(tmp: Path, name: str, data: bytes) -> bytes:
+    """GNU ar as Debian's binutils writes it by default (deterministic: mode 644,
+    no file-type bits)."""
+    (tmp / name).write_bytes(data)
+    run(tool("ar"), "rc", "out.a", name, cwd=tmp)
+    return (tmp / "out.a").read_bytes()
+
+
+def seven_zip_after_stub(tmp: Path) -> bytes:
+    (tmp / "eicar.com").write_bytes(EICAR)
+    run(tool("7z"), "a", "-t7z", "-mx=9", "x.7z", "eicar.com", cwd=tmp)
+    stub = b"MZ" + bytes(510)  # an executable's first block, as a self-extractor has
+    return stub + (tmp / "x.7z").read_bytes()
+
+
+def compressed(command: str, data: bytes) -> bytes:
+    return run(tool(command), "-c", data=data)
+
+
+# name -> (how it is made, what gets EICAR out of it (the oracle))
+Make = Callable[[Path], bytes]
+Oracle = Callable[[Path, Path], bytes]
+
+
+def unzip_all(path: Path, tmp: Path) -> bytes:
+    out = tmp / "unzipped"
+    subprocess.run([tool("7z"), "x", "-y", f"-o{out}", str(path)], capture_output=True, check=False)
+    return b"".join(p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file())
+
+
+def decompress_all(command: str) -> Oracle:
+    return lambda path, tmp: (
+        subprocess.run(
+            [tool(command), "-dc"], input=path.read_bytes(), capture_output=True, check=False
+        ).stdout
+    )
+
+
+def unzip_print(path: Path, tmp: Path) -> bytes:
+    """Info-ZIP's unzip: it finds the last end record, and a zip that does not
+    start at the file's first byte."""
+    return subprocess.run([tool("unzip"), "-p", str(path)], capture_output=True, check=False).stdout
+
+
+def ar_print(path: Path, tmp: Path) -> bytes:
+    return run(tool("ar"), "p", str(path))
+
+
+CASES: dict[str, tuple[Make, Oracle]] = {
+    # A data-descriptor zip appended to an image: ClamAV sees an SFX it reads
+    # no directory of; unzip and 7-Zip extract it.
+    "zip-after-png.png": (lambda t: png() + streamed_zip("eicar.com", EICAR), unzip_all),
+    # A zip after a tar's end, and after a gzip stream: readers stop at the end.
+    "zip-after-tar.tar": (
+        lambda t: benign_tar() + samples.zipped("eicar.com", EICAR),
+        unzip_print,
+    ),
+    "zip-after-gzip.gz": (
+        lambda t: gzip.compress(b"harmless\n") + samples.zipped("eicar.com", EICAR),
+        unzip_print,
+    ),
+    # A zero block at the start of a zstd stream: libarchive's tar reader bids on
+    # the decompressed data and reads an empty tar, so it was never written;
+    # zstd -d gives it all (ClamAV's test file, found by its body signature).
+    "zero-block-first.zst": (
+        lambda t: compressed("zstd", bytes(512) + samples.CLAM_EXE.read_bytes()),
+        decompress_all("zstd"),
+    ),
+    # An empty first lz4 frame: libarchive reads 0 bytes and stops; lz4 -d reads on.
+    "empty-first-frame.lz4": (
+        lambda t: compressed("lz4", b"") + compressed("lz4", EICAR),
+        decompress_all("lz4"),
+    ),
+    # An empty first lzip member: the same, with lzip.
+    "empty-first-member.lz": (
+        lambda t: compressed("lzip", b"") + compressed("lzip", EICAR),
+        decompress_all("lzip"),
+    ),
+    # A gzip member with a wrong header CRC before a second one: libarchive stops
+    # at the first; Python's gzip reads both.
+    "bad-crc-then.gz": (
+        lambda t: gzip_member_with_bad_header_crc(b"harmless\n") + gzip.compress(EICAR),
+        lambda path, tmp: gzip.decompress(path.read_bytes()),
+    ),
+    # GNU ar as binutils writes it: members whose mode has no file-type bits.
+    "debian-style.a": (lambda t: ar_made(t, "eicar.com", EICAR), ar_print),
+    # A 7z behind a 512-byte executable stub, outside the offsets libarchive
+    # looks at for self-extractors.
+    "stub-then.7z.exe": (seven_zip_after_stub, unzip_all),
+    # Two whole zips back to back, the same entry name in both.
+    "two-zips.zip": (
+        lambda t: samples.zipped("notes.txt", b"harmless\n") + samples.zipped("notes.txt", EICAR),
+        unzip_print,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, signatures):
+    """A clamd of its own, to show what ClamAV alone says."""
+    from functions.scan_object.engine import ClamdEngine, Limits
+
+    clamd = ClamdEngine(tmp_path_factory.mktemp("engine"), Limits(64 * 1024**2, 256 * 1024**2))
+    clamd.ensure("test", signatures)
+    yield clamd
+    clamd.stop()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_what_an_extractor_gets_out_is_scanned(harness, engine, tmp_path, name):
+    make, oracle = CASES[name]
+    data = make(tmp_path)
+    path = tmp_path / name
+    path.write_bytes(data)
+
+    # GIVEN a file an ordinary extractor gets EICAR (or ClamAV's test file) out of
+    out = oracle(path, tmp_path)
+    assert EICAR in out or samples.CLAM_EXE.read_bytes() in out, "no extractor gets it out"
+
+    # WHEN it is uploaded
+    scan = harness.scan(f"every-byte/{name}", data).output["scan"]
+
+    # THEN it is infected: by ClamAV's own reading, or ours
+    assert scan["verdict"] == "infected", scan
+    if not engine.scan_file(path).found:
+        assert scan["foundBy"] == "unpack", scan
+
+
+LOOKALIKES = {
+    "zip-magic.txt": b"PK\x03\x04 is how a zip begins; this is a note about that.\n" * 20,
+    "bzip2-magic.txt": b"BZh91AY&SY is how bzip2 begins; this note only says so.\n" * 20,
+    "gzip-magic.bin": b"\x1f\x8b\x08" + bytes(range(256)) * 8,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOKALIKES))
+def test_a_file_that_only_begins_like_an_archive_is_clean(harness, name):
+    scan = harness.scan(f"plain/{name}", LOOKALIKES[name]).output["scan"]
+    assert scan["verdict"] == "clean", scan
