@@ -171,13 +171,14 @@ class Scanner:
 
     @property
     def unpack_limits(self) -> UnpackLimits:
-        """Our unpacking honours clamd's limits: in all, per file, files, depth."""
+        """Our unpacking honours clamd's limits: in all, per file, files, depth, time."""
         limits = self.engine.limits
         return UnpackLimits(
             max_bytes=limits.max_scan_bytes,
             max_file_bytes=limits.max_file_bytes,
             max_files=limits.max_files,
             max_depth=limits.max_recursion,
+            max_seconds=limits.max_scan_time_ms / 1000,
         )
 
     def _clear_leftovers(self, work: Path) -> None:

@@ -167,8 +167,11 @@ def plain_text(data: bytes) -> bool:
     """True only for bytes no reader enabled here recognises: printable text with
     none of the printable marks, and no valid tar header in front. Saves opening
     libarchive for each of the many text members archives hold."""
-    if data.translate(None, _TEXT) or any(mark in data for mark in _TEXT_MARKS):
+    if data.translate(None, _TEXT):
         return False
+    for mark in _TEXT_MARKS:
+        if mark in data:
+            return False
     return not _tar_checksum_ok(data[:512])
 
 

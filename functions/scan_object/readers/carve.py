@@ -25,6 +25,7 @@ Each kind of candidate is read so that work stays linear in the file:
 from __future__ import annotations
 
 import bz2
+import ctypes
 import lzma
 import mmap
 import struct
@@ -73,17 +74,41 @@ MARKS = (
 _TAIL = 16
 
 
+# glibc's memmem, through ctypes: several times faster than bytes.find for these
+# short marks, and ctypes lets go of the GIL meanwhile (a gigabyte's search runs
+# beside the download and clamd's scan instead of stalling them).
+_memmem = ctypes.CDLL(None).memmem
+_memmem.restype = ctypes.c_void_p
+_memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+
+
 def candidates(data: bytes | mmap.mmap, cap: int) -> list[tuple[int, Mark]]:
     """Where an object of each kind may start (never at 0: the first read was
     there), in order; at most ``cap`` + 1 (more is over the entry budget)."""
+    size = len(data)
+    if not size:
+        return []
+    if isinstance(data, bytes):
+        base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
+        keep: object = data
+    else:
+        keep = ctypes.c_char.from_buffer(data)
+        base = ctypes.addressof(keep)  # type: ignore[arg-type]
     found: list[tuple[int, Mark]] = []
-    for mark in MARKS:
-        at = data.find(mark.magic)
-        while at >= 0 and len(found) <= cap:
-            start = at - mark.before
-            if start > 0 and mark.check(data[at : at + _TAIL]):
-                found.append((start, mark))
-            at = data.find(mark.magic, at + 1)
+    try:
+        for mark in MARKS:
+            at = 0
+            while len(found) <= cap:
+                hit = _memmem(base + at, size - at, mark.magic, len(mark.magic))
+                if not hit:
+                    break
+                at = hit - base
+                start = at - mark.before
+                if start > 0 and mark.check(data[at : at + _TAIL]):
+                    found.append((start, mark))
+                at += 1
+    finally:
+        del keep  # the mmap may be closed only once nothing exports its buffer
     found.sort(key=lambda item: item[0])
     return found[: cap + 1]
 
@@ -98,7 +123,9 @@ class _Mapped:
     def __init__(self, path: Path) -> None:
         self.handle = path.open("rb")
         size = self.handle.seek(0, 2)
-        self.data = mmap.mmap(self.handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        # Copy-on-write (never written): ctypes takes the address of a writable
+        # buffer only.
+        self.data = mmap.mmap(self.handle.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
 
     def __enter__(self) -> mmap.mmap | None:
         return self.data

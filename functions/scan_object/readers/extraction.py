@@ -130,8 +130,9 @@ class Extraction:
                     held = []
                 sink.write(chunk)
         finally:
-            fresh = size > 0 and not (carved and digest.digest() in self._seen)
-            self._seen.add(digest.digest())
+            seen = digest.digest()
+            fresh = size > 0 and not (carved and seen in self._seen)
+            self._seen.add(seen)
             if sink is not None:
                 sink.close()
                 if fresh:
