@@ -21,6 +21,7 @@ from functions.scan_object.engine import ClamdEngine, Limits, RawResult
 from functions.scan_object.readers import Unpacked, UnpackLimits, recognise, unpack
 from functions.scan_object.readers.carve import any_candidate
 from functions.scan_object.readers.extraction import batch_members
+from functions.scan_object.readers.zips import more_entries_than
 from functions.shared.aws import (
     ARCHIVED_CODES,
     CHANGED_CODES,
@@ -105,6 +106,10 @@ def is_archived(head: dict[str, Any]) -> bool:
     if head.get("StorageClass") not in _ARCHIVE_CLASSES:
         return False
     return 'ongoing-request="false"' not in (head.get("Restore") or "")
+
+
+# What clamd would say of a zip over MaxFiles, said without asking it.
+TOO_MANY_ENTRIES = "Heuristics.Limits.Exceeded.MaxFiles"
 
 
 def classify(raw: RawResult) -> tuple[Verdict, str | None]:
@@ -329,6 +334,11 @@ class Scanner:
         an archive's mark anywhere in it (for a gigabyte, a fraction of clamd's
         time), and it stops there.
         """
+        if more_entries_than(path, self.engine.limits.max_files):
+            # ClamAV counts no empty entry toward MaxFiles, and spends MaxScanTime
+            # (ten minutes) on a zip of a million of them; the directory says
+            # enough: over MaxFiles, in milliseconds, never clean.
+            return RawResult(found=True, signature=TOO_MANY_ENTRIES), None
         second = self._unpacker.submit(self.second_pass, path)
         raw = self.engine.scan_file(path)
         return raw, second.result()

@@ -243,3 +243,15 @@ LOOKALIKES = {
 def test_a_file_that_only_begins_like_an_archive_is_clean(harness, name):
     scan = harness.scan(f"plain/{name}", LOOKALIKES[name]).output["scan"]
     assert scan["verdict"] == "clean", scan
+
+
+def test_a_zip_of_more_entries_than_max_files_is_limits_exceeded_at_once(harness):
+    # ClamAV counts no empty entry toward MaxFiles and spends MaxScanTime (ten
+    # minutes) on a million of them; the directory's own count says enough.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(10_001):
+            archive.writestr(zipfile.ZipInfo(f"d{i}/"), b"")
+    scan = harness.scan("many-entries.zip", buffer.getvalue()).output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "limits-exceeded"), scan
+    assert scan["signatures"] == ["Heuristics.Limits.Exceeded.MaxFiles"]

@@ -21,6 +21,16 @@ _CENTRAL = b"PK\x01\x02"
 _EOCD_SEARCH = 65_535 + 22  # the record, and a comment of at most 64 KiB
 
 
+def more_entries_than(path: Path, cap: int) -> bool:
+    """Does the zip's central directory list more than ``cap`` entries? (Counted by
+    walking at most ``cap`` + 1 of them, not by the end record's count.)"""
+    try:
+        entries = central_directory(path, cap)
+    except (OSError, struct.error):
+        return False
+    return entries is not None and len(entries) > cap
+
+
 def listed_offsets(path: Path, cap: int) -> set[int]:
     """Where, in the file, the local headers the central directory lists begin (an
     SFX or an appended zip's offsets count from its own start: they are moved)."""
@@ -46,16 +56,21 @@ def central_directory(
         if at < 0 or len(tail) - at < 22:
             return None
         (cd_size, cd_offset) = struct.unpack_from("<II", tail, at + 12)
-        eocd = size - len(tail) + at
-        if cd_offset == 0xFFFFFFFF:  # zip64: the zip64 end record names it
-            locator = tail.rfind(b"PK\x06\x06", 0, at)
-            if locator < 0 or len(tail) - locator < 56:
+        # The directory ends where the end records begin: the zip64 end record
+        # when there is one (its locator is the 20 bytes before the end record),
+        # whose sizes count whether or not the 32-bit ones overflowed.
+        cd_end = size - len(tail) + at
+        record = tail.rfind(b"PK\x06\x06", 0, at)
+        if at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07" and record >= 0:
+            if len(tail) - record < 56:
                 return None
-            cd_size, cd_offset = struct.unpack_from("<QQ", tail, locator + 40)
-            eocd = size - len(tail) + locator
+            cd_size, cd_offset = struct.unpack_from("<QQ", tail, record + 40)
+            cd_end = size - len(tail) + record
+        elif cd_offset == 0xFFFFFFFF:
+            return None
         # Where the directory really is, against where it says it is: what was put
         # in front of the zip (an executable, an image).
-        base = max(0, eocd - cd_size - cd_offset) if absolute else 0
+        base = max(0, cd_end - cd_size - cd_offset)
         handle.seek(base + cd_offset)
         entries: list[tuple[int, int, int, int]] = []
         read = 0
@@ -71,7 +86,7 @@ def central_directory(
                 compressed, offset = _zip64(
                     name_extra[name_len : name_len + extra_len], header, compressed, offset
                 )
-            entries.append((base + offset, compressed, name_len, extra_len))
+            entries.append(((base if absolute else 0) + offset, compressed, name_len, extra_len))
             read += 46 + len(name_extra)
         return entries
 
