@@ -18,7 +18,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.scan_object.definitions_store import FRESHCLAM_REUSE_S, DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
-from functions.scan_object.readers import Unpacked, UnpackLimits, recognise, unpack
+from functions.scan_object.readers import (
+    Unpacked,
+    UnpackLimits,
+    archives,
+    documents,
+    recognise,
+    unpack,
+)
 from functions.scan_object.readers.carve import any_candidate
 from functions.scan_object.readers.extraction import batch_members
 from functions.scan_object.readers.zips import more_entries_than
@@ -350,7 +357,12 @@ class Scanner:
         compressed stream (a plain file: ClamAV's pass saw every byte of it).
         The extraction directory is removed afterwards, whatever happens.
         """
-        if not known_archive and recognise(path) is None and not any_candidate(path):
+        if (
+            not known_archive
+            and recognise(path) is None
+            and not any_candidate(path)
+            and not documents.of_interest(archives.read_head(path, 8))
+        ):
             return None
         root = path.with_name(path.name + ".unpacked")
         try:

@@ -255,3 +255,77 @@ def test_a_zip_of_more_entries_than_max_files_is_limits_exceeded_at_once(harness
     scan = harness.scan("many-entries.zip", buffer.getvalue()).output["scan"]
     assert (scan["verdict"], scan["reason"]) == ("unscannable", "limits-exceeded"), scan
     assert scan["signatures"] == ["Heuristics.Limits.Exceeded.MaxFiles"]
+
+
+# -- encrypted content is unscannable, never clean ------------------------------------------
+
+
+def docx(text: bytes) -> bytes:
+    """A minimal Office Open XML document (a zip ClamAV and Word both read)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+            'package/2006/content-types"/>',
+        )
+        archive.writestr("word/document.xml", text)
+    return buffer.getvalue()
+
+
+def encrypted_docx(tmp: Path) -> bytes:
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    out = io.BytesIO()
+    OOXMLFile(io.BytesIO(docx(EICAR))).encrypt("secret", out)
+    return out.getvalue()
+
+
+def encrypted_odt(tmp: Path) -> bytes:
+    """An OpenDocument file as LibreOffice writes it with a password: its
+    manifest names the encryption of each entry (whose bytes are ciphertext)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), b"application/vnd.oasis.opendocument.text")
+        archive.writestr(
+            "META-INF/manifest.xml",
+            b'<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:'
+            b'manifest:1.0"><manifest:file-entry manifest:full-path="content.xml" '
+            b'manifest:media-type="text/xml"><manifest:encryption-data manifest:checksum-'
+            b'type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" '
+            b'manifest:checksum="x"><manifest:algorithm manifest:algorithm-name='
+            b'"http://www.w3.org/2001/04/xmlenc#aes256-cbc"/></manifest:encryption-data>'
+            b"</manifest:file-entry></manifest:manifest>",
+        )
+        archive.writestr("content.xml", bytes(range(256)) * 4)  # ciphertext stands in
+    return buffer.getvalue()
+
+
+def garbled_arj(tmp: Path) -> bytes:
+    (tmp / "eicar.com").write_bytes(EICAR)
+    run(tool("arj"), "a", "-gsecret", "out.arj", "eicar.com", cwd=tmp)
+    return (tmp / "out.arj").read_bytes()
+
+
+ENCRYPTED = {
+    "secret.docx": encrypted_docx,
+    "secret.odt": encrypted_odt,
+    "garbled.arj": garbled_arj,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENCRYPTED))
+def test_encrypted_content_is_unscannable_not_clean(harness, tmp_path, name):
+    data = ENCRYPTED[name](tmp_path)
+    scan = harness.scan(f"encrypted/{name}", data).output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "encrypted"), scan
+
+
+def test_the_same_documents_unencrypted_are_scanned(harness, tmp_path):
+    assert (
+        harness.scan("open/plain.docx", docx(b"<w:document/>")).output["scan"]["verdict"] == "clean"
+    )
+    (tmp_path / "eicar.com").write_bytes(EICAR)
+    run(tool("arj"), "a", "plain.arj", "eicar.com", cwd=tmp_path)
+    scan = harness.scan("open/plain.arj", (tmp_path / "plain.arj").read_bytes()).output["scan"]
+    assert scan["verdict"] == "infected", scan

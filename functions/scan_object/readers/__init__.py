@@ -15,7 +15,8 @@ One module per job:
 - ``carve``: archives and compressed streams at any offset, and what follows
   where a reader stopped;
 - ``zips``: a zip's central directory, bounded (which local headers it lists);
-- ``rar5``: RAR5's encryption, which libarchive does not report.
+- ``rar5``: RAR5's encryption, which libarchive does not report;
+- ``documents``: encrypted Office, OpenDocument and ARJ files ClamAV passes.
 
 Safety, by construction: only the formats and filters ``archives`` lists are
 enabled; nothing from an archive becomes a file name (members are numbered
@@ -32,7 +33,7 @@ import errno
 from collections.abc import Callable
 from pathlib import Path
 
-from functions.scan_object.readers import archives, carve, rar5, zips
+from functions.scan_object.readers import archives, carve, documents, rar5, zips
 from functions.scan_object.readers.budget import Budget, LimitReached, UnpackLimits
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, Unpacked
 
@@ -42,12 +43,18 @@ __all__ = ["Problem", "UnpackLimits", "Unpacked", "recognise", "unpack"]
 
 
 def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
-    """Extract ``path`` (an archive or compressed stream) and what it nests, into ``root``."""
+    """Extract what ``path`` holds (an archive, a compressed stream, either at any
+    offset) and what that nests, into ``root``; note encryption found on the way."""
     root.mkdir(parents=True, exist_ok=True)
     x = Extraction(Unpacked(root=root), Budget(limits))
     try:
         try:
-            _open(path, "", 1, x)
+            if documents.encrypted(path):
+                x.problem(Problem.ENCRYPTED)
+            if archives.recognise(path) is not None:
+                _open(path, "", 1, x)
+            else:
+                carve.read_candidates(path, "", 1, x, _nested(x), set())
         finally:
             x.close()
     except LimitReached:
@@ -102,10 +109,14 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
     holds the mark of one somewhere."""
 
     def nested(member: Member, level: int) -> None:
+        if documents.encrypted_manifest(member.label, member.data):
+            x.problem(Problem.ENCRYPTED)  # an encrypted OpenDocument file
         if member.data is not None and archives.plain_text(member.data):
             return  # no reader here recognises printable text without a mark
         source = member.data if member.data is not None else member.path
         assert source is not None
+        if documents.of_interest(member.head(8)) and documents.encrypted(source):
+            x.problem(Problem.ENCRYPTED)
         if archives.recognise(source) is not None:
             with x.as_file(member) as opened:
                 _open(opened, member.label, level, x)
