@@ -19,10 +19,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.scan_object.definitions_store import FRESHCLAM_REUSE_S, DefinitionsStore
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
 from functions.scan_object.readers import (
+    MAIL_HEAD,
     Unpacked,
     UnpackLimits,
     archives,
     documents,
+    mail,
     recognise,
     unpack,
 )
@@ -362,6 +364,7 @@ class Scanner:
             and recognise(path) is None
             and not any_candidate(path)
             and not documents.of_interest(archives.read_head(path, 8))
+            and not mail.is_mail(archives.read_head(path, MAIL_HEAD))
         ):
             return None
         root = path.with_name(path.name + ".unpacked")

@@ -215,6 +215,10 @@ def engine(tmp_path_factory, signatures):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_what_an_extractor_gets_out_is_scanned(harness, engine, tmp_path, name):
     make, oracle = CASES[name]
+    check_case(harness, engine, tmp_path, name, make, oracle)
+
+
+def check_case(harness, engine, tmp_path, name, make, oracle) -> None:
     data = make(tmp_path)
     path = tmp_path / name
     path.write_bytes(data)
@@ -329,3 +333,95 @@ def test_the_same_documents_unencrypted_are_scanned(harness, tmp_path):
     run(tool("arj"), "a", "plain.arj", "eicar.com", cwd=tmp_path)
     scan = harness.scan("open/plain.arj", (tmp_path / "plain.arj").read_bytes()).output["scan"]
     assert scan["verdict"] == "infected", scan
+
+
+# -- mail, as a mail client decodes it ------------------------------------------------------
+
+
+def _mail(headers: str, body: bytes) -> bytes:
+    return headers.replace("\n", "\r\n").encode() + b"\r\n" + body
+
+
+def mail_quoted_printable(tmp: Path) -> bytes:
+    import quopri
+
+    return _mail(
+        "From: a@example.com\nTo: b@example.com\nSubject: qp\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="XX"\n',
+        b"--XX\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n"
+        b'Content-Disposition: attachment; filename="eicar.com"\r\n\r\n'
+        + quopri.encodestring(EICAR, quotetabs=True)
+        + b"\r\n--XX--\r\n",
+    )
+
+
+def mail_rfc2231_boundary(tmp: Path) -> bytes:
+    import base64
+
+    return _mail(
+        "From: a@example.com\nSubject: 2231\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary*0="split-"; boundary*1="boundary"\n',
+        b"--split-boundary\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="eicar.com"\r\n\r\n'
+        + base64.encodebytes(EICAR)
+        + b"\r\n--split-boundary--\r\n",
+    )
+
+
+def yenc(data: bytes) -> bytes:
+    out = bytearray()
+    for byte in data:
+        coded = (byte + 42) % 256
+        if coded in (0x00, 0x0A, 0x0D, 0x3D):
+            out += bytes([0x3D, (coded + 64) % 256])
+        else:
+            out.append(coded)
+    return bytes(out)
+
+
+def mail_yenc(tmp: Path) -> bytes:
+    return _mail(
+        "From: a@example.com\nNewsgroups: alt.binaries.test\nSubject: yEnc\n",
+        b"=ybegin line=128 size=68 name=eicar.com\r\n" + yenc(EICAR) + b"\r\n=yend size=68\r\n",
+    )
+
+
+def email_parts(path: Path, tmp: Path) -> bytes:
+    """The oracle: what Python's email package (a mail client's parser) decodes."""
+    import email as email_package
+    import email.policy
+
+    message = email_package.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    return b"".join(
+        part.get_payload(decode=True) or b"" for part in message.walk() if not part.is_multipart()
+    )
+
+
+def yenc_decoded(path: Path, tmp: Path) -> bytes:
+    """yEnc as news readers decode it (the spec: (b - 42) mod 256, '=' escapes)."""
+    body = path.read_bytes().split(b"=ybegin", 1)[1].split(b"\r\n", 1)[1].split(b"\r\n=yend")[0]
+    out, escaped = bytearray(), False
+    for byte in body.replace(b"\r\n", b""):
+        if escaped:
+            out.append((byte - 106) % 256)
+            escaped = False
+        elif byte == 0x3D:
+            escaped = True
+        else:
+            out.append((byte - 42) % 256)
+    return bytes(out)
+
+
+MAIL = {
+    "quoted-printable.eml": (mail_quoted_printable, email_parts),
+    "rfc2231-boundary.eml": (mail_rfc2231_boundary, email_parts),
+    "yenc.eml": (mail_yenc, yenc_decoded),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAIL))
+def test_what_a_mail_client_decodes_is_scanned(harness, engine, tmp_path, name):
+    make, oracle = MAIL[name]
+    check_case(harness, engine, tmp_path, name, make, oracle)

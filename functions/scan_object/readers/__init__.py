@@ -16,7 +16,8 @@ One module per job:
   where a reader stopped;
 - ``zips``: a zip's central directory, bounded (which local headers it lists);
 - ``rar5``: RAR5's encryption, which libarchive does not report;
-- ``documents``: encrypted Office, OpenDocument and ARJ files ClamAV passes.
+- ``documents``: encrypted Office, OpenDocument and ARJ files ClamAV passes;
+- ``mail``: every MIME part of a message decoded (and yEnc).
 
 Safety, by construction: only the formats and filters ``archives`` lists are
 enabled; nothing from an archive becomes a file name (members are numbered
@@ -33,11 +34,13 @@ import errno
 from collections.abc import Callable
 from pathlib import Path
 
-from functions.scan_object.readers import archives, carve, documents, rar5, zips
+from functions.scan_object.readers import archives, carve, documents, mail, rar5, zips
 from functions.scan_object.readers.budget import Budget, LimitReached, UnpackLimits
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, Unpacked
 
 recognise = archives.recognise
+# How much of a file is read to tell mail (its headers) from other text.
+MAIL_HEAD = 8192
 
 __all__ = ["Problem", "UnpackLimits", "Unpacked", "recognise", "unpack"]
 
@@ -51,6 +54,8 @@ def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
         try:
             if documents.encrypted(path):
                 x.problem(Problem.ENCRYPTED)
+            if mail.is_mail(archives.read_head(path, MAIL_HEAD)):
+                mail.read(path, "", 1, x, _nested(x))
             if archives.recognise(path) is not None:
                 _open(path, "", 1, x)
             else:
@@ -111,10 +116,13 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
     def nested(member: Member, level: int) -> None:
         if documents.encrypted_manifest(member.label, member.data):
             x.problem(Problem.ENCRYPTED)  # an encrypted OpenDocument file
-        if member.data is not None and archives.plain_text(member.data):
-            return  # no reader here recognises printable text without a mark
         source = member.data if member.data is not None else member.path
         assert source is not None
+        if mail.is_mail(member.head(MAIL_HEAD)):
+            x.budget.depth(level)
+            mail.read(source, member.label, level, x, _nested(x))
+        if member.data is not None and archives.plain_text(member.data):
+            return  # no reader here recognises printable text without a mark
         if documents.of_interest(member.head(8)) and documents.encrypted(source):
             x.problem(Problem.ENCRYPTED)
         if archives.recognise(source) is not None:
