@@ -25,6 +25,7 @@ from functions.scan_object.readers import (
     archives,
     documents,
     mail,
+    pdf,
     recognise,
     unpack,
 )
@@ -364,7 +365,8 @@ class Scanner:
             and recognise(path) is None
             and not any_candidate(path)
             and not documents.of_interest(archives.read_head(path, 8))
-            and not mail.is_mail(archives.read_head(path, MAIL_HEAD))
+            and not mail.is_mail(head := archives.read_head(path, MAIL_HEAD))
+            and not pdf.is_pdf(head)
         ):
             return None
         root = path.with_name(path.name + ".unpacked")

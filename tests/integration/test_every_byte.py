@@ -425,3 +425,66 @@ MAIL = {
 def test_what_a_mail_client_decodes_is_scanned(harness, engine, tmp_path, name):
     make, oracle = MAIL[name]
     check_case(harness, engine, tmp_path, name, make, oracle)
+
+
+# -- PDF: what a PDF reader extracts ---------------------------------------------------------
+
+
+def png_predicted(data: bytes, columns: int) -> bytes:
+    """Rows of ``columns`` bytes, each with PNG's Sub filter (type 1), as a PDF
+    writer may store any stream with /Predictor 11."""
+    out = bytearray()
+    padded = data.ljust(-(-len(data) // columns) * columns, b"\0")
+    for start in range(0, len(padded), columns):
+        row = padded[start : start + columns]
+        out.append(1)
+        out += bytes((row[i] - (row[i - 1] if i else 0)) & 0xFF for i in range(len(row)))
+    return bytes(out)
+
+
+def pdf_with_predicted_attachment(tmp: Path) -> bytes:
+    import pikepdf
+
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    stream = pikepdf.Stream(pdf, zlib.compress(png_predicted(EICAR, 17)))
+    stream["/Type"] = pikepdf.Name.EmbeddedFile
+    stream["/Filter"] = pikepdf.Name.FlateDecode
+    stream["/DecodeParms"] = pikepdf.Dictionary(Predictor=11, Columns=17)
+    spec = pikepdf.Dictionary(
+        Type=pikepdf.Name.Filespec, F="eicar.com", EF=pikepdf.Dictionary(F=stream)
+    )
+    pdf.Root.Names = pikepdf.Dictionary(
+        EmbeddedFiles=pikepdf.Dictionary(Names=pikepdf.Array(["eicar.com", spec]))
+    )
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def pdf_attachments(path: Path, tmp: Path) -> bytes:
+    """The oracle: qpdf's own extraction of the attachments (`qpdf --show-attachment`)."""
+    import pikepdf
+
+    with pikepdf.open(path) as pdf:
+        return b"".join(spec.get_file().read_bytes() for spec in pdf.attachments.values())
+
+
+def encrypted_pdf(tmp: Path) -> bytes:
+    import pikepdf
+
+    pdf = pikepdf.open(io.BytesIO(pdf_with_predicted_attachment(tmp)))
+    out = io.BytesIO()
+    pdf.save(out, encryption=pikepdf.Encryption(user="secret", owner="secret"))
+    return out.getvalue()
+
+
+def test_a_pdf_attachment_a_pdf_reader_extracts_is_scanned(harness, engine, tmp_path):
+    check_case(
+        harness, engine, tmp_path, "predicted.pdf", pdf_with_predicted_attachment, pdf_attachments
+    )
+
+
+def test_a_pdf_that_needs_a_password_is_encrypted(harness, tmp_path):
+    scan = harness.scan("secret.pdf", encrypted_pdf(tmp_path)).output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "encrypted"), scan

@@ -17,7 +17,8 @@ One module per job:
 - ``zips``: a zip's central directory, bounded (which local headers it lists);
 - ``rar5``: RAR5's encryption, which libarchive does not report;
 - ``documents``: encrypted Office, OpenDocument and ARJ files ClamAV passes;
-- ``mail``: every MIME part of a message decoded (and yEnc).
+- ``mail``: every MIME part of a message decoded (and yEnc);
+- ``pdf``: a PDF's embedded files and decoded streams (qpdf, through pikepdf).
 
 Safety, by construction: only the formats and filters ``archives`` lists are
 enabled; nothing from an archive becomes a file name (members are numbered
@@ -34,12 +35,12 @@ import errno
 from collections.abc import Callable
 from pathlib import Path
 
-from functions.scan_object.readers import archives, carve, documents, mail, rar5, zips
+from functions.scan_object.readers import archives, carve, documents, mail, pdf, rar5, zips
 from functions.scan_object.readers.budget import Budget, LimitReached, UnpackLimits
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, Unpacked
 
 recognise = archives.recognise
-# How much of a file is read to tell mail (its headers) from other text.
+# How much of a file is read to tell mail (its headers) or a PDF from other files.
 MAIL_HEAD = 8192
 
 __all__ = ["Problem", "UnpackLimits", "Unpacked", "recognise", "unpack"]
@@ -54,8 +55,11 @@ def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
         try:
             if documents.encrypted(path):
                 x.problem(Problem.ENCRYPTED)
-            if mail.is_mail(archives.read_head(path, MAIL_HEAD)):
+            head = archives.read_head(path, MAIL_HEAD)
+            if mail.is_mail(head):
                 mail.read(path, "", 1, x, _nested(x))
+            if pdf.is_pdf(head):
+                pdf.read(path, "", 1, x, _nested(x))
             if archives.recognise(path) is not None:
                 _open(path, "", 1, x)
             else:
@@ -118,9 +122,13 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
             x.problem(Problem.ENCRYPTED)  # an encrypted OpenDocument file
         source = member.data if member.data is not None else member.path
         assert source is not None
-        if mail.is_mail(member.head(MAIL_HEAD)):
+        head = member.head(MAIL_HEAD)
+        if mail.is_mail(head):
             x.budget.depth(level)
             mail.read(source, member.label, level, x, _nested(x))
+        if pdf.is_pdf(head):
+            x.budget.depth(level)
+            pdf.read(source, member.label, level, x, _nested(x))
         if member.data is not None and archives.plain_text(member.data):
             return  # no reader here recognises printable text without a mark
         if documents.of_interest(member.head(8)) and documents.encrypted(source):

@@ -1,0 +1,192 @@
+"""PDF, read with qpdf (through pikepdf): embedded files and decoded streams.
+
+ClamAV parses PDF itself and reads some streams short: an embedded file
+compressed with FlateDecode and a PNG or TIFF predictor came out clean. Here
+every stream of the document is decoded and scanned as a member (an embedded
+file under its own name): FlateDecode (with its predictor) by our own
+bounded decoder, block by block against the budget, since a stream of a few
+kilobytes may inflate to gigabytes; other lossless filters through qpdf when
+the stream is small enough that no filter can make it large. Image codecs
+(DCT, JPX, JBIG2, CCITT) and image XObjects decode to pixels, not files,
+and are left to ClamAV.
+
+A document that needs a password to open is ``encrypted``; one encrypted with
+an empty user password (common: it only forbids printing or copying) is
+decrypted by qpdf and read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from functions.scan_object.readers.extraction import Extraction, Member, Problem, label
+
+_IMAGE_CODECS = {"/DCTDecode", "/JPXDecode", "/JBIG2Decode", "/CCITTFaxDecode"}
+# Through qpdf only below this size: LZW or RunLength can expand a stream a
+# thousandfold, and qpdf decodes in memory.
+_QPDF_RAW_MAX = 256 << 10
+_BLOCK = 1 << 20
+
+
+def is_pdf(head: bytes) -> bool:
+    return b"%PDF-" in head[:1024]
+
+
+def read(
+    source: Path | bytes,
+    prefix: str,
+    depth: int,
+    x: Extraction,
+    nested: Callable[[Member, int], None],
+) -> None:
+    import pikepdf
+
+    try:
+        document = pikepdf.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except pikepdf.PasswordError:
+        x.problem(Problem.ENCRYPTED)
+        return
+    except (pikepdf.PdfError, OSError, ValueError):
+        return  # not a PDF qpdf reads: ClamAV had its raw bytes
+    with document:
+        names = _attachment_names(document)
+        for number, item in enumerate(document.objects):
+            if not isinstance(item, pikepdf.Stream):
+                continue
+            x.budget.entry()
+            chunks = _decoded(item)
+            if chunks is None:
+                continue
+            name = names.get(item.objgen, f"stream-{number}")
+            member = x.write(label(prefix, name), chunks, carved=True)
+            if member is not None:
+                nested(member, depth + 1)
+
+
+def _attachment_names(document: Any) -> dict[tuple[int, int], str]:
+    names = {}
+    # A damaged name tree: the streams keep their numbers.
+    with contextlib.suppress(Exception):
+        for name, spec in document.attachments.items():
+            names[spec.get_file().obj.objgen] = str(name)
+    return names
+
+
+def _filters(item: Any) -> tuple[list[str], list[Any]]:
+    import pikepdf
+
+    filters = item.get("/Filter")
+    if filters is None:
+        return [], []
+    listed = [str(f) for f in filters] if isinstance(filters, pikepdf.Array) else [str(filters)]
+    params = item.get("/DecodeParms")
+    if isinstance(params, pikepdf.Array):
+        parms = list(params)
+    elif params is None:
+        parms = [None] * len(listed)
+    else:
+        parms = [params]
+    return listed, parms
+
+
+def _decoded(item: Any) -> Iterator[bytes] | None:
+    filters, parms = _filters(item)
+    if _IMAGE_CODECS & set(filters) or str(item.get("/Subtype")) == "/Image":
+        return None  # pixels, not a file (pdfimages' output, not an attachment's)
+    raw = item.read_raw_bytes()
+    if not filters:
+        return iter([raw])
+    if filters == ["/FlateDecode"]:
+        return _inflate(raw, parms[0] if parms else None)
+    if len(raw) <= _QPDF_RAW_MAX:
+        try:
+            return iter([item.read_bytes()])
+        except Exception:  # noqa: BLE001 - qpdf could not decode: the raw bytes were scanned
+            return None
+    return None
+
+
+def _inflate(raw: bytes, parms: Any) -> Iterator[bytes]:
+    """FlateDecode, bounded block by block, then its predictor (PNG or TIFF)."""
+    predictor = int(parms.get("/Predictor", 1)) if parms is not None else 1
+    decoder = zlib.decompressobj()
+    pending = raw
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal pending
+        try:
+            while pending:
+                out = decoder.decompress(pending, _BLOCK)
+                pending = decoder.unconsumed_tail
+                if out:
+                    yield out
+                if decoder.eof or not out:
+                    return
+        except zlib.error:
+            return  # what inflated so far is scanned
+
+    if predictor < 2:
+        return blocks()
+    colors = int(parms.get("/Colors", 1))
+    bits = int(parms.get("/BitsPerComponent", 8))
+    columns = int(parms.get("/Columns", 1))
+    pixel = max(1, colors * bits // 8)
+    row = (colors * bits * columns + 7) // 8
+    if predictor == 2:
+        return _tiff(blocks(), row, pixel)
+    return _png(blocks(), row, pixel)
+
+
+def _rows(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    buffer = b""
+    for block in blocks:
+        buffer += block
+        while len(buffer) >= size:
+            yield buffer[:size]
+            buffer = buffer[size:]
+    if buffer:
+        yield buffer
+
+
+def _png(blocks: Iterator[bytes], row: int, pixel: int) -> Iterator[bytes]:
+    """PNG predictors (10-15): each row starts with its filter type."""
+    previous = bytearray(row)
+    out = bytearray()
+    for line in _rows(blocks, row + 1):
+        kind, data = line[0], bytearray(line[1:].ljust(row, b"\0"))
+        for i in range(row):
+            left = data[i - pixel] if i >= pixel else 0
+            up = previous[i]
+            if kind == 1:
+                data[i] = (data[i] + left) & 0xFF
+            elif kind == 2:
+                data[i] = (data[i] + up) & 0xFF
+            elif kind == 3:
+                data[i] = (data[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                corner = previous[i - pixel] if i >= pixel else 0
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                best = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                data[i] = (data[i] + best) & 0xFF
+        out += data
+        previous = data
+        if len(out) >= _BLOCK:
+            yield bytes(out)
+            out.clear()
+    if out:
+        yield bytes(out)
+
+
+def _tiff(blocks: Iterator[bytes], row: int, pixel: int) -> Iterator[bytes]:
+    """TIFF predictor 2 (8-bit components): each byte adds the one a pixel before."""
+    for line in _rows(blocks, row):
+        data = bytearray(line)
+        for i in range(pixel, len(data)):
+            data[i] = (data[i] + data[i - pixel]) & 0xFF
+        yield bytes(data)
