@@ -28,8 +28,9 @@ from functions.scan_object.readers import (
     pdf,
     recognise,
     unpack,
+    unsupported,
 )
-from functions.scan_object.readers.carve import any_candidate
+from functions.scan_object.readers.carve import any_candidate, zlib_stream
 from functions.scan_object.readers.extraction import batch_members
 from functions.scan_object.readers.zips import more_entries_than
 from functions.shared.aws import (
@@ -367,6 +368,8 @@ class Scanner:
             and not documents.of_interest(archives.read_head(path, 8))
             and not mail.is_mail(head := archives.read_head(path, MAIL_HEAD))
             and not pdf.is_pdf(head)
+            and not unsupported.kind(head)
+            and not zlib_stream(head)
         ):
             return None
         root = path.with_name(path.name + ".unpacked")

@@ -45,6 +45,9 @@ class UnscannableReason(enum.StrEnum):
     # An archive (or compressed stream) whose members could not all be read:
     # damaged, truncated, or a method neither ClamAV nor libarchive reads.
     ARCHIVE_UNREADABLE = "archive-unreadable"
+    # A container neither ClamAV nor our readers open (a squashfs or WIM image,
+    # a file system image): its bytes were scanned, what it stores was not.
+    UNSUPPORTED_FORMAT = "unsupported-format"
 
 
 class Engine(enum.StrEnum):

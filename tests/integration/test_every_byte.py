@@ -488,3 +488,51 @@ def test_a_pdf_attachment_a_pdf_reader_extracts_is_scanned(harness, engine, tmp_
 def test_a_pdf_that_needs_a_password_is_encrypted(harness, tmp_path):
     scan = harness.scan("secret.pdf", encrypted_pdf(tmp_path)).output["scan"]
     assert (scan["verdict"], scan["reason"]) == ("unscannable", "encrypted"), scan
+
+
+# -- containers nothing here opens: unsupported-format, never clean --------------------------
+
+
+def fat_boot_sector() -> bytes:
+    sector = bytearray(512)
+    sector[0:3] = b"\xeb\x3c\x90"
+    sector[3:11] = b"MSDOS5.0"
+    sector[54:62] = b"FAT12   "
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector) + bytes(4096)
+
+
+def ext2_superblock() -> bytes:
+    image = bytearray(4096)
+    image[1024 + 4 : 1024 + 8] = (1024).to_bytes(4, "little")  # blocks
+    image[1080:1082] = b"\x53\xef"
+    return bytes(image)
+
+
+UNSUPPORTED = {
+    "image.squashfs": b"hsqs" + bytes(92) + EICAR,
+    "image.wim": b"MSWIM\0\0\0" + bytes(200),
+    "disk.img": fat_boot_sector(),
+    "root.ext2": ext2_superblock(),
+    "archive.zpaq": b"7kSt" + bytes(64),
+    "archive.rz": b"RZIP" + bytes(64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_a_container_nothing_here_opens_is_unsupported_not_clean(harness, name):
+    scan = harness.scan(f"images/{name}", UNSUPPORTED[name]).output["scan"]
+    assert scan["verdict"] in ("unscannable", "infected"), scan
+    if scan["verdict"] == "unscannable":
+        assert scan["reason"] == "unsupported-format", scan
+
+
+def test_a_raw_zlib_stream_is_inflated_and_scanned(harness, engine, tmp_path):
+    check_case(
+        harness,
+        engine,
+        tmp_path,
+        "payload.zlib",
+        lambda t: zlib.compress(EICAR, 9),
+        lambda path, tmp: zlib.decompress(path.read_bytes()),  # zlib-flate -uncompress
+    )

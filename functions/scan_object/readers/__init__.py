@@ -18,7 +18,9 @@ One module per job:
 - ``rar5``: RAR5's encryption, which libarchive does not report;
 - ``documents``: encrypted Office, OpenDocument and ARJ files ClamAV passes;
 - ``mail``: every MIME part of a message decoded (and yEnc);
-- ``pdf``: a PDF's embedded files and decoded streams (qpdf, through pikepdf).
+- ``pdf``: a PDF's embedded files and decoded streams (qpdf, through pikepdf);
+- ``unsupported``: the containers nothing here opens (squashfs, WIM, file
+  system images): ``unsupported-format``.
 
 Safety, by construction: only the formats and filters ``archives`` lists are
 enabled; nothing from an archive becomes a file name (members are numbered
@@ -35,12 +37,22 @@ import errno
 from collections.abc import Callable
 from pathlib import Path
 
-from functions.scan_object.readers import archives, carve, documents, mail, pdf, rar5, zips
+from functions.scan_object.readers import (
+    archives,
+    carve,
+    documents,
+    mail,
+    pdf,
+    rar5,
+    unsupported,
+    zips,
+)
 from functions.scan_object.readers.budget import Budget, LimitReached, UnpackLimits
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, Unpacked
 
 recognise = archives.recognise
-# How much of a file is read to tell mail (its headers) or a PDF from other files.
+# How much of a file is read to tell mail (its headers), a PDF or an image
+# format (unsupported.HEAD) from other files.
 MAIL_HEAD = 8192
 
 __all__ = ["Problem", "UnpackLimits", "Unpacked", "recognise", "unpack"]
@@ -56,6 +68,10 @@ def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
             if documents.encrypted(path):
                 x.problem(Problem.ENCRYPTED)
             head = archives.read_head(path, MAIL_HEAD)
+            if unsupported.kind(head):
+                x.problem(Problem.UNSUPPORTED)
+            if carve.zlib_stream(head):
+                carve.read_zlib(path, "", 1, x, _nested(x))
             if mail.is_mail(head):
                 mail.read(path, "", 1, x, _nested(x))
             if pdf.is_pdf(head):
@@ -123,6 +139,11 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
         source = member.data if member.data is not None else member.path
         assert source is not None
         head = member.head(MAIL_HEAD)
+        if unsupported.kind(head):
+            x.problem(Problem.UNSUPPORTED)
+        if carve.zlib_stream(head):
+            x.budget.depth(level)
+            carve.read_zlib(source, member.label, level, x, _nested(x))
         if mail.is_mail(head):
             x.budget.depth(level)
             mail.read(source, member.label, level, x, _nested(x))

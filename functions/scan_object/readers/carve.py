@@ -179,6 +179,27 @@ def read_candidates(
         )
 
 
+def zlib_stream(head: bytes) -> bool:
+    """A zlib header (RFC 1950): deflate, a window of at most 32 KiB, its check."""
+    return (
+        len(head) >= 2
+        and head[0] & 0x0F == 8
+        and head[0] >> 4 <= 7
+        and (head[0] << 8 | head[1]) % 31 == 0
+    )
+
+
+def read_zlib(
+    source: Path | bytes, prefix: str, depth: int, x: Extraction, nested: Callable
+) -> None:
+    """A raw zlib stream (what 7-Zip and zlib-flate open, libarchive does not):
+    inflated as far as it goes; a stream that does not inflate is no problem."""
+    chunks = _drain(zlib.decompressobj(zlib.MAX_WBITS), [], _blocks(source, 0))
+    member = x.write(label(prefix, "zlib"), chunks, carved=True)
+    if member is not None:
+        nested(member, depth + 1)
+
+
 def _decoded(source: Path | bytes, offset: int, kind: str) -> Iterator[bytes]:
     """One gzip member, bzip2 stream or xz stream from ``offset``, as far as it decodes."""
     blocks = _blocks(source, offset)

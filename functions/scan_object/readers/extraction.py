@@ -37,6 +37,8 @@ class Problem:
     ENCRYPTED = "encrypted"
     # Damaged, truncated, or a method no reader here reads.
     UNREADABLE = "archive-unreadable"
+    # A container no reader here opens (unsupported.py).
+    UNSUPPORTED = "unsupported-format"
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""Containers no reader here (nor ClamAV) opens, though 7-Zip does: never clean.
+
+A squashfs or WIM image, an ext2/3/4 or FAT file system image, a zpaq or rzip
+archive: ClamAV takes each for a plain file and scans its bytes, and what is
+stored compressed inside is never seen. Until a reader opens them, such a
+file is ``unscannable`` (``unsupported-format``). Each is recognised by its
+format's own mark, at the offset the format puts it.
+"""
+
+from __future__ import annotations
+
+# How much of a file the marks below need (ext2's superblock magic is at 1080).
+HEAD = 2048
+
+
+def kind(head: bytes) -> str | None:
+    if head.startswith((b"hsqs", b"sqsh")):
+        return "squashfs"
+    if head.startswith(b"MSWIM\0\0\0"):
+        return "wim"
+    if head.startswith((b"7kSt", b"zPQ")):
+        return "zpaq"
+    if head.startswith(b"RZIP"):
+        return "rzip"
+    if len(head) >= 1082 and head[1080:1082] == b"\x53\xef" and head[1028:1032] != bytes(4):
+        return "ext2"  # its superblock's magic, and a block count
+    if head[510:512] == b"\x55\xaa" and (
+        head[54:59] in (b"FAT12", b"FAT16") or head[82:87] == b"FAT32"
+    ):
+        return "fat"
+    return None
