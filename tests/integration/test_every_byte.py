@@ -123,6 +123,69 @@ def compressed(command: str, data: bytes) -> bytes:
     return run(tool(command), "-c", data=data)
 
 
+def zip_flags(data: bytes, bit: int) -> bytes:
+    """The zip's one entry with ``bit`` set in the local and the central flags."""
+    out = bytearray(data)
+    for mark, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = out.find(mark) + at
+        out[i : i + 2] = struct.pack("<H", struct.unpack_from("<H", out, i)[0] | bit)
+    return bytes(out)
+
+
+def end_record(data: bytes, offset: int, value: bytes) -> bytes:
+    """The zip with its end-of-central-directory record changed at ``offset``."""
+    out = bytearray(data)
+    i = out.rfind(b"PK\x05\x06") + offset
+    out[i : i + len(value)] = value
+    return bytes(out)
+
+
+def zip64_sized(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open(name, "w", force_zip64=True) as member,
+    ):
+        member.write(data)
+    return buffer.getvalue()
+
+
+def old_binary_cpio(name: str, data: bytes) -> bytes:
+    """cpio's old binary format (as `cpio -H bin` writes it), mode 644 with no
+    file-type bits."""
+
+    def entry(path: bytes, mode: int, body: bytes) -> bytes:
+        path += b"\0"
+        fields = (0o70707, 0, 0, mode, 0, 0, 1, 0, 0, 0, len(path), 0, len(body))
+        return (
+            struct.pack("<13H", *fields) + path + bytes(len(path) % 2) + body + bytes(len(body) % 2)
+        )
+
+    return entry(name.encode(), 0o644, data) + entry(b"TRAILER!!!", 0, b"")
+
+
+def warc(uri: bytes, block: bytes) -> bytes:
+    head = b"WARC/1.0\r\nWARC-Type: resource\r\nWARC-Target-URI: %s\r\n" % uri
+    head += b"WARC-Date: 2026-12-02T19:00:00Z\r\n"
+    head += b"WARC-Record-ID: <urn:uuid:00000000-0000-0000-0000-000000000001>\r\n"
+    head += b"Content-Length: %d\r\n\r\n" % len(block)
+    return head + block + b"\r\n\r\n"
+
+
+def warc_blocks(path: Path, tmp: Path) -> bytes:
+    """Each record's block, exactly Content-Length bytes (ISO 28500), as a WARC
+    reader (warcio, say) hands it out."""
+    data, out, at = path.read_bytes(), b"", 0
+    while (end := data.find(b"\r\n\r\n", at)) != -1:
+        headers = dict(
+            line.split(b": ", 1) for line in data[at:end].split(b"\r\n")[1:] if b": " in line
+        )
+        size = int(headers[b"Content-Length"])
+        out += data[end + 4 : end + 4 + size] + b"\n--\n"
+        at = end + 4 + size + 4
+    return out
+
+
 # name -> (how it is made, what gets EICAR out of it (the oracle))
 Make = Callable[[Path], bytes]
 Oracle = Callable[[Path, Path], bytes]
@@ -146,6 +209,15 @@ def unzip_print(path: Path, tmp: Path) -> bytes:
     """Info-ZIP's unzip: it finds the last end record, and a zip that does not
     start at the file's first byte."""
     return subprocess.run([tool("unzip"), "-p", str(path)], capture_output=True, check=False).stdout
+
+
+def bsdtar_print(path: Path, tmp: Path) -> bytes:
+    return run(tool("bsdtar"), "-xOf", str(path))
+
+
+def write_to(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def ar_print(path: Path, tmp: Path) -> bytes:
@@ -193,6 +265,64 @@ CASES: dict[str, tuple[Make, Oracle]] = {
     # A 7z behind a 512-byte executable stub, outside the offsets libarchive
     # looks at for self-extractors.
     "stub-then.7z.exe": (seven_zip_after_stub, unzip_all),
+    # Zips whose quirks ClamAV's zip parser reads short of what unzip extracts:
+    # flag bit 13 ("masked" local header), zip64 sizes, an end record on "disk 1",
+    # one that counts five entries, 20 KiB after the end record.
+    "masked.zip": (lambda t: zip_flags(samples.zipped("eicar.com", EICAR), 1 << 13), unzip_print),
+    "zip64-sizes.zip": (lambda t: zip64_sized("eicar.com", EICAR), unzip_print),
+    "end-on-disk-1.zip": (
+        lambda t: end_record(samples.zipped("eicar.com", EICAR), 4, b"\x01\x00"),
+        unzip_print,
+    ),
+    "end-counts-five.zip": (
+        lambda t: end_record(samples.zipped("eicar.com", EICAR), 8, b"\x05\x00\x05\x00"),
+        unzip_print,
+    ),
+    "trailing-data.zip": (
+        lambda t: samples.zipped("eicar.com", EICAR) + bytes(range(256)) * 80,
+        unzip_print,
+    ),
+    # A data-descriptor zip appended to a PDF and to text.
+    "zip-after.pdf": (
+        lambda t: (
+            b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + streamed_zip("eicar.com", EICAR)
+        ),
+        unzip_all,
+    ),
+    "zip-after-text.txt": (
+        lambda t: b"a line of text\n" * 20 + streamed_zip("eicar.com", EICAR),
+        unzip_all,
+    ),
+    # A zero block in front of the data in the other compressions too.
+    "zero-block-first.lz4": (
+        lambda t: compressed("lz4", bytes(512) + samples.CLAM_EXE.read_bytes()),
+        decompress_all("lz4"),
+    ),
+    "zero-block-first.lz": (
+        lambda t: compressed("lzip", bytes(512) + samples.CLAM_EXE.read_bytes()),
+        decompress_all("lzip"),
+    ),
+    "zero-block-first.xz": (
+        lambda t: compressed("xz", bytes(512) + samples.CLAM_EXE.read_bytes()),
+        decompress_all("xz"),
+    ),
+    "zero-block-first.lzma": (
+        lambda t: run(
+            tool("xz"), "--format=lzma", "-c", data=bytes(512) + samples.CLAM_EXE.read_bytes()
+        ),
+        decompress_all("xz"),
+    ),
+    # Old binary cpio, its mode without file-type bits.
+    "old-binary.cpio": (lambda t: old_binary_cpio("eicar.com", EICAR), bsdtar_print),
+    # WARC: libarchive hands out the record with its 4-byte end (EICAR's hash no
+    # longer matches); a WARC reader gives exactly Content-Length bytes.
+    "crawl.warc": (lambda t: warc(b"http://example.com/eicar.com", EICAR), warc_blocks),
+    "crawl.warc.gz": (
+        lambda t: gzip.compress(warc(b"http://example.com/eicar.com", EICAR)),
+        lambda path, tmp: warc_blocks(
+            write_to(tmp / "x.warc", gzip.decompress(path.read_bytes())), tmp
+        ),
+    ),
     # Two whole zips back to back, the same entry name in both.
     "two-zips.zip": (
         lambda t: samples.zipped("notes.txt", b"harmless\n") + samples.zipped("notes.txt", EICAR),
@@ -240,6 +370,8 @@ LOOKALIKES = {
     "zip-magic.txt": b"PK\x03\x04 is how a zip begins; this is a note about that.\n" * 20,
     "bzip2-magic.txt": b"BZh91AY&SY is how bzip2 begins; this note only says so.\n" * 20,
     "gzip-magic.bin": b"\x1f\x8b\x08" + bytes(range(256)) * 8,
+    # Matroska begins with ARC's mark (0x1A), not with an ARC header after it.
+    "video.mkv": b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 8,
 }
 
 
@@ -517,6 +649,15 @@ UNSUPPORTED = {
     "archive.zpaq": b"7kSt" + bytes(64),
     "archive.rz": b"RZIP" + bytes(64),
 }
+
+
+def test_an_arc_archive_is_unsupported_not_clean(harness, tmp_path):
+    # Debian's arc (SEA ARC 5.21) crunches text: what is inside is not in its bytes.
+    (tmp_path / "notes.txt").write_bytes(EICAR + b"\n" + b"a line of notes\n" * 200)
+    run(tool("arc"), "a", "notes.arc", "notes.txt", cwd=tmp_path)
+    assert EICAR not in (tmp_path / "notes.arc").read_bytes()
+    scan = harness.scan("old/notes.arc", (tmp_path / "notes.arc").read_bytes()).output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "unsupported-format"), scan
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))

@@ -290,8 +290,9 @@ def read_members(
                     x.problem(Problem.ENCRYPTED)
                     continue  # never read: libarchive would hand back ciphertext (RAR4)
                 member = label(prefix, name or ("data" if raw else ""))
+                declared, data = entry.size, _Counted(_chunks(handle, buffer))
                 try:
-                    target = x.write(member, _chunks(handle, buffer), carved=carved)
+                    target = x.write(member, data, carved=carved)
                 except ArchiveError as err:
                     # clamd scans every archive file we open (the object, or a member
                     # written for it), not one libarchive reached through a compression
@@ -304,6 +305,13 @@ def read_members(
                     continue  # only this member is lost (what was read of it is scanned)
                 if target is not None:
                     nested(target, depth + 1)
+                if target is not None and declared is not None and 0 < declared < data.read:
+                    # More data than the header declares (libarchive's WARC reader
+                    # adds the record's 4-byte end): what a reader that stops at
+                    # the declared size extracts is scanned too.
+                    shorter = x.write(member, _prefix(target, declared), carved=True)
+                    if shorter is not None:
+                        nested(shorter, depth + 1)
                 if most is not None and len(seen) >= most:
                     return seen
     except ArchiveError as err:
@@ -359,6 +367,30 @@ def _chunks(handle: object, buffer: ctypes.Array) -> Iterator[bytes]:
         if read < 0:
             raise ffi.archive_error(handle, read)
         yield ctypes.string_at(buffer, read)
+
+
+class _Counted:
+    """Chunks, counting the bytes they held."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.read = chunks, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.read += len(chunk)
+            yield chunk
+
+
+def _prefix(member: Member, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of a member as written."""
+    if member.data is not None:
+        yield member.data[:size]
+        return
+    assert member.path is not None
+    with member.path.open("rb") as handle:
+        while size > 0 and (block := handle.read(min(size, _BLOCK))):
+            size -= len(block)
+            yield block
 
 
 def _pathname(entry: ArchiveEntry) -> str:

@@ -1,7 +1,7 @@
 """Containers no reader here (nor ClamAV) opens, though 7-Zip does: never clean.
 
-A squashfs or WIM image, an ext2/3/4 or FAT file system image, a zpaq or rzip
-archive: ClamAV takes each for a plain file and scans its bytes, and what is
+A squashfs or WIM image, an ext2/3/4 or FAT file system image, a zpaq, rzip
+or ARC archive: ClamAV takes each for a plain file and scans its bytes, and what is
 stored compressed inside is never seen. Until a reader opens them, such a
 file is ``unscannable`` (``unsupported-format``). Each is recognised by its
 format's own mark, at the offset the format puts it.
@@ -22,6 +22,8 @@ def kind(head: bytes) -> str | None:
         return "zpaq"
     if head.startswith(b"RZIP"):
         return "rzip"
+    if _arc(head):
+        return "arc"
     if len(head) >= 1082 and head[1080:1082] == b"\x53\xef" and head[1028:1032] != bytes(4):
         return "ext2"  # its superblock's magic, and a block count
     if head[510:512] == b"\x55\xaa" and (
@@ -29,3 +31,13 @@ def kind(head: bytes) -> str | None:
     ):
         return "fat"
     return None
+
+
+def _arc(head: bytes) -> bool:
+    """SEA's ARC (1985, still written by Debian's ``arc``): 0x1A, a method from 1 to
+    9, then a 13-byte name ended by NUL. Its one-byte mark is weak, so the name
+    must be one a DOS file could have."""
+    if len(head) < 29 or head[0] != 0x1A or not 1 <= head[1] <= 9:
+        return False
+    name, nul, _ = head[2:15].partition(b"\0")
+    return bool(nul) and len(name) > 0 and all(0x21 <= c < 0x7F for c in name)
