@@ -546,7 +546,50 @@ def yenc_decoded(path: Path, tmp: Path) -> bytes:
     return bytes(out)
 
 
+def every_byte_escaped(tmp: Path) -> bytes:
+    """The quoted-printable message with every byte of the attachment escaped."""
+    escaped = "".join(f"={byte:02X}" for byte in EICAR).encode()
+    message = mail_quoted_printable(tmp).replace(b"\r\n", b"\n").replace(EICAR, escaped)
+    assert escaped in message
+    return message
+
+
+def mbox_second_message(tmp: Path) -> bytes:
+    """An mbox: a plain first message, then one with a quoted-printable attachment:
+    ClamAV and a one-message parser read only the first."""
+    return (
+        b"From a@example.com Mon Jan  1 00:00:00 2024\nFrom: a@example.com\nSubject: 1\n\n"
+        b"first\n\nFrom b@example.com Mon Jan  1 00:01:00 2024\n" + every_byte_escaped(tmp)
+    )
+
+
+def unix_from_first(tmp: Path) -> bytes:
+    """A message whose first line is ``From :`` (Python's parser, like mbox
+    readers, takes a line beginning ``From `` for the envelope line)."""
+    return b"From : a@example.com\r\n" + mail_quoted_printable(tmp).split(b"\r\n", 1)[1]
+
+
+def mbox_parts(path: Path, tmp: Path) -> bytes:
+    """The oracle for an mbox: Python's mailbox, each message's parts decoded."""
+    import email as email_package
+    import email.policy
+    import mailbox
+
+    box = mailbox.mbox(
+        path,
+        factory=lambda f: email_package.message_from_binary_file(f, policy=email.policy.default),
+    )
+    return b"".join(
+        part.get_payload(decode=True) or b""
+        for message in box
+        for part in message.walk()
+        if not part.is_multipart()
+    )
+
+
 MAIL = {
+    "second-message.mbox": (mbox_second_message, mbox_parts),
+    "envelope-line-first.eml": (unix_from_first, email_parts),
     "quoted-printable.eml": (mail_quoted_printable, email_parts),
     "rfc2231-boundary.eml": (mail_rfc2231_boundary, email_parts),
     "yenc.eml": (mail_yenc, yenc_decoded),
@@ -557,6 +600,24 @@ MAIL = {
 def test_what_a_mail_client_decodes_is_scanned(harness, engine, tmp_path, name):
     make, oracle = MAIL[name]
     check_case(harness, engine, tmp_path, name, make, oracle)
+
+
+def test_a_message_too_large_to_hold_is_limits_exceeded(harness, monkeypatch, tmp_path):
+    from functions.scan_object.readers import mail
+
+    # GIVEN an mbox whose second message is larger than the reader holds (lowered here)
+    monkeypatch.setattr(mail, "MAX_MESSAGE", 4096)
+    benign = b"From a@example.com Mon Jan  1 00:00:00 2024\nFrom: a@example.com\n\nhello\n\n"
+    large = b"From b@example.com Mon Jan  1 00:00:00 2024\n" + every_byte_escaped(tmp_path)
+    data = benign + large + b"padding line\n" * 400
+
+    # THEN it is never clean: the message was not read
+    scan = harness.scan("mail/large.mbox", data).output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "limits-exceeded"), scan
+
+    # AND within the limit, the same mbox is read to its end: infected
+    monkeypatch.setattr(mail, "MAX_MESSAGE", 64 << 10)
+    assert harness.scan("mail/large.mbox", data).output["scan"]["verdict"] == "infected"
 
 
 # -- PDF: what a PDF reader extracts ---------------------------------------------------------
