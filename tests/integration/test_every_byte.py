@@ -569,6 +569,30 @@ def unix_from_first(tmp: Path) -> bytes:
     return b"From : a@example.com\r\n" + mail_quoted_printable(tmp).split(b"\r\n", 1)[1]
 
 
+def from_line_inside_an_attachment(tmp: Path) -> bytes:
+    """One message whose quoted-printable attachment (text, then a zip) has a line
+    beginning ``From ``: an mbox reader cuts the message there, a mail client
+    opening the file does not."""
+    import quopri
+
+    payload = b"notes\nFrom me to you\n" + samples.zipped("eicar.com", EICAR)
+    message = mail_quoted_printable(tmp).replace(b"\r\n", b"\n")
+    message = message.replace(
+        quopri.encodestring(EICAR, quotetabs=True), quopri.encodestring(payload)
+    )
+    assert b"\nFrom me" in message
+    return b"From a@example.com Mon Jan  1 00:00:00 2024\n" + message
+
+
+def zips_in_email_parts(path: Path, tmp: Path) -> bytes:
+    """Python's email, then unzip on each part (at the offset the zip starts)."""
+    out = b""
+    for part in email_parts(path, tmp).split(b"notes\nFrom me to you\n")[1:]:
+        with zipfile.ZipFile(io.BytesIO(part)) as archive:
+            out += b"".join(archive.read(name) for name in archive.namelist())
+    return out
+
+
 def mbox_parts(path: Path, tmp: Path) -> bytes:
     """The oracle for an mbox: Python's mailbox, each message's parts decoded."""
     import email as email_package
@@ -589,6 +613,7 @@ def mbox_parts(path: Path, tmp: Path) -> bytes:
 
 MAIL = {
     "second-message.mbox": (mbox_second_message, mbox_parts),
+    "from-line-in-attachment.mbox": (from_line_inside_an_attachment, zips_in_email_parts),
     "envelope-line-first.eml": (unix_from_first, email_parts),
     "quoted-printable.eml": (mail_quoted_printable, email_parts),
     "rfc2231-boundary.eml": (mail_rfc2231_boundary, email_parts),

@@ -38,6 +38,7 @@ MAX_MESSAGE = 64 << 20
 _HEADER = re.compile(rb"^[A-Za-z][A-Za-z0-9-]{0,60}[ \t]*:")
 _MIME = re.compile(rb"^(content-type|content-transfer-encoding|mime-version)[ \t]*:", re.I | re.M)
 _YBEGIN = re.compile(rb"^=ybegin .*?name=(?P<name>[^\r\n]*)\r?$", re.M)
+_ENVELOPE = re.compile(rb"From (\S+ .*\d\d:\d\d|[ \t]*:)")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _LEADING = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some writers put first
 
@@ -60,20 +61,35 @@ def read(
     x: Extraction,
     nested: Callable[[Member, int], None],
 ) -> None:
-    for number, data in enumerate(_messages(source)):
+    count = 0
+    for count, data in enumerate(_messages(source), start=1):
         if data is None:
             x.problem(Problem.LIMITS)  # a message too large to hold: never clean
             continue
-        where = label(prefix, f"message-{number}") if number else prefix
-        message = email.message_from_bytes(data, policy=email.policy.compat32)
-        for index, part in enumerate(_parts(message)):
-            x.budget.entry()
-            for name, payload in _decoded(part, index):
-                chunks = iter([payload]) if payload else iter(())
-                # Carved: a body met again (a plain message is its own body) is not read twice.
-                member = x.write(label(where, name), chunks, carved=True)
-                if member is not None:
-                    nested(member, depth + 1)
+        _read_message(
+            data, label(prefix, f"message-{count - 1}") if count > 1 else prefix, depth, x, nested
+        )
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
+    if count > 1 and size <= MAX_MESSAGE:
+        # A mail client opening the file reads it as one message: a "From " line
+        # inside an attachment does not cut it there. Both readings are scanned
+        # (what the two give alike, once).
+        whole = source if isinstance(source, bytes) else source.read_bytes()
+        _read_message(_start(whole), prefix, depth, x, nested)
+
+
+def _read_message(
+    data: bytes, where: str, depth: int, x: Extraction, nested: Callable[[Member, int], None]
+) -> None:
+    message = email.message_from_bytes(data, policy=email.policy.compat32)
+    for index, part in enumerate(_parts(message)):
+        x.budget.entry()
+        for name, payload in _decoded(part, index):
+            chunks = iter([payload]) if payload else iter(())
+            # Carved: a body met again (a plain message is its own body) is not read twice.
+            member = x.write(label(where, name), chunks, carved=True)
+            if member is not None:
+                nested(member, depth + 1)
 
 
 def _start(data: bytes) -> bytes:
@@ -82,7 +98,9 @@ def _start(data: bytes) -> bytes:
 
 
 def _mbox(lines: list[bytes]) -> bool:
-    return len(lines) > 1 and lines[0].startswith(b"From ") and bool(_HEADER.match(lines[1]))
+    # The envelope line as mail systems write it (a sender, then a date with a
+    # time) or, as Python's parser accepts, "From :"; then a header.
+    return len(lines) > 1 and bool(_ENVELOPE.match(lines[0])) and bool(_HEADER.match(lines[1]))
 
 
 def _messages(source: Path | bytes) -> Iterator[bytes | None]:
