@@ -697,10 +697,67 @@ def encrypted_pdf(tmp: Path) -> bytes:
     return out.getvalue()
 
 
+def pdf_with_attachment(stream_bytes: bytes, filters: list[str]) -> bytes:
+    import pikepdf
+
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    stream = pikepdf.Stream(pdf, stream_bytes)
+    stream["/Type"] = pikepdf.Name.EmbeddedFile
+    stream["/Filter"] = pikepdf.Array([pikepdf.Name(f) for f in filters])
+    spec = pikepdf.Dictionary(
+        Type=pikepdf.Name.Filespec, F="payload.zip", EF=pikepdf.Dictionary(F=stream)
+    )
+    pdf.Root.Names = pikepdf.Dictionary(
+        EmbeddedFiles=pikepdf.Dictionary(Names=pikepdf.Array(["payload.zip", spec]))
+    )
+    out = io.BytesIO()
+    pdf.save(out, compress_streams=False, stream_decode_level=pikepdf.StreamDecodeLevel.none)
+    return out.getvalue()
+
+
+def pdf_with_a_large_filter_chain(tmp: Path) -> bytes:
+    """An attachment behind ASCIIHex then Flate, over 256 KiB as stored (what qpdf
+    alone would decode in memory): 200 KiB of noise, then a zip of EICAR."""
+    import random
+
+    noise = random.Random(19).randbytes(200 << 10)
+    payload = noise + samples.zipped("eicar.com", EICAR)
+    return pdf_with_attachment(
+        zlib.compress(payload).hex().encode() + b">", ["/ASCIIHexDecode", "/FlateDecode"]
+    )
+
+
+def pdf_attachment_zips(path: Path, tmp: Path) -> bytes:
+    """qpdf's extraction of the attachment, then unzip on it."""
+    with zipfile.ZipFile(io.BytesIO(pdf_attachments(path, tmp))) as archive:
+        return b"".join(archive.read(name) for name in archive.namelist())
+
+
 def test_a_pdf_attachment_a_pdf_reader_extracts_is_scanned(harness, engine, tmp_path):
     check_case(
         harness, engine, tmp_path, "predicted.pdf", pdf_with_predicted_attachment, pdf_attachments
     )
+
+
+def test_a_large_stream_behind_a_chain_of_filters_is_decoded(harness, engine, tmp_path):
+    check_case(
+        harness, engine, tmp_path, "chained.pdf", pdf_with_a_large_filter_chain, pdf_attachment_zips
+    )
+    # ClamAV decodes this chain too: the second pass must not lean on it.
+    from functions.scan_object.readers import UnpackLimits, unpack
+
+    unpacked = unpack(
+        tmp_path / "chained.pdf", tmp_path / "out", UnpackLimits(1 << 30, 1 << 30, 100, 16)
+    )
+    assert "payload.zip/eicar.com" in [m for b in unpacked.batches.values() for m in b]
+
+
+def test_a_large_stream_only_qpdf_decodes_is_unreadable_not_clean(harness):
+    # GIVEN an LZW stream too large for qpdf's in-memory decoding
+    data = pdf_with_attachment(bytes(range(256)) * 1200, ["/LZWDecode"])
+    scan = harness.scan("large-lzw.pdf", data).output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "archive-unreadable"), scan
 
 
 def test_a_pdf_that_needs_a_password_is_encrypted(harness, tmp_path):

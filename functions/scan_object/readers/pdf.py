@@ -3,10 +3,12 @@
 ClamAV parses PDF itself and reads some streams short: an embedded file
 compressed with FlateDecode and a PNG or TIFF predictor came out clean. Here
 every stream of the document is decoded and scanned as a member (an embedded
-file under its own name): FlateDecode (with its predictor) by our own
-bounded decoder, block by block against the budget, since a stream of a few
-kilobytes may inflate to gigabytes; other lossless filters through qpdf when
-the stream is small enough that no filter can make it large. Image codecs
+file under its own name): FlateDecode (with its predictor), ASCIIHex,
+ASCII85 and RunLength, in any chain, by our own decoders, block by block
+against the budget, since a stream of a few kilobytes may inflate to
+gigabytes; other lossless filters (LZW) through qpdf when the stream is small
+enough that no filter can make it too large to hold, and a larger one is
+``archive-unreadable``, never clean. Image codecs
 (DCT, JPX, JBIG2, CCITT) and image XObjects decode to pixels, not files,
 and are left to ClamAV.
 
@@ -31,6 +33,8 @@ _IMAGE_CODECS = {"/DCTDecode", "/JPXDecode", "/JBIG2Decode", "/CCITTFaxDecode"}
 # thousandfold, and qpdf decodes in memory.
 _QPDF_RAW_MAX = 256 << 10
 _BLOCK = 1 << 20
+# Each decoder takes its input this much at a time (RunLength may expand 64-fold).
+_PIECE = 64 << 10
 
 
 def is_pdf(head: bytes) -> bool:
@@ -59,7 +63,11 @@ def read(
             if not isinstance(item, pikepdf.Stream):
                 continue
             x.budget.entry()
-            chunks = _decoded(item)
+            try:
+                chunks = _decoded(item)
+            except _TooLarge:
+                x.problem(Problem.UNREADABLE)  # never clean: it was not read
+                continue
             if chunks is None:
                 continue
             name = names.get(item.objgen, f"stream-{number}")
@@ -99,47 +107,143 @@ def _decoded(item: Any) -> Iterator[bytes] | None:
     if _IMAGE_CODECS & set(filters) or str(item.get("/Subtype")) == "/Image":
         return None  # pixels, not a file (pdfimages' output, not an attachment's)
     raw = item.read_raw_bytes()
-    if not filters:
-        return iter([raw])
-    if filters == ["/FlateDecode"]:
-        return _inflate(raw, parms[0] if parms else None)
+    if all(f in _STREAMING for f in filters):
+        # Our own decoders, chained block by block against the budget: a stream
+        # of a few kilobytes may inflate to gigabytes.
+        blocks: Iterator[bytes] = (raw[i : i + _PIECE] for i in range(0, len(raw), _PIECE))
+        for name, parm in zip(filters, parms, strict=False):
+            blocks = _STREAMING[name](blocks, parm)
+        return blocks
     if len(raw) <= _QPDF_RAW_MAX:
         try:
             return iter([item.read_bytes()])
         except Exception:  # noqa: BLE001 - qpdf could not decode: the raw bytes were scanned
             return None
-    return None
+    raise _TooLarge  # LZW, say, too large to hand to qpdf's in-memory decoding
 
 
-def _inflate(raw: bytes, parms: Any) -> Iterator[bytes]:
+class _TooLarge(Exception):
+    """A stream only qpdf decodes, too large to decode in memory."""
+
+
+def _inflate(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
     """FlateDecode, bounded block by block, then its predictor (PNG or TIFF)."""
-    predictor = int(parms.get("/Predictor", 1)) if parms is not None else 1
-    decoder = zlib.decompressobj()
-    pending = raw
+    return _predicted(_inflated(blocks), parms)
 
-    def blocks() -> Iterator[bytes]:
-        nonlocal pending
-        try:
+
+def _inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    decoder = zlib.decompressobj()
+    try:
+        for block in blocks:
+            pending = block
             while pending:
                 out = decoder.decompress(pending, _BLOCK)
                 pending = decoder.unconsumed_tail
                 if out:
                     yield out
-                if decoder.eof or not out:
+                if decoder.eof:
                     return
-        except zlib.error:
-            return  # what inflated so far is scanned
+                if not out and not pending:
+                    break
+        yield decoder.flush()
+    except zlib.error:
+        return  # what inflated so far is scanned
 
+
+def _predicted(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
+    predictor = int(parms.get("/Predictor", 1)) if parms is not None else 1
     if predictor < 2:
-        return blocks()
+        return blocks
     colors = int(parms.get("/Colors", 1))
     bits = int(parms.get("/BitsPerComponent", 8))
     columns = int(parms.get("/Columns", 1))
     pixel = max(1, colors * bits // 8)
     row = (colors * bits * columns + 7) // 8
     if predictor == 2:
-        return _tiff(blocks(), row, pixel)
-    return _png(blocks(), row, pixel)
+        return _tiff(blocks, row, pixel)
+    return _png(blocks, row, pixel)
+
+
+def _hex(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
+    """ASCIIHexDecode: pairs of hex digits, whitespace skipped, '>' ends it."""
+    odd = b""
+    for block in blocks:
+        text, end, _ = block.partition(b">")
+        digits = odd + bytes(c for c in text if c in _HEX_DIGITS)
+        odd = digits[len(digits) // 2 * 2 :]
+        yield bytes.fromhex(digits[: len(digits) // 2 * 2].decode())
+        if end:
+            break
+    if odd:
+        yield bytes.fromhex((odd + b"0").decode())
+
+
+def _ascii85(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
+    """ASCII85Decode: groups of five, 'z' for four zeros, '~>' ends it."""
+    group = bytearray()
+    for block in blocks:
+        text, end, _ = block.partition(b"~>")
+        out = bytearray()
+        for c in text:
+            if c == 0x7A and not group:  # 'z'
+                out += bytes(4)
+            elif 0x21 <= c <= 0x75:
+                group.append(c)
+                if len(group) == 5:
+                    out += _base85_group(group, 5)
+                    group.clear()
+        yield bytes(out)
+        if end:
+            break
+    if len(group) > 1:
+        yield _base85_group(group, len(group))
+
+
+def _base85_group(group: bytearray, size: int) -> bytes:
+    padded = bytes(group) + b"u" * (5 - size)
+    value = 0
+    for c in padded:
+        value = value * 85 + (c - 33)
+    return (value & 0xFFFFFFFF).to_bytes(4, "big")[: size - 1]
+
+
+def _run_length(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
+    """RunLengthDecode: a length byte, then that many bytes plus one (below 128)
+    or one byte repeated 257 minus it (above 128); 128 ends it."""
+    pending = b""
+    for block in blocks:
+        data, at, out = pending + block, 0, bytearray()
+        while at < len(data):
+            length = data[at]
+            if length == 128:
+                yield bytes(out)
+                return
+            need = length + 2 if length < 128 else 2
+            if at + need > len(data):
+                break
+            if length < 128:
+                out += data[at + 1 : at + need]
+            else:
+                out += data[at + 1 : at + 2] * (257 - length)
+            at += need
+            if len(out) >= _BLOCK:
+                yield bytes(out)
+                out.clear()
+        pending = data[at:]
+        yield bytes(out)
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_STREAMING: dict[str, Callable[[Iterator[bytes], Any], Iterator[bytes]]] = {
+    "/FlateDecode": _inflate,
+    "/Fl": _inflate,
+    "/ASCIIHexDecode": _hex,
+    "/AHx": _hex,
+    "/ASCII85Decode": _ascii85,
+    "/A85": _ascii85,
+    "/RunLengthDecode": _run_length,
+    "/RL": _run_length,
+}
 
 
 def _rows(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
