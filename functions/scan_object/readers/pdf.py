@@ -3,12 +3,11 @@
 ClamAV parses PDF itself and reads some streams short: an embedded file
 compressed with FlateDecode and a PNG or TIFF predictor came out clean. Here
 every stream of the document is decoded and scanned as a member (an embedded
-file under its own name): FlateDecode (with its predictor), ASCIIHex,
-ASCII85 and RunLength, in any chain, by our own decoders, block by block
-against the budget, since a stream of a few kilobytes may inflate to
-gigabytes; other lossless filters (LZW) through qpdf when the stream is small
-enough that no filter can make it too large to hold, and a larger one is
-``archive-unreadable``, never clean. Image codecs
+file under its own name): every lossless filter of PDF's (FlateDecode and
+LZWDecode with their predictors, ASCIIHex, ASCII85, RunLength), in any
+chain, by our own decoders, block by block against the budget, since a
+stream of a few kilobytes may inflate to gigabytes; any other filter through
+qpdf (which decodes none that expands). Image codecs
 (DCT, JPX, JBIG2, CCITT) and image XObjects decode to pixels, not files,
 and are left to ClamAV.
 
@@ -29,9 +28,6 @@ from typing import Any
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, label
 
 _IMAGE_CODECS = {"/DCTDecode", "/JPXDecode", "/JBIG2Decode", "/CCITTFaxDecode"}
-# Through qpdf only below this size: LZW or RunLength can expand a stream a
-# thousandfold, and qpdf decodes in memory.
-_QPDF_RAW_MAX = 256 << 10
 _BLOCK = 1 << 20
 # Each decoder takes its input this much at a time (RunLength may expand 64-fold).
 _PIECE = 64 << 10
@@ -63,11 +59,7 @@ def read(
             if not isinstance(item, pikepdf.Stream):
                 continue
             x.budget.entry()
-            try:
-                chunks = _decoded(item)
-            except _TooLarge:
-                x.problem(Problem.UNREADABLE)  # never clean: it was not read
-                continue
+            chunks = _decoded(item)
             if chunks is None:
                 continue
             name = names.get(item.objgen, f"stream-{number}")
@@ -114,16 +106,11 @@ def _decoded(item: Any) -> Iterator[bytes] | None:
         for name, parm in zip(filters, parms, strict=False):
             blocks = _STREAMING[name](blocks, parm)
         return blocks
-    if len(raw) <= _QPDF_RAW_MAX:
-        try:
-            return iter([item.read_bytes()])
-        except Exception:  # noqa: BLE001 - qpdf could not decode: the raw bytes were scanned
-            return None
-    raise _TooLarge  # LZW, say, too large to hand to qpdf's in-memory decoding
-
-
-class _TooLarge(Exception):
-    """A stream only qpdf decodes, too large to decode in memory."""
+    try:
+        # A filter ours do not decode (none of PDF's lossless ones): qpdf's.
+        return iter([item.read_bytes()])
+    except Exception:  # noqa: BLE001 - no PDF reader decodes it: the raw bytes were scanned
+        return None
 
 
 def _inflate(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
@@ -233,6 +220,47 @@ def _run_length(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
         yield bytes(out)
 
 
+def _lzw(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
+    """LZWDecode (PDF's: codes of 9 to 12 bits, MSB first, 256 clears, 257 ends;
+    the code width grows one code early unless /EarlyChange is 0), then its
+    predictor. Each code adds at most one entry, so memory stays at 4096 entries."""
+    early = int(parms.get("/EarlyChange", 1)) if parms is not None else 1
+    return _predicted(_lzw_codes(blocks, early), parms)
+
+
+def _lzw_codes(blocks: Iterator[bytes], early: int) -> Iterator[bytes]:
+    table = [bytes([i]) for i in range(256)] + [b"", b""]
+    width, bits, held, previous = 9, 0, 0, b""
+    for block in blocks:
+        out = bytearray()
+        for byte in block:
+            held, bits = (held << 8) | byte, bits + 8
+            while bits >= width:
+                bits -= width
+                code = (held >> bits) & ((1 << width) - 1)
+                held &= (1 << bits) - 1
+                if code == 256:
+                    table, width, previous = table[:258], 9, b""
+                    continue
+                if code == 257:
+                    yield bytes(out)
+                    return
+                if code < len(table):
+                    entry = table[code]
+                elif code == len(table) and previous:
+                    entry = previous + previous[:1]
+                else:
+                    yield bytes(out)
+                    return  # a damaged stream: what decoded so far is scanned
+                out += entry
+                if previous and len(table) < 4096:
+                    table.append(previous + entry[:1])
+                previous = entry
+                if len(table) + early >= (1 << width) and width < 12:
+                    width += 1
+        yield bytes(out)
+
+
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _STREAMING: dict[str, Callable[[Iterator[bytes], Any], Iterator[bytes]]] = {
     "/FlateDecode": _inflate,
@@ -243,6 +271,8 @@ _STREAMING: dict[str, Callable[[Iterator[bytes], Any], Iterator[bytes]]] = {
     "/A85": _ascii85,
     "/RunLengthDecode": _run_length,
     "/RL": _run_length,
+    "/LZWDecode": _lzw,
+    "/LZW": _lzw,
 }
 
 
