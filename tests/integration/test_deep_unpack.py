@@ -20,17 +20,6 @@ from scanctl import samples
 HIDDEN = samples.only_our_unpacking_catches()
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory, signatures):
-    """A clamd of its own, to show what ClamAV alone says."""
-    from functions.scan_object.engine import ClamdEngine, Limits
-
-    clamd = ClamdEngine(tmp_path_factory.mktemp("engine"), Limits(64 * 1024**2, 256 * 1024**2))
-    clamd.ensure("test", signatures)
-    yield clamd
-    clamd.stop()
-
-
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data)
