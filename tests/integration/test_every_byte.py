@@ -325,6 +325,9 @@ LOOKALIKES = {
     "zip-magic.txt": b"PK\x03\x04 is how a zip begins; this is a note about that.\n" * 20,
     "bzip2-magic.txt": b"BZh91AY&SY is how bzip2 begins; this note only says so.\n" * 20,
     "gzip-magic.bin": b"\x1f\x8b\x08" + bytes(range(256)) * 8,
+    # Text and an image with an ext2 superblock's two-byte magic where it would be.
+    "cjk.txt": "中文".encode() * 180 + b"S\xef\xbc\x8c" + "文本".encode() * 300,
+    "chunk.png": png() + b"\x00" * (1080 - len(png())) + b"S\xef" + b"\x00" * 2000,
     # Matroska begins with ARC's mark (0x1A), not with an ARC header after it.
     "video.mkv": b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 8,
 }
@@ -360,20 +363,28 @@ def fat_boot_sector() -> bytes:
     return bytes(sector) + bytes(4096)
 
 
-def ext2_superblock() -> bytes:
-    image = bytearray(4096)
-    image[1024 + 4 : 1024 + 8] = (1024).to_bytes(4, "little")  # blocks
-    image[1080:1082] = b"\x53\xef"
-    return bytes(image)
+def file_system_image(tmp: Path, command: list[str]) -> bytes:
+    """An image holding EICAR, made by the file system's own tool."""
+    (tmp / "root").mkdir(exist_ok=True)
+    (tmp / "root" / "eicar.com").write_bytes(EICAR)
+    run(*command, cwd=tmp)
+    return (tmp / "image").read_bytes()
 
 
 UNSUPPORTED = {
-    "image.squashfs": b"hsqs" + bytes(92) + EICAR,
-    "image.wim": b"MSWIM\0\0\0" + bytes(200),
-    "disk.img": fat_boot_sector(),
-    "root.ext2": ext2_superblock(),
-    "archive.zpaq": b"7kSt" + bytes(64),
-    "archive.rz": b"RZIP" + bytes(64),
+    "image.squashfs": lambda t: b"hsqs" + bytes(92) + EICAR,
+    "image.wim": lambda t: b"MSWIM\0\0\0" + bytes(200),
+    "disk.img": lambda t: fat_boot_sector(),
+    "root.ext2": lambda t: file_system_image(
+        t, [tool("mke2fs"), "-q", "-t", "ext2", "-d", "root", "image", "256k"]
+    ),
+    "root.cramfs": lambda t: file_system_image(t, [tool("mkfs.cramfs"), "root", "image"]),
+    # MS-DOS COMPRESS.EXE's output (SZDD; 7-Zip and msexpand open it).
+    "eicar.co_": lambda t: (
+        b"SZDD\x88\xf0\x27\x33A\x00" + struct.pack("<I", 68) + b"\xff" + EICAR[:8]
+    ),
+    "archive.zpaq": lambda t: b"7kSt" + bytes(64),
+    "archive.rz": lambda t: b"RZIP" + bytes(64),
 }
 
 
@@ -387,8 +398,8 @@ def test_an_arc_archive_is_unsupported_not_clean(harness, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
-def test_a_container_nothing_here_opens_is_unsupported_not_clean(harness, name):
-    scan = harness.scan(f"images/{name}", UNSUPPORTED[name]).output["scan"]
+def test_a_container_nothing_here_opens_is_unsupported_not_clean(harness, tmp_path, name):
+    scan = harness.scan(f"images/{name}", UNSUPPORTED[name](tmp_path)).output["scan"]
     assert scan["verdict"] in ("unscannable", "infected"), scan
     if scan["verdict"] == "unscannable":
         assert scan["reason"] == "unsupported-format", scan

@@ -39,9 +39,10 @@ def encrypted_docx(tmp: Path) -> bytes:
     return out.getvalue()
 
 
-def encrypted_odt(tmp: Path) -> bytes:
+def encrypted_odt(tmp: Path, padding: bytes = b"") -> bytes:
     """An OpenDocument file as LibreOffice writes it with a password: its
-    manifest names the encryption of each entry (whose bytes are ciphertext)."""
+    manifest names the encryption of each entry (whose bytes are ciphertext);
+    ``padding``: a comment that makes the manifest larger."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(zipfile.ZipInfo("mimetype"), b"application/vnd.oasis.opendocument.text")
@@ -53,7 +54,7 @@ def encrypted_odt(tmp: Path) -> bytes:
             b'type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" '
             b'manifest:checksum="x"><manifest:algorithm manifest:algorithm-name='
             b'"http://www.w3.org/2001/04/xmlenc#aes256-cbc"/></manifest:encryption-data>'
-            b"</manifest:file-entry></manifest:manifest>",
+            b"</manifest:file-entry>" + padding + b"</manifest:manifest>",
         )
         archive.writestr("content.xml", bytes(range(256)) * 4)  # ciphertext stands in
     return buffer.getvalue()
@@ -68,6 +69,8 @@ def garbled_arj(tmp: Path) -> bytes:
 ENCRYPTED = {
     "secret.docx": encrypted_docx,
     "secret.odt": encrypted_odt,
+    # Its manifest over 1 MiB (a comment): a member written as a file.
+    "large-manifest.odt": lambda t: encrypted_odt(t, b"<!--" + b"x" * (2 << 20) + b"-->"),
     "garbled.arj": garbled_arj,
 }
 

@@ -134,7 +134,7 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
     holds the mark of one somewhere."""
 
     def nested(member: Member, level: int) -> None:
-        if documents.encrypted_manifest(member.label, member.data):
+        if documents.encrypted_manifest(member.label, member.data, member.path):
             x.problem(Problem.ENCRYPTED)  # an encrypted OpenDocument file
         source = member.data if member.data is not None else member.path
         assert source is not None

@@ -47,6 +47,7 @@ class Budget:
             raise LimitReached(f"a member larger than {self.limits.max_file_bytes} bytes")
         if self.bytes > self.limits.max_bytes:
             raise LimitReached(f"more than {self.limits.max_bytes} bytes unpacked")
+        self.tick()  # a slow decoder (a PDF predictor in Python) is bounded too
 
     def depth(self, depth: int) -> None:
         if depth > self.limits.max_depth:

@@ -13,6 +13,7 @@ let through as clean:
 
 from __future__ import annotations
 
+import mmap
 import struct
 from pathlib import Path
 
@@ -37,11 +38,17 @@ def encrypted(source: Path | bytes) -> bool:
     return False
 
 
-def encrypted_manifest(label: str, data: bytes | None) -> bool:
-    """An OpenDocument manifest that says its entries are encrypted."""
-    return (
-        data is not None and label.endswith("META-INF/manifest.xml") and b"encryption-data" in data
-    )
+def encrypted_manifest(label: str, data: bytes | None, path: Path | None = None) -> bool:
+    """An OpenDocument manifest that says its entries are encrypted (held in
+    memory, or a file: a comment can make a manifest as large as it likes)."""
+    if not label.endswith("META-INF/manifest.xml"):
+        return False
+    if data is not None:
+        return b"encryption-data" in data
+    if path is None or not path.stat().st_size:
+        return False
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return view.find(b"encryption-data") != -1
 
 
 def _encrypted_ooxml(source: Path | bytes) -> bool:
