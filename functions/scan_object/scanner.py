@@ -30,7 +30,7 @@ from functions.scan_object.readers import (
     unpack,
     unsupported,
 )
-from functions.scan_object.readers.carve import any_candidate, zlib_stream
+from functions.scan_object.readers.carve import any_candidate, lzma_alone, zlib_stream
 from functions.scan_object.readers.extraction import batch_members
 from functions.scan_object.readers.zips import more_entries_than
 from functions.shared.aws import (
@@ -370,6 +370,7 @@ class Scanner:
             and not pdf.is_pdf(head)
             and not unsupported.kind(head)
             and not zlib_stream(head)
+            and not lzma_alone(head)
         ):
             return None
         root = path.with_name(path.name + ".unpacked")

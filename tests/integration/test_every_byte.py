@@ -170,6 +170,38 @@ def warc_blocks(path: Path, tmp: Path) -> bytes:
     return out
 
 
+def uuencoded(begin: bytes, data: bytes, base64: bool = False) -> bytes:
+    """A uuencode (or begin-base64) block with the given begin line."""
+    import base64 as b64
+    import binascii
+
+    if base64:
+        body = b64.encodebytes(data) + b"====\n"
+    else:
+        lines = (binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45))
+        body = b"".join(lines) + b"`\nend\n"
+    return begin + b"\n" + body
+
+
+def uudecoded(path: Path, tmp: Path) -> bytes:
+    """sharutils' uudecode: it reads a begin line with any octal mode."""
+    run(tool("uudecode"), "-o", str(tmp / "uudecoded"), str(path))
+    return (tmp / "uudecoded").read_bytes()
+
+
+def gzip_old_magic(data: bytes) -> bytes:
+    member = bytearray(gzip.compress(data))
+    member[1] = 0x9E  # gzip's magic before 0.5: `gzip -d` still reads it
+    return bytes(member)
+
+
+def lzma_alone(data: bytes, dict_size: int) -> bytes:
+    import lzma
+
+    filters = [{"id": lzma.FILTER_LZMA1, "dict_size": dict_size}]
+    return lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
+
+
 # name -> (how it is made, what gets EICAR out of it (the oracle))
 Make = Callable[[Path], bytes]
 Oracle = Callable[[Path, Path], bytes]
@@ -307,6 +339,29 @@ CASES: dict[str, tuple[Make, Oracle]] = {
             write_to(tmp / "x.warc", gzip.decompress(path.read_bytes())), tmp
         ),
     ),
+    # From the independent attack: what gzip -d, lz4 -d, xz -d, uudecode and
+    # 7-Zip read that nothing here recognised.
+    "old-magic.gz": (lambda t: gzip_old_magic(EICAR), decompress_all("gzip")),
+    "empty-then-compress.gz": (
+        lambda t: gzip.compress(b"") + samples.libarchive_made("raw", "compress", "e", EICAR),
+        decompress_all("gzip"),
+    ),
+    "empty-then-legacy.lz4": (
+        lambda t: compressed("lz4", b"") + run(tool("lz4"), "-l", "-c", data=EICAR),
+        decompress_all("lz4"),
+    ),
+    "dictionary-6k.lzma": (lambda t: lzma_alone(EICAR, 6 << 10), decompress_all("xz")),
+    "eicar.lzma86": (lambda t: b"\x00" + lzma_alone(EICAR, 1 << 16), unzip_all),
+    "begin-0644.uu": (lambda t: uuencoded(b"begin 0644 eicar.com", EICAR), uudecoded),
+    "begin-tab.uu": (lambda t: uuencoded(b"begin 644\teicar.com", EICAR), uudecoded),
+    "begin-base64.uu": (
+        lambda t: uuencoded(b"begin-base64 0644 eicar.com", EICAR, base64=True),
+        uudecoded,
+    ),
+    "notes-then-uu.txt": (
+        lambda t: b"see the attachment below\n\n" + uuencoded(b"begin 0644 eicar.com", EICAR),
+        uudecoded,
+    ),
     # Two whole zips back to back, the same entry name in both.
     "two-zips.zip": (
         lambda t: samples.zipped("notes.txt", b"harmless\n") + samples.zipped("notes.txt", EICAR),
@@ -379,6 +434,8 @@ UNSUPPORTED = {
         t, [tool("mke2fs"), "-q", "-t", "ext2", "-d", "root", "image", "256k"]
     ),
     "root.cramfs": lambda t: file_system_image(t, [tool("mkfs.cramfs"), "root", "image"]),
+    # Unix pack (.z): magic, size, the tree's depth (`gzip -d` reads it).
+    "eicar.z": lambda t: b"\x1f\x1e" + struct.pack(">I", 68) + b"\x06" + bytes(64),
     # MS-DOS COMPRESS.EXE's output (SZDD; 7-Zip and msexpand open it).
     "eicar.co_": lambda t: (
         b"SZDD\x88\xf0\x27\x33A\x00" + struct.pack("<I", 68) + b"\xff" + EICAR[:8]

@@ -359,10 +359,67 @@ def pdf_attachment_zips(path: Path, tmp: Path) -> bytes:
         return b"".join(archive.read(name) for name in archive.namelist())
 
 
-def test_a_pdf_attachment_a_pdf_reader_extracts_is_scanned(harness, engine, tmp_path):
-    check_case(
-        harness, engine, tmp_path, "predicted.pdf", pdf_with_predicted_attachment, pdf_attachments
+def pdf_after(prefix: bytes, tmp: Path) -> bytes:
+    """A PDF after other bytes (more than the 1 KiB readers look for its header
+    in): qpdf finds it, warns, and extracts the attachment."""
+    return prefix + pdf_with_predicted_attachment(tmp)
+
+
+def pdf_attachment_saying_image(tmp: Path) -> bytes:
+    """An attachment whose stream dictionary says /Subtype /Image."""
+    import pikepdf
+
+    pdf = pikepdf.open(io.BytesIO(pdf_with_predicted_attachment(tmp)))
+    for item in pdf.objects:
+        if isinstance(item, pikepdf.Stream) and item.get("/Type") == pikepdf.Name.EmbeddedFile:
+            item["/Subtype"] = pikepdf.Name.Image
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def attachments_after_a_prefix(path: Path, tmp: Path) -> bytes:
+    import pikepdf
+
+    with pikepdf.open(path) as pdf:  # qpdf: "can't find PDF header", then recovers
+        return b"".join(spec.get_file().read_bytes() for spec in pdf.attachments.values())
+
+
+PDFS = {
+    "predicted.pdf": pdf_with_predicted_attachment,
+    "image-subtype.pdf": pdf_attachment_saying_image,
+    "after-2000-bytes.pdf": lambda t: pdf_after(b"A" * 2000, t),
+    "page-then-pdf.html": lambda t: pdf_after(b"<html><body>" + b"<p>text</p>" * 200, t),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PDFS))
+def test_what_a_pdf_reader_extracts_is_scanned(harness, engine, tmp_path, name):
+    check_case(harness, engine, tmp_path, name, PDFS[name], attachments_after_a_prefix)
+
+
+def test_a_forged_predictor_is_refused_and_a_huge_one_is_limits_exceeded(harness):
+    import pikepdf
+
+    def predicted(data: bytes, columns: int) -> bytes:
+        pdf = pikepdf.new()
+        stream = pikepdf.Stream(pdf, zlib.compress(data))
+        stream["/Filter"] = pikepdf.Name.FlateDecode
+        stream["/DecodeParms"] = pikepdf.Dictionary(Predictor=12, Columns=columns)
+        pdf.Root.Data = stream
+        out = io.BytesIO()
+        pdf.save(out, stream_decode_level=pikepdf.StreamDecodeLevel.none)
+        return out.getvalue()
+
+    # A row of 400 MB (a forged /Columns) would be allocated before any byte decodes.
+    scan = harness.scan("forged.pdf", predicted(b"\x02" + bytes(4096), 400_000_000)).output
+    assert (scan["scan"]["verdict"], scan["scan"]["reason"]) == (
+        "unscannable",
+        "archive-unreadable",
     )
+    # 80 MiB behind a predictor: more than is undone in memory.
+    scan = harness.scan("huge.pdf", predicted(bytes(80 << 20), 68)).output
+    assert (scan["scan"]["verdict"], scan["scan"]["reason"]) == ("unscannable", "limits-exceeded")
 
 
 def test_a_large_stream_behind_a_chain_of_filters_is_decoded(harness, engine, tmp_path):

@@ -72,6 +72,8 @@ def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
                 x.problem(Problem.UNSUPPORTED)
             if carve.zlib_stream(head):
                 carve.read_zlib(path, "", 1, x, _nested(x))
+            for start in carve.lzma_alone(head):
+                carve.read_lzma(path, start, "", 1, x, _nested(x))
             if mail.is_mail(head):
                 mail.read(path, "", 1, x, _nested(x))
             if pdf.is_pdf(head):
@@ -79,7 +81,7 @@ def unpack(path: Path, root: Path, limits: UnpackLimits) -> Unpacked:
             if archives.recognise(path) is not None:
                 _open(path, "", 1, x)
             else:
-                carve.read_candidates(path, "", 1, x, _nested(x), set())
+                carve.read_candidates(path, "", 1, x, _nested(x), set(), from_zero=True)
         finally:
             x.close()
     except LimitReached:
@@ -144,6 +146,9 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
         if carve.zlib_stream(head):
             x.budget.depth(level)
             carve.read_zlib(source, member.label, level, x, _nested(x))
+        for start in carve.lzma_alone(head):
+            x.budget.depth(level)
+            carve.read_lzma(source, start, member.label, level, x, _nested(x))
         if mail.is_mail(head):
             x.budget.depth(level)
             mail.read(source, member.label, level, x, _nested(x))
@@ -159,6 +164,6 @@ def _nested(x: Extraction) -> Callable[[Member, int], None]:
                 _open(opened, member.label, level, x)
             return
         x.budget.depth(level)
-        carve.read_candidates(source, member.label, level, x, _nested(x), set())
+        carve.read_candidates(source, member.label, level, x, _nested(x), set(), from_zero=True)
 
     return nested

@@ -159,7 +159,7 @@ def _open_window(handle: object, window: Window) -> list[object]:
 _TEXT = bytes(range(0x20, 0x7F)) + b"\t\n\r\x0b\x0c"
 _TEXT_MARKS = (
     b"PK", b"7z", b"Rar!", b"ustar", b"MSCF", b"!<arch>", b"xar!", b"-lh", b"-lz",
-    b"WARC/", b"0707", b"BZh", b"LZIP", b"CD001", b"begin", b"MZ",
+    b"WARC/", b"0707", b"BZh", b"LZIP", b"CD001", b"begin", b"MZ", b"%PDF-",
 )  # fmt: skip
 
 

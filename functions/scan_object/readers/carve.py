@@ -24,17 +24,19 @@ Each kind of candidate is read so that work stays linear in the file:
 
 from __future__ import annotations
 
+import binascii
 import bz2
 import ctypes
 import lzma
 import mmap
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from functions.scan_object.readers import archives
+from functions.scan_object.readers import archives, pdf
 from functions.scan_object.readers.extraction import Extraction, Member, label
 
 _BLOCK = 1 << 20
@@ -44,14 +46,24 @@ _BLOCK = 1 << 20
 class Mark:
     magic: bytes
     before: int  # how far before the mark the object starts
-    kind: str  # zip-entry, tar-entry, gzip, bzip2, xz, stream, archive
+    kind: str  # zip-entry, tar-entry, gzip, bzip2, xz, stream, archive, uu, pdf
     check: Callable[[bytes], bool] = lambda tail: True  # on the bytes from the mark
 
+
+def _compress_flags(tail: bytes) -> bool:
+    # Unix compress (.Z): its flags byte says 9 to 16 bits, reserved bits clear.
+    return len(tail) > 2 and tail[2] & 0x60 == 0 and 9 <= tail[2] & 0x1F <= 16
+
+
+_UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]+[0-7]{1,6}[ \t]+[^\r\n]")
 
 MARKS = (
     Mark(b"PK\x03\x04", 0, "zip-entry"),
     Mark(b"ustar", 257, "tar-entry"),
     Mark(b"\x1f\x8b\x08", 0, "gzip"),
+    # What `gzip -d` reads beside gzip: gzip's old magic, and compress's .Z.
+    Mark(b"\x1f\x9e\x08", 0, "gzip"),
+    Mark(b"\x1f\x9d", 0, "stream", _compress_flags),
     Mark(
         b"BZh",
         0,
@@ -61,6 +73,7 @@ MARKS = (
     Mark(b"\xfd7zXZ\x00", 0, "xz"),
     Mark(b"\x28\xb5\x2f\xfd", 0, "stream"),  # zstd
     Mark(b"\x04\x22\x4d\x18", 0, "stream"),  # lz4
+    Mark(b"\x02\x21\x4c\x18", 0, "stream"),  # lz4's legacy frame (lz4 -l)
     Mark(b"LZIP", 0, "stream", lambda t: t[4:5] == b"\x01"),
     Mark(b"7z\xbc\xaf\x27\x1c", 0, "archive"),
     Mark(b"Rar!\x1a\x07", 0, "archive"),
@@ -70,8 +83,13 @@ MARKS = (
     Mark(b"xar!", 0, "archive"),
     Mark(b"CD001", 32769, "archive"),  # ISO 9660's first volume descriptor
     Mark(b"-lh", 2, "archive", lambda t: t[4:5] == b"-"),  # LHA
+    # uuencode as uudecode reads it (libarchive wants three octal digits and a
+    # space; `begin 0644`, `begin 7`, a tab, `begin-base64` are uudecode's too).
+    Mark(b"begin", 0, "uu", lambda t: bool(_UU_BEGIN.match(t))),
+    # A PDF after other data: qpdf finds it (is_pdf looks at the first KiB only).
+    Mark(b"%PDF-", 0, "pdf"),
 )
-_TAIL = 16
+_TAIL = 64
 
 
 # glibc's memmem, through ctypes: several times faster than bytes.find for these
@@ -82,9 +100,12 @@ _memmem.restype = ctypes.c_void_p
 _memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
 
 
-def candidates(data: bytes | mmap.mmap, cap: int) -> list[tuple[int, Mark]]:
-    """Where an object of each kind may start (never at 0: the first read was
-    there), in order; at most ``cap`` + 1 (more is over the entry budget)."""
+def candidates(
+    data: bytes | mmap.mmap, cap: int, from_zero: bool = False
+) -> list[tuple[int, Mark]]:
+    """Where an object of each kind may start (not at 0, where the first read
+    was, unless ``from_zero``: nothing read it), in order; at most ``cap`` + 1
+    (more is over the entry budget)."""
     size = len(data)
     if not size:
         return []
@@ -104,7 +125,12 @@ def candidates(data: bytes | mmap.mmap, cap: int) -> list[tuple[int, Mark]]:
                     break
                 at = hit - base
                 start = at - mark.before
-                if start > 0 and mark.check(data[at : at + _TAIL]):
+                line_start = mark.kind != "uu" or at == 0 or data[at - 1 : at] in (b"\n", b"\r")
+                if (
+                    (start > 0 or (from_zero and start == 0))
+                    and line_start
+                    and mark.check(data[at : at + _TAIL])
+                ):
                     found.append((start, mark))
                 at += 1
     finally:
@@ -116,7 +142,7 @@ def candidates(data: bytes | mmap.mmap, cap: int) -> list[tuple[int, Mark]]:
 def any_candidate(path: Path) -> bool:
     """Is there a mark anywhere in the file (a plain file's second pass may stop)?"""
     with _mapped(path) as data:
-        return data is not None and bool(candidates(data, 0))
+        return data is not None and bool(candidates(data, 0, from_zero=True))
 
 
 class _Mapped:
@@ -147,21 +173,35 @@ def read_candidates(
     x: Extraction,
     nested: Callable[[Member, int], None],
     skip_zip_entries: set[int],
+    from_zero: bool = False,
 ) -> None:
-    """Read every candidate of ``source`` (a file, or a member's bytes)."""
+    """Read every candidate of ``source`` (a file, or a member's bytes);
+    ``from_zero``: one at its first byte too (no reader recognised it there)."""
     cap = x.budget.limits.max_files
     if isinstance(source, bytes):
-        found = candidates(source, cap)
+        found = candidates(source, cap, from_zero)
     else:
         with _mapped(source) as data:
-            found = candidates(data, cap) if data is not None else []
+            found = candidates(data, cap, from_zero) if data is not None else []
+    read_pdf = False
     for offset, mark in found:
         if mark.kind == "zip-entry" and offset in skip_zip_entries:
             continue
+        if mark.kind == "pdf" and (read_pdf or offset < pdf.HEAD - len(mark.magic)):
+            continue  # qpdf reads a file's PDF once; is_pdf saw the first KiB
         x.budget.entry()
         where = label(prefix, f"@{offset}")
-        if mark.kind in ("gzip", "bzip2", "xz"):
-            member = x.write(f"{where}/data", _decoded(source, offset, mark.kind), carved=True)
+        if mark.kind == "pdf":
+            read_pdf = True
+            pdf.read(source, where, depth, x, nested)
+            continue
+        if mark.kind in ("gzip", "bzip2", "xz", "uu"):
+            chunks = (
+                _uudecoded(source, offset)
+                if mark.kind == "uu"
+                else _decoded(source, offset, mark.kind)
+            )
+            member = x.write(f"{where}/data", chunks, carved=True)
             if member is not None:
                 nested(member, depth + 1)
             continue
@@ -196,6 +236,35 @@ def read_zlib(
     inflated as far as it goes; a stream that does not inflate is no problem."""
     chunks = _drain(zlib.decompressobj(zlib.MAX_WBITS), [], _blocks(source, 0))
     member = x.write(label(prefix, "zlib"), chunks, carved=True)
+    if member is not None:
+        nested(member, depth + 1)
+
+
+def lzma_alone(head: bytes) -> list[int]:
+    """Where a bare .lzma stream (LZMA_Alone: properties, dictionary size, size)
+    may start: 0, and 1 behind lzma86's filter byte (7-Zip's); both are tried.
+    libarchive's bidder takes only some dictionary sizes; xz and 7-Zip take any."""
+    starts = []
+    for start in (0, 1):
+        if start and head[:1] != b"\x00":
+            continue  # lzma86's x86 filter (byte 1) is not undone here
+        header = head[start : start + 13]
+        if len(header) < 13 or header[0] >= 9 * 5 * 5:
+            continue
+        (size,) = struct.unpack_from("<Q", header, 5)
+        if size == (1 << 64) - 1 or 0 < size < 1 << 40:
+            starts.append(start)
+    return starts
+
+
+def read_lzma(
+    source: Path | bytes, start: int, prefix: str, depth: int, x: Extraction, nested: Callable
+) -> None:
+    """A bare .lzma stream, decoded by liblzma as `xz -d` decodes it, as far as it
+    goes (a stream that does not decode is no problem: its bytes were scanned)."""
+    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
+    chunks = _drain(decoder, [], _blocks(source, start))
+    member = x.write(label(prefix, "lzma"), chunks, carved=True)
     if member is not None:
         nested(member, depth + 1)
 
@@ -244,9 +313,45 @@ def _drain(decoder: object, pending: list[bytes], blocks: Iterator[bytes]) -> It
             return
 
 
+def _uudecoded(source: Path | bytes, offset: int) -> Iterator[bytes]:
+    """A uuencoded (or ``begin-base64``) block from its begin line to its end, as
+    uudecode reads it: a line that does not decode is skipped."""
+    lines = _lines(_blocks(source, offset))
+    begin = next(lines, b"")
+    base64 = begin.startswith(b"begin-base64")
+    out = bytearray()
+    for line in lines:
+        line = line.rstrip(b"\r\n")
+        if line in (b"end", b"====") or (base64 and line.startswith(b"====")):
+            break
+        try:
+            out += binascii.a2b_base64(line) if base64 else binascii.a2b_uu(line)
+        except binascii.Error:
+            continue
+        if len(out) >= _BLOCK:
+            yield bytes(out)
+            out.clear()
+    if out:
+        yield bytes(out)
+
+
+def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines of a block stream (one over 64 KiB is cut: no encoded line is that long)."""
+    pending = b""
+    for block in blocks:
+        pending += block
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line[: 64 << 10]
+        pending = pending[-(64 << 10) :]
+    if pending:
+        yield pending
+
+
 def _gzip_header_length(head: bytes) -> int | None:
-    """The length of a gzip member's header (RFC 1952), its CRC not checked."""
-    if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
+    """The length of a gzip member's header (RFC 1952; gzip's old magic 1f 9e
+    too), its CRC not checked."""
+    if len(head) < 10 or head[:3] not in (b"\x1f\x8b\x08", b"\x1f\x9e\x08"):
         return None
     flags = head[3]
     at = 10

@@ -29,12 +29,22 @@ from functions.scan_object.readers.extraction import Extraction, Member, Problem
 
 _IMAGE_CODECS = {"/DCTDecode", "/JPXDecode", "/JBIG2Decode", "/CCITTFaxDecode"}
 _BLOCK = 1 << 20
+# A predictor's row (an image's width in bytes): no real one is near this, and
+# a forged /Columns must not allocate gigabytes.
+_ROW_MAX = 1 << 20
+# A predicted stream that decodes to at most this is handed to qpdf (which holds
+# it whole); a larger one is limits-exceeded (no real one is near it).
+_QPDF_MAX = 64 << 20
 # Each decoder takes its input this much at a time (RunLength may expand 64-fold).
 _PIECE = 64 << 10
 
 
+# Where PDF readers look for the header; one further in is carve's to find.
+HEAD = 1024
+
+
 def is_pdf(head: bytes) -> bool:
-    return b"%PDF-" in head[:1024]
+    return b"%PDF-" in head[:HEAD]
 
 
 def read(
@@ -59,7 +69,15 @@ def read(
             if not isinstance(item, pikepdf.Stream):
                 continue
             x.budget.entry()
-            chunks = _decoded(item)
+            attachment = item.objgen in names or item.get("/Type") == pikepdf.Name.EmbeddedFile
+            try:
+                chunks = _decoded(item, attachment)
+            except _Unreadable:
+                x.problem(Problem.UNREADABLE)  # never clean: it was not read
+                continue
+            except _TooLarge:
+                x.problem(Problem.LIMITS)
+                continue
             if chunks is None:
                 continue
             name = names.get(item.objgen, f"stream-{number}")
@@ -94,11 +112,30 @@ def _filters(item: Any) -> tuple[list[str], list[Any]]:
     return listed, parms
 
 
-def _decoded(item: Any) -> Iterator[bytes] | None:
+class _TooLarge(Exception):
+    """A predicted stream decoding past ``_QPDF_MAX``."""
+
+
+class _Unreadable(Exception):
+    """A stream no decoder here reads within bounds (a predictor's rows of gigabytes)."""
+
+
+def _decoded(item: Any, attachment: bool) -> Iterator[bytes] | None:
     filters, parms = _filters(item)
-    if _IMAGE_CODECS & set(filters) or str(item.get("/Subtype")) == "/Image":
+    if _IMAGE_CODECS & set(filters):
         return None  # pixels, not a file (pdfimages' output, not an attachment's)
+    if str(item.get("/Subtype")) == "/Image" and not attachment:
+        return None  # an image XObject's pixels; an attachment saying so is still read
     raw = item.read_raw_bytes()
+    if any(_predictor(parm) >= 2 for parm in parms):
+        for parm in parms:
+            _row(parm)  # a forged row size is refused before anyone allocates it
+        if _decoded_size(raw, filters) > _QPDF_MAX:
+            raise _TooLarge  # our predictor loop would take minutes: limits-exceeded
+        # qpdf undoes predictors in C++, a hundred times faster than our loop
+        # below (which is for what qpdf refuses).
+        with contextlib.suppress(Exception):
+            return iter([item.read_bytes()])
     if all(f in _STREAMING for f in filters):
         # Our own decoders, chained block by block against the budget: a stream
         # of a few kilobytes may inflate to gigabytes.
@@ -137,15 +174,49 @@ def _inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
         return  # what inflated so far is scanned
 
 
-def _predicted(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
-    predictor = int(parms.get("/Predictor", 1)) if parms is not None else 1
-    if predictor < 2:
-        return blocks
-    colors = int(parms.get("/Colors", 1))
-    bits = int(parms.get("/BitsPerComponent", 8))
-    columns = int(parms.get("/Columns", 1))
+def _predictor(parms: Any) -> int:
+    try:
+        return int(parms.get("/Predictor", 1)) if parms is not None else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def _row(parms: Any) -> tuple[int, int]:
+    """A predictor's row and pixel, in bytes; _Unreadable if out of bounds."""
+    try:
+        colors = int(parms.get("/Colors", 1))
+        bits = int(parms.get("/BitsPerComponent", 8))
+        columns = int(parms.get("/Columns", 1))
+    except (TypeError, ValueError, AttributeError):
+        colors, bits, columns = 1, 8, 1
     pixel = max(1, colors * bits // 8)
     row = (colors * bits * columns + 7) // 8
+    if not 0 < row <= _ROW_MAX or not 0 < pixel <= 32:
+        raise _Unreadable(f"a predictor's row of {row} bytes")
+    return row, pixel
+
+
+def _decoded_size(raw: bytes, filters: list[str]) -> int:
+    """How large the stream decodes (before its predictor), counted up to just
+    past ``_QPDF_MAX`` by our own decoders (Flate's in C), nothing held."""
+    if not all(f in _STREAMING for f in filters):
+        return _QPDF_MAX + 1
+    blocks: Iterator[bytes] = (raw[i : i + _PIECE] for i in range(0, len(raw), _PIECE))
+    for name in filters:
+        blocks = _STREAMING[name](blocks, None)
+    size = 0
+    for block in blocks:
+        size += len(block)
+        if size > _QPDF_MAX:
+            break
+    return size
+
+
+def _predicted(blocks: Iterator[bytes], parms: Any) -> Iterator[bytes]:
+    predictor = _predictor(parms)
+    if predictor < 2:
+        return blocks
+    row, pixel = _row(parms)
     if predictor == 2:
         return _tiff(blocks, row, pixel)
     return _png(blocks, row, pixel)

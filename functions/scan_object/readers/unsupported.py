@@ -1,8 +1,8 @@
 """Containers no reader here (nor ClamAV) opens, though 7-Zip does: never clean.
 
 A squashfs, cramfs or WIM image, an ext2/3/4 or FAT file system image, a
-zpaq, rzip or ARC archive, a file compressed by MS-DOS's COMPRESS.EXE (SZDD,
-KWAJ): ClamAV takes each for a plain file and scans its bytes, and what is
+zpaq, rzip or ARC archive, a file compressed by Unix pack or MS-DOS's
+COMPRESS.EXE (SZDD, KWAJ): ClamAV takes each for a plain file and scans its bytes, and what is
 stored compressed inside is never seen. Until a reader opens them, such a
 file is ``unscannable`` (``unsupported-format``). Each is recognised by its
 format's own mark, at the offset the format puts it.
@@ -27,6 +27,8 @@ def kind(head: bytes) -> str | None:
         return "rzip"
     if _arc(head):
         return "arc"
+    if head[:2] == b"\x1f\x1e" and len(head) > 7 and 1 <= head[6] <= 24:
+        return "pack"  # Unix pack (.z), which `gzip -d` still reads
     if _ext2(head):
         return "ext2"
     if (
