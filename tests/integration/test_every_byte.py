@@ -436,6 +436,9 @@ UNSUPPORTED = {
     "root.cramfs": lambda t: file_system_image(t, [tool("mkfs.cramfs"), "root", "image"]),
     # Unix pack (.z): magic, size, the tree's depth (`gzip -d` reads it).
     "eicar.z": lambda t: b"\x1f\x1e" + struct.pack(">I", 68) + b"\x06" + bytes(64),
+    "empty-then-pack.gz": lambda t: (
+        gzip.compress(b"") + b"\x1f\x1e" + struct.pack(">I", 68) + b"\x06" + bytes(64)
+    ),
     # MS-DOS COMPRESS.EXE's output (SZDD; 7-Zip and msexpand open it).
     "eicar.co_": lambda t: (
         b"SZDD\x88\xf0\x27\x33A\x00" + struct.pack("<I", 68) + b"\xff" + EICAR[:8]

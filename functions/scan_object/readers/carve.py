@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.scan_object.readers import archives, pdf
-from functions.scan_object.readers.extraction import Extraction, Member, label
+from functions.scan_object.readers.extraction import Extraction, Member, Problem, label
 
 _BLOCK = 1 << 20
 
@@ -48,6 +48,9 @@ class Mark:
     before: int  # how far before the mark the object starts
     kind: str  # zip-entry, tar-entry, gzip, bzip2, xz, stream, archive, uu, pdf
     check: Callable[[bytes], bool] = lambda tail: True  # on the bytes from the mark
+    # False: only at a file's first byte (``from_zero``), and after a gzip member,
+    # where `gzip -d` reads it; never searched for (too weak a mark, or no need).
+    anywhere: bool = True
 
 
 def _compress_flags(tail: bytes) -> bool:
@@ -61,9 +64,10 @@ MARKS = (
     Mark(b"PK\x03\x04", 0, "zip-entry"),
     Mark(b"ustar", 257, "tar-entry"),
     Mark(b"\x1f\x8b\x08", 0, "gzip"),
-    # What `gzip -d` reads beside gzip: gzip's old magic, and compress's .Z.
-    Mark(b"\x1f\x9e\x08", 0, "gzip"),
-    Mark(b"\x1f\x9d", 0, "stream", _compress_flags),
+    # What `gzip -d` reads beside gzip, at the start or after a member: gzip's
+    # old magic, and compress's .Z.
+    Mark(b"\x1f\x9e\x08", 0, "gzip", anywhere=False),
+    Mark(b"\x1f\x9d", 0, "stream", _compress_flags, anywhere=False),
     Mark(
         b"BZh",
         0,
@@ -116,8 +120,12 @@ def candidates(
         keep = ctypes.c_char.from_buffer(data)
         base = ctypes.addressof(keep)  # type: ignore[arg-type]
     found: list[tuple[int, Mark]] = []
+    if from_zero:
+        found += [(0, m) for m in MARKS if not m.anywhere and _starts(data, m)]
     try:
         for mark in MARKS:
+            if not mark.anywhere:
+                continue
             at = 0
             while len(found) <= cap:
                 hit = _memmem(base + at, size - at, mark.magic, len(mark.magic))
@@ -137,6 +145,10 @@ def candidates(
         del keep  # the mmap may be closed only once nothing exports its buffer
     found.sort(key=lambda item: item[0])
     return found[: cap + 1]
+
+
+def _starts(data: bytes | mmap.mmap, mark: Mark) -> bool:
+    return data[: len(mark.magic)] == mark.magic and mark.check(data[:_TAIL])
 
 
 def any_candidate(path: Path) -> bool:
@@ -196,14 +208,16 @@ def read_candidates(
             pdf.read(source, where, depth, x, nested)
             continue
         if mark.kind in ("gzip", "bzip2", "xz", "uu"):
-            chunks = (
-                _uudecoded(source, offset)
-                if mark.kind == "uu"
-                else _decoded(source, offset, mark.kind)
-            )
+            ended: list[int] = []
+            if mark.kind == "uu":
+                chunks = _uudecoded(source, offset)
+            else:
+                chunks = _decoded(source, offset, mark.kind, ended)
             member = x.write(f"{where}/data", chunks, carved=True)
             if member is not None:
                 nested(member, depth + 1)
+            if ended:
+                _after_gzip_member(source, ended[0], prefix, depth, x, nested)
             continue
         window = archives.Window(source, offset)
         if mark.kind == "zip-entry":
@@ -269,8 +283,42 @@ def read_lzma(
         nested(member, depth + 1)
 
 
-def _decoded(source: Path | bytes, offset: int, kind: str) -> Iterator[bytes]:
-    """One gzip member, bzip2 stream or xz stream from ``offset``, as far as it decodes."""
+def _after_gzip_member(
+    source: Path | bytes,
+    at: int,
+    prefix: str,
+    depth: int,
+    x: Extraction,
+    nested: Callable[[Member, int], None],
+) -> None:
+    """What `gzip -d` reads after a member besides another gzip member (found by
+    its own mark): compress's .Z, gzip's old magic; Unix pack, which nothing
+    here decodes, is unsupported-format."""
+    head = archives.Window(source, at).head(_TAIL)
+    for mark in MARKS:
+        if mark.anywhere or not _starts(head, mark):
+            continue
+        x.budget.entry()
+        where = label(prefix, f"@{at}")
+        if mark.kind == "gzip":
+            ended: list[int] = []
+            member = x.write(f"{where}/data", _decoded(source, at, "gzip", ended), carved=True)
+            if member is not None:
+                nested(member, depth + 1)
+            if ended:
+                _after_gzip_member(source, ended[0], prefix, depth, x, nested)
+        else:
+            window = archives.Window(source, at)
+            archives.read_members(window, where, depth, x, (), nested, raw=True, carved=True)
+    if head[:2] == b"\x1f\x1e" and len(head) > 7 and 1 <= head[6] <= 24:
+        x.problem(Problem.UNSUPPORTED)
+
+
+def _decoded(
+    source: Path | bytes, offset: int, kind: str, ended: list[int] | None = None
+) -> Iterator[bytes]:
+    """One gzip member, bzip2 stream or xz stream from ``offset``, as far as it
+    decodes; ``ended``: where a gzip member that decoded to its end ends."""
     blocks = _blocks(source, offset)
     if kind == "gzip":
         try:
@@ -280,13 +328,23 @@ def _decoded(source: Path | bytes, offset: int, kind: str) -> Iterator[bytes]:
         skip = _gzip_header_length(head)
         if skip is None:
             return
-        decoder: object = zlib.decompressobj(-zlib.MAX_WBITS)
-        pending = [head[skip:]]
-    elif kind == "bzip2":
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        fed = [len(head)]
+        yield from _drain(inflate, [head[skip:]], _counted(blocks, fed))
+        if inflate.eof and ended is not None:
+            ended.append(offset + fed[0] - len(inflate.unused_data) + 8)  # + CRC32, ISIZE
+        return
+    if kind == "bzip2":
         decoder, pending = bz2.BZ2Decompressor(), []
     else:
         decoder, pending = lzma.LZMADecompressor(format=lzma.FORMAT_XZ), []
     yield from _drain(decoder, pending, blocks)
+
+
+def _counted(blocks: Iterator[bytes], fed: list[int]) -> Iterator[bytes]:
+    for block in blocks:
+        fed[0] += len(block)
+        yield block
 
 
 def _drain(decoder: object, pending: list[bytes], blocks: Iterator[bytes]) -> Iterator[bytes]:
