@@ -357,4 +357,5 @@ LOOKALIKES = {
 @pytest.mark.parametrize("name", sorted(LOOKALIKES))
 def test_a_plain_file_with_an_archive_s_first_bytes_is_clean_not_unscannable(harness, name):
     scan = harness.scan(f"plain/{name}", LOOKALIKES[name]).output["scan"]
-    assert (scan["verdict"], scan["unpacked"]) == ("clean", None)
+    # (the second pass may read what its marks promise: nothing decodes, no problem)
+    assert (scan["verdict"], scan["reason"]) == ("clean", None), scan
