@@ -155,7 +155,7 @@ def main() -> None:
                     (with_pass if second_pass else without).append(timed_scan(second_pass))
             entry["scan_step_s"] = statistics.median(with_pass)
             entry["scan_step_without_second_pass_s"] = statistics.median(without)
-            entry["archive"] = deep is not None
+            entry["archive"] = spec["archive"]
             entry["unpacked"] = deep.summary if deep is not None else None
         if local and spec.get("engine_compare"):
             # B2: our engine call against clamdscan --fdpass, same clamd, same file.

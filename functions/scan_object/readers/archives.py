@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -161,17 +162,15 @@ _TEXT_MARKS = (
     b"PK", b"7z", b"Rar!", b"ustar", b"MSCF", b"!<arch>", b"xar!", b"-lh", b"-lz",
     b"WARC/", b"0707", b"BZh", b"LZIP", b"CD001", b"begin", b"MZ", b"%PDF-",
 )  # fmt: skip
+_TEXT_MARK = re.compile(b"|".join(re.escape(mark) for mark in _TEXT_MARKS))
 
 
 def plain_text(data: bytes) -> bool:
     """True only for bytes no reader enabled here recognises: printable text with
     none of the printable marks, and no valid tar header in front. Saves opening
     libarchive for each of the many text members archives hold."""
-    if data.translate(None, _TEXT):
+    if data.translate(None, _TEXT) or _TEXT_MARK.search(data):
         return False
-    for mark in _TEXT_MARKS:
-        if mark in data:
-            return False
     return not _tar_checksum_ok(data[:512])
 
 

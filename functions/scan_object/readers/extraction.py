@@ -1,10 +1,11 @@
 """Where readers put what they find, for clamd: batches of small members, and files.
 
 Nothing from an archive becomes a file name. A small member (up to
-``SMALL_MEMBER``, held in memory only that far) goes into a batch: a tar we
-write ourselves, with members named by number, which clamd reads whole and
-scans member by member (one tar of 200 small members costs clamd a third of
-200 files: its cost per file is mostly opening and walking). A larger member
+``SMALL_MEMBER``, held in memory only that far) goes into a batch: a cpio
+archive ("newc") we write ourselves, with members named by number, which clamd
+reads whole and scans member by member in place (a tar costs it a temporary
+file per member, twice the time: 0.09 s against 0.18 s for 1,000 members of
+1 KiB; 200 files cost it three times a tar of them). A larger member
 is written as ``<root>/<six digits>``. Links, directories and devices are
 never created. Each member's name is kept only as a label (control characters
 replaced) for the signature report; a batch that clamd reports is opened
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,8 @@ _LABEL_MAX = 200
 SMALL_MEMBER = 1 << 20
 # A batch is closed at this size, well below any MaxFileSize clamd is given.
 BATCH_BYTES = 32 << 20
+# Or at this many members (their names are six digits).
+BATCH_MEMBERS = 100_000
 
 
 class Problem:
@@ -166,38 +168,45 @@ class Extraction:
 
     def close(self) -> None:
         if self._batch is not None:
-            self._batch.write(bytes(1024))  # the end: two zero blocks
+            self._batch.write(_cpio_trailer())
             self._batch.close()
             self._batch = None
 
     def _add_to_batch(self, label: str, data: bytes) -> None:
-        if self._batch is None or self._batch_bytes + len(data) > BATCH_BYTES:
+        if (
+            self._batch is None
+            or self._batch_bytes + len(data) > BATCH_BYTES
+            or len(self.out.batches[self._batch_name]) >= BATCH_MEMBERS
+        ):
             self.close()
-            self._batch_name = f"batch-{len(self.out.batches) + 1:04d}.tar"
+            self._batch_name = f"batch-{len(self.out.batches) + 1:04d}.cpio"
             self._batch = (self.out.root / self._batch_name).open("wb")  # closed in close()
             self._batch_bytes = 0
             self.out.batches[self._batch_name] = []
         members = self.out.batches[self._batch_name]
-        self._batch.write(_ustar_header(f"{len(members):06d}", len(data)))
+        self._batch.write(_cpio_header(len(members), len(data)) + _NAME_PAD)
         self._batch.write(data)
-        self._batch.write(bytes(-len(data) % 512))
-        self._batch_bytes += len(data) + 1024
+        self._batch.write(bytes(-len(data) % 4))
+        self._batch_bytes += len(data) + 124
         members.append(label)
 
 
-def _ustar_header(name: str, size: int) -> bytes:
-    """A POSIX ustar header for a regular file (tarfile's own takes ten times as long)."""
-    header = bytearray(512)
-    header[0 : len(name)] = name.encode()
-    header[100:108] = b"0000644\0"
-    header[108:116] = header[116:124] = b"0000000\0"
-    header[124:136] = b"%011o\0" % size
-    header[136:148] = b"00000000000\0"
-    header[148:156] = b" " * 8
-    header[156:157] = b"0"
-    header[257:265] = b"ustar\x0000"
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
+def _cpio_header(index: int, size: int) -> bytes:
+    """A cpio "newc" header (what `cpio -H newc` writes) for member ``index``: its
+    six-digit name, NUL-ended, padded to four bytes with the 110-byte header."""
+    fields = (index + 1, 0o100644, 0, 0, 1, 0, size, 0, 0, 0, 0, _NAME_FIELD, 0)
+    return b"070701" + b"".join(b"%08X" % value for value in fields) + b"%06d\0" % index
+
+
+_NAME_FIELD = 7  # six digits and the NUL; 110 + 7 + 3 bytes of padding = 120
+_NAME_PAD = bytes(3)
+
+
+def _cpio_trailer() -> bytes:
+    end = b"TRAILER!!!\0"
+    fields = (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(end), 0)
+    header = b"070701" + b"".join(b"%08X" % value for value in fields) + end
+    return header + bytes(-len(header) % 4)
 
 
 def batch_members(batch: Path, target: Path) -> dict[str, int]:
@@ -205,19 +214,21 @@ def batch_members(batch: Path, target: Path) -> dict[str, int]:
     one clamd found something in): file name -> its index in the batch."""
     target.mkdir(parents=True, exist_ok=True)
     names = {}
-    with tarfile.open(batch, "r:") as archive:  # ours: plain numbered members only
-        for index, info in enumerate(archive):
-            source = archive.extractfile(info)
-            if source is None:
-                continue
+    with batch.open("rb") as handle:  # ours: numbered members, in the layout written above
+        while (header := handle.read(120)) and header[110:120] != b"TRAILER!!!":
+            size = int(header[54:62], 16)
+            index = int(header[110:116])
             name = f"{index:06d}"
-            (target / name).write_bytes(source.read())
+            (target / name).write_bytes(handle.read(size))
+            handle.seek(-size % 4, 1)
             names[name] = index
     return names
 
 
 def label(prefix: str, name: str) -> str:
     """The member's path inside the object, for reports only (never a file name)."""
-    name = "".join(ch if ch.isprintable() else "?" for ch in name).lstrip("/") or "?"
+    if not name.isprintable():
+        name = "".join(ch if ch.isprintable() else "?" for ch in name)
+    name = name.lstrip("/") or "?"
     joined = f"{prefix}/{name}" if prefix else name
     return joined[-_LABEL_MAX:]
