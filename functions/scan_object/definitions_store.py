@@ -14,6 +14,7 @@ import shutil
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ def _download_error(err: ClientError | BotoCoreError, uri: str) -> Exception:
     if isinstance(err, ClientError) and not is_transient(err):
         return CachedTarballMissing(f"definitions tarball {uri} unavailable ({error_code(err)})")
     return ObjectStoreUnavailable(f"definitions download of {uri} failed: {err}")  # retried
+
+
+class CacheFilled(Exception):
+    """The fallback found the cache filled once it held the lease: it fetched nothing."""
 
 
 class _Digesting:
@@ -177,6 +182,10 @@ class DefinitionsStore:
         # The CDN lease the fallback takes before it runs freshclam (None: local
         # tools without the audit table, which run it uncoordinated).
         self.lease = lease
+        # Whether the cache holds a usable set now: asked once the lease is taken,
+        # as the updater publishes before it gives the lease back (a scanner that
+        # found the cache empty a moment before must not fetch it again).
+        self.cache_filled: Callable[[], bool] = lambda: False
         self._freshclam: tuple[str, float] | None = None  # (version, when fetched)
         self.last_fetch: dict[str, float] = {}  # phase timings of the last fetch, for logs
 
@@ -259,6 +268,9 @@ class DefinitionsStore:
             if time.monotonic() - fetched < FRESHCLAM_REUSE_S and self.directory(version).is_dir():
                 return version, self.directory(version)
         self._take_lease()
+        if self.lease is not None and self.cache_filled():
+            self.lease.give_back()
+            raise CacheFilled("the cache was filled while this container looked")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".freshclam-{uuid.uuid4().hex}"
         try:

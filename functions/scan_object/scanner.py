@@ -16,7 +16,11 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.scan_object.definitions_store import FRESHCLAM_REUSE_S, DefinitionsStore
+from functions.scan_object.definitions_store import (
+    FRESHCLAM_REUSE_S,
+    CacheFilled,
+    DefinitionsStore,
+)
 from functions.scan_object.engine import ClamdEngine, Limits, RawResult
 from functions.scan_object.readers import (
     MAIL_HEAD,
@@ -169,6 +173,7 @@ class Scanner:
         if lease is None and settings.table_name:
             lease = CdnLease(None, settings.table_name, Holder.FALLBACK)
         self.store = DefinitionsStore(s3, work / "defs", settings.freshclam, lease)
+        self.store.cache_filled = lambda: self._cached_set() is not None
 
         self.objects_dir = work / "objects"
         self._load_lock = threading.Lock()
@@ -510,10 +515,14 @@ class Scanner:
                     DefinitionsRef(source=str(DefinitionsSource.FRESHCLAM))
                 )
             except CdnBusy as busy:
+                if self._cached_set() is not None:
+                    continue  # filled since this container looked (the lease was given back)
                 if self._warm() or not self._may_end(busy, deadline):
                     return self._fallback_failed(busy)
                 time.sleep(CACHE_POLL_S)
                 continue
+            except CacheFilled:
+                continue  # the updater published as this container took the lease
             except DefinitionsUnavailable as err:
                 return self._fallback_failed(err)
             try:
