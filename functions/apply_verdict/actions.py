@@ -188,13 +188,27 @@ class VerdictApplier:
         if obj.version_id or not obj.etag:
             # Versioned: tag first. If the delete is refused (Object Lock, a
             # policy), the version already says it is infected to every reader.
-            tagged = self._tag(obj, infected_tags)
+            # A tag refused or throttled past its retries stops nothing: the
+            # quarantine is what takes the version out of readers' reach.
             try:
-                return self._copy_and_delete(obj, signature, scan) | {
-                    "tagsDropped": tagged["tagsDropped"]
-                }
+                tagged, tag_error = self._tag(obj, infected_tags), None
+            except (ObjectActionRefused, ObjectStoreUnavailable) as err:
+                tagged, tag_error = {"tagsDropped": []}, err
+            try:
+                removed = self._copy_and_delete(obj, signature, scan)
             except ScannerError as err:
-                raise type(err)(f"{err}; the version is tagged scan-status=infected") from err
+                if tag_error is None:
+                    raise type(err)(f"{err}; the version is tagged scan-status=infected") from err
+                raise type(err)(
+                    f"{err}; the version could NOT be tagged scan-status=infected either "
+                    f"({tag_error})"
+                ) from err
+            if tag_error is not None:
+                # The version is gone from the bucket: no reader can get it, and
+                # no tag can be written on it any more.
+                log.warning("%s removed, though tagging it was refused: %s", obj.uri, tag_error)
+                return removed | {"tagsDropped": [], "tagError": str(tag_error)}
+            return removed | {"tagsDropped": tagged["tagsDropped"]}
         # Unversioned: a tag write cannot be made conditional, so tagging first
         # could label content uploaded a moment later. Copy and delete carry
         # If-Match; only when they fail is the (checked) key tagged.

@@ -71,6 +71,29 @@ def test_a_quarantine_that_fails_for_good_leaves_the_object_marked_infected(
     assert "scan-status=infected" in item["error"]["cause"]
 
 
+@pytest.mark.parametrize("code", ["AccessDenied", "SlowDown"])
+def test_a_refused_infected_tag_does_not_stop_the_quarantine(harness, aws_faults, code):
+    # GIVEN a versioned bucket that refuses (or throttles past every retry) the
+    # scanner's tag on an infected version with a forged clean tag
+    aws_faults.fail("s3", "PutObjectTagging", code, Bucket=harness.options.source_bucket)
+
+    report = harness.scan("tag-refused.com", samples.EICAR, tags=FORGED)
+
+    # THEN the version is still copied to quarantine and deleted: nobody reads it
+    version = report.input["object"]["versionId"]
+    assert report.status == "SUCCEEDED"
+    assert report.output["action"]["action"] == "quarantined"
+    assert code in report.output["action"]["tagError"]
+    s3 = harness.client("s3")
+    source = harness.options.source_bucket
+    left = s3.list_object_versions(Bucket=source, Prefix="tag-refused.com").get("Versions", [])
+    assert version not in [v["VersionId"] for v in left]
+    copy = s3.get_object_tagging(Bucket="quarantine", Key="tag-refused.com")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in copy}["scan-source-version"] == version
+    [item] = harness.audit_items("tag-refused.com")
+    assert (item["verdict"], item["action"], item["failed"]) == ("infected", "quarantined", False)
+
+
 def test_when_even_the_infected_tag_cannot_be_written_the_audit_says_so(make_harness, aws_faults):
     harness = make_harness(versioned=False)
     aws_faults.fail("s3", "CopyObject", "SlowDown")
