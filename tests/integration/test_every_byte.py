@@ -195,6 +195,20 @@ def gzip_old_magic(data: bytes) -> bytes:
     return bytes(member)
 
 
+def pdf_marks(size: int) -> bytes:
+    marks = b"A" * 2000 + b"%PDF-" * 10_001
+    return marks + b"B" * (size - len(marks))
+
+
+def newc_cpio(tmp: Path, name: str, data: bytes) -> bytes:
+    (tmp / name).write_bytes(data)
+    return run(tool("cpio"), "-o", "-H", "newc", data=f"{name}\n".encode(), cwd=tmp)
+
+
+def cpio_stdout(path: Path, tmp: Path) -> bytes:
+    return run(tool("cpio"), "-i", "--to-stdout", data=path.read_bytes())
+
+
 def lzma_alone(data: bytes, dict_size: int) -> bytes:
     import lzma
 
@@ -362,6 +376,13 @@ CASES: dict[str, tuple[Make, Oracle]] = {
         lambda t: b"see the attachment below\n\n" + uuencoded(b"begin 0644 eicar.com", EICAR),
         uudecoded,
     ),
+    # From the second attack: more PDF marks than MaxFiles, past the first KiB,
+    # before a cpio GNU cpio finds after the junk (the search had stopped at the
+    # cap, and the marks it skipped were never counted).
+    "pdf-marks-then.cpio": (
+        lambda t: pdf_marks(2 << 20) + newc_cpio(t, "eicar.com", EICAR),
+        cpio_stdout,
+    ),
     # Two whole zips back to back, the same entry name in both.
     "two-zips.zip": (
         lambda t: samples.zipped("notes.txt", b"harmless\n") + samples.zipped("notes.txt", EICAR),
@@ -404,6 +425,21 @@ def test_a_zip_of_more_entries_than_max_files_is_limits_exceeded_at_once(harness
     scan = harness.scan("many-entries.zip", buffer.getvalue()).output["scan"]
     assert (scan["verdict"], scan["reason"]) == ("unscannable", "limits-exceeded"), scan
     assert scan["signatures"] == ["Heuristics.Limits.Exceeded.MaxFiles"]
+
+
+def test_an_lzma_stream_asking_for_a_huge_dictionary_is_limits_exceeded(harness, tmp_path):
+    # GIVEN EICAR in a bare .lzma whose header asks for a 3 GiB dictionary (xz -d
+    # decodes it; liblzma allocates what the header asks, and each byte decoded
+    # touches it: nested, such streams took the second attack 2.3 GiB)
+    stream = bytearray(lzma_alone(EICAR, 1 << 16))
+    struct.pack_into("<I", stream, 1, 3 << 30)
+    path = write_to(tmp_path / "huge-dictionary.lzma", bytes(stream))
+    assert decompress_all("xz")(path, tmp_path) == EICAR
+
+    scan = harness.scan("huge-dictionary.lzma", bytes(stream)).output["scan"]
+
+    # THEN it is never clean: past the decoders' memory limit, limits-exceeded
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "limits-exceeded"), scan
 
 
 # -- containers nothing here opens: unsupported-format, never clean --------------------------

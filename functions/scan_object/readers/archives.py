@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -187,6 +188,20 @@ def _tar_checksum_ok(block: bytes) -> bool:
 def recognise(source: Source) -> str | None:
     """The archive format or compression libarchive sees (in a file, bytes, or a
     window of either); None if plain."""
+    if isinstance(source, Path):
+        # Asked several times of one file (the scanner, unpack, each reader):
+        # remembered for the file as it is, its identity and change time.
+        info = source.stat()
+        return _recognised(source, (info.st_ino, info.st_size, info.st_mtime_ns))
+    return _recognise(source)
+
+
+@functools.lru_cache(maxsize=64)
+def _recognised(path: Path, identity: tuple[int, int, int]) -> str | None:
+    return _recognise(path)
+
+
+def _recognise(source: Source) -> str | None:
     if isinstance(source, Window):
         head = source.head(16)
     else:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.scan_object.readers import archives, pdf
+from functions.scan_object.readers.budget import LimitReached
 from functions.scan_object.readers.extraction import Extraction, Member, Problem, label
 
 _BLOCK = 1 << 20
@@ -134,7 +135,10 @@ def file_candidates(path: Path, cap: int, from_zero: bool = False) -> list[tuple
             if len(block) <= lead:
                 break
             end = min(len(block), lead + _CHUNK)
-            found += _marks_in(block, lead, end, at - lead, cap - len(found), from_zero and not at)
+            pdf_found = any(mark.kind == "pdf" for _, mark in found)
+            found += _marks_in(
+                block, lead, end, at - lead, cap - len(found), from_zero and not at, pdf_found
+            )
             if len(block) <= lead + _CHUNK:
                 break
             at += _CHUNK
@@ -142,17 +146,27 @@ def file_candidates(path: Path, cap: int, from_zero: bool = False) -> list[tuple
     return found[: cap + 1]
 
 
+# A PDF mark in the first KiB is is_pdf's (pdf.read reads that file already).
+_PDF_FROM = pdf.HEAD - len(b"%PDF-")
+
+
 def _marks_in(
-    data: bytes, lo: int, hi: int, offset: int, cap: int, from_zero: bool
+    data: bytes,
+    lo: int,
+    hi: int,
+    offset: int,
+    cap: int,
+    from_zero: bool,
+    pdf_found: bool = False,
 ) -> list[tuple[int, Mark]]:
     """The marks that begin in ``data[lo:hi]``, ``data`` being the file's bytes
-    from ``offset``; at most ``cap`` + 1 of them."""
+    from ``offset``; at most ``cap`` + 1 of them (``pdf_found``: no PDF mark)."""
     base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
     found: list[tuple[int, Mark]] = []
     if from_zero:
         found += [(0, m) for m in MARKS if not m.anywhere and _starts(data, m)]
     for mark in MARKS:
-        if not mark.anywhere:
+        if not mark.anywhere or (pdf_found and mark.kind == "pdf"):
             continue
         at = lo
         stop = min(len(data), hi + len(mark.magic) - 1)  # a hit here begins before hi
@@ -169,8 +183,11 @@ def _marks_in(
                 (start > 0 or (from_zero and start == 0))
                 and line_start
                 and mark.check(data[at : at + _TAIL])
+                and (mark.kind != "pdf" or start >= _PDF_FROM)
             ):
                 found.append((start, mark))
+                if mark.kind == "pdf":
+                    break  # qpdf reads a file's PDF once: one candidate is enough
             at += 1
     return found
 
@@ -200,16 +217,16 @@ def read_candidates(
         found = candidates(source, cap, from_zero)
     else:
         found = file_candidates(source, cap, from_zero)
-    read_pdf = False
+    if len(found) > cap:
+        # The search stopped there: what lies past the last candidate found was
+        # not looked at (candidates the loop below skips count too).
+        x.problem(Problem.LIMITS)
     for offset, mark in found:
         if mark.kind == "zip-entry" and offset in skip_zip_entries:
             continue
-        if mark.kind == "pdf" and (read_pdf or offset < pdf.HEAD - len(mark.magic)):
-            continue  # qpdf reads a file's PDF once; is_pdf saw the first KiB
         x.budget.entry()
         where = label(prefix, f"@{offset}")
         if mark.kind == "pdf":
-            read_pdf = True
             pdf.read(source, where, depth, x, nested)
             continue
         if mark.kind in ("gzip", "bzip2", "xz", "uu"):
@@ -281,9 +298,9 @@ def read_lzma(
 ) -> None:
     """A bare .lzma stream, decoded by liblzma as `xz -d` decodes it, as far as it
     goes (a stream that does not decode is no problem: its bytes were scanned)."""
-    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
-    chunks = _drain(decoder, [], _blocks(source, start))
+    chunks = _drain(_lzma(lzma.FORMAT_ALONE), [], _blocks(source, start))
     member = x.write(label(prefix, "lzma"), chunks, carved=True)
+    del chunks  # and its decoder (up to MAX_DICTIONARY): not kept while the member is read
     if member is not None:
         nested(member, depth + 1)
 
@@ -342,8 +359,18 @@ def _decoded(
     if kind == "bzip2":
         decoder, pending = bz2.BZ2Decompressor(), []
     else:
-        decoder, pending = lzma.LZMADecompressor(format=lzma.FORMAT_XZ), []
+        decoder, pending = _lzma(lzma.FORMAT_XZ), []
     yield from _drain(decoder, pending, blocks)
+
+
+# liblzma allocates the dictionary a stream declares, and each byte decoded
+# touches it: a forged header asks for 4 GiB. lzma -9, xz -9 and 7-Zip's
+# ultra preset use 64 MiB; beyond this the object is limits-exceeded.
+MAX_DICTIONARY = 256 << 20
+
+
+def _lzma(form: int) -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(format=form, memlimit=MAX_DICTIONARY + (16 << 20))
 
 
 def _counted(blocks: Iterator[bytes], fed: list[int]) -> Iterator[bytes]:
@@ -372,7 +399,11 @@ def _drain(decoder: object, pending: list[bytes], blocks: Iterator[bytes]) -> It
                     return
                 if not out and not data:
                     break
-        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+        except lzma.LZMAError as err:
+            if "Memory usage limit" in str(err):
+                raise LimitReached(f"an LZMA dictionary over {MAX_DICTIONARY >> 20} MiB") from err
+            return
+        except (OSError, EOFError, ValueError, zlib.error):
             return
 
 
