@@ -165,8 +165,13 @@ def _marks_in(
     found: list[tuple[int, Mark]] = []
     if from_zero:
         found += [(0, m) for m in MARKS if not m.anywhere and _starts(data, m)]
+    # In ASCII (the chunk and what follows it: text, mostly), a mark with a byte
+    # over 0x7F cannot occur: four of the searches are skipped there.
+    ascii_only = data.isascii()  # C, and it stops at the first other byte
     for mark in MARKS:
         if not mark.anywhere or (pdf_found and mark.kind == "pdf"):
+            continue
+        if ascii_only and not mark.magic.isascii():
             continue
         at = lo
         stop = min(len(data), hi + len(mark.magic) - 1)  # a hit here begins before hi
