@@ -513,6 +513,15 @@ def test_a_cold_scanner_waits_for_the_cache_no_longer_than_its_bound(
 # -- end to end, with clamd --------------------------------------------------------------------
 
 
+def _entered(sfn: Any, harness: Any, state: str) -> bool:
+    """Whether any execution of the harness's machine has entered ``state``."""
+    for execution in sfn.list_executions(stateMachineArn=harness.state_machine_arn)["executions"]:
+        events = sfn.get_execution_history(executionArn=execution["executionArn"])["events"]
+        if any((e.get("stateEnteredEventDetails") or {}).get("name") == state for e in events):
+            return True
+    return False
+
+
 def test_a_scan_before_the_first_fill_waits_for_it_and_finds_eicar(
     make_harness, mirror, eicar_only, monkeypatch
 ):
@@ -528,7 +537,13 @@ def test_a_scan_before_the_first_fill_waits_for_it_and_finds_eicar(
     updater.take(900)
 
     def fill() -> None:
-        time.sleep(1.5)
+        # Once the scan has fallen back (not on a timer: a slow machine would reach
+        # Fetch Definitions after the fill and never fall back)
+        sfn = harness.client("stepfunctions")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _entered(sfn, harness, "Use Freshclam Instead"):
+            time.sleep(0.05)
+        time.sleep(1.0)  # ...and is waiting on the updater's lease
         harness.publish_definitions(eicar_only)
         updater.give_back()
 
