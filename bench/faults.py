@@ -14,13 +14,26 @@ faults are injected in every step, each object drawing its own plan:
   ``ddb-throttled`` (DynamoDB refuses Record Audit's write), ``webhook-5xx``,
   ``webhook-timeout``, ``ingest-throttled`` (Step Functions refuses
   StartExecution, so the notification ends in the scan queue's DLQ);
-- ``deleted``: the object is deleted before its scan.
+- ``deleted``: the object is deleted before its scan;
+- ``webhook-4xx``: the webhook refuses the notice (not retried);
+- ``crash-after-copy`` / ``crash-after-delete``: Apply Verdict dies once
+  between the copy and the delete, or after the delete before it answers
+  (Lambda's retry must finish the quarantine, or recognise it as done).
+
+Beside the plans, a quarter of the objects are uploaded with a forged
+``scan-status=clean``, and some status-change events are lost (EventBridge is
+best effort): the scheduled reconciliation must catch them up.
 
 Then every object must be exactly one of: the audit item of a SUCCEEDED
 execution, a FAILED execution whose failure the audit records, or a message
-in a DLQ; the counts add up to N. With the faults off, one ``scanctl
-redrive`` must bring every FAILED execution to SUCCEEDED, same ARN, with the
-verdict its object was made for.
+in a DLQ; the counts add up to N. And every object is judged by what S3
+holds, not by our bookkeeping: while the faults last, no version that is not
+clean is tagged ``clean``; at the end, with the faults off, the operator's
+reconciliation, one ``scanctl redrive``, the scan DLQ sent back to the queue
+and ``scanctl replay-failures``, every infected version is gone from the
+bucket with its copy in quarantine, every other one carries the status it was
+made for (ours, never the forged one), and the newest audit item of the
+version says the same. Whatever disagrees is ``wrongly_marked``.
 
     .venv/bin/python -m bench.faults --objects 1000        # make faults
 """
@@ -63,8 +76,14 @@ PERSISTENT = (
     "ddb-throttled",
     "webhook-5xx",
     "webhook-timeout",
+    "webhook-4xx",
     "ingest-throttled",
+    "crash-after-copy",
+    "crash-after-delete",
 )
+FORGED = {"scan-status": "clean", "scan-reason": "forged"}
+# Status-change events EventBridge loses in a campaign (one in this many objects).
+LOST_EVENTS_EVERY = 25
 # The named error each step's code raises when its dependency falters.
 TRANSIENT_ERRORS = {
     "fetch_definitions": "DefinitionsUnavailable",
@@ -85,6 +104,7 @@ class Plan:
     transient_steps: dict[str, int] = field(default_factory=dict)  # function -> failures
     version_id: str | None = None
     name: str | None = None
+    forged: bool = False
 
 
 def content(kind: str, index: int) -> bytes:
@@ -99,9 +119,17 @@ def content(kind: str, index: int) -> bytes:
     return b"\0" * (MAX_OBJECT_MB * 1024 * 1024 + 1)
 
 
+CRASHES = ("crash-after-copy", "crash-after-delete")
+INFECTED_KINDS = ("eicar", "nested")
+
+
 def make_plans(count: int, seed: int) -> list[Plan]:
+    """Each object's fault. The persistent ones go round in turn (so a small campaign
+    still fires each); the crashes go to infected objects, the only ones copied
+    and deleted, every other infected object with a persistent fault."""
     rng = random.Random(seed)
-    plans = []
+    others = [f for f in PERSISTENT if f not in CRASHES]
+    plans, turn, infected = [], 0, 0
     for i in range(count):
         kind = KINDS[i % len(KINDS)]
         roll = rng.random()
@@ -112,8 +140,12 @@ def make_plans(count: int, seed: int) -> list[Plan]:
         elif roll < 0.70:
             fault = "deleted"
         else:
-            fault = rng.choice(PERSISTENT)
-        plan = Plan(key=f"campaign/{i:05d}-{kind}", kind=kind, fault=fault)
+            infected += kind in INFECTED_KINDS
+            if kind in INFECTED_KINDS and infected % 2:
+                fault = CRASHES[(infected // 2) % len(CRASHES)]
+            else:
+                fault, turn = others[turn % len(others)], turn + 1
+        plan = Plan(key=f"campaign/{i:05d}-{kind}", kind=kind, fault=fault, forged=i % 4 == 3)
         if fault == "transient":
             steps = rng.sample(sorted(TRANSIENT_ERRORS), k=rng.randint(1, 3))
             plan.transient_steps = {step: rng.randint(1, 2) for step in steps}
@@ -199,6 +231,20 @@ class Chaos:
                 return "ThrottlingException"
         return None
 
+    def crash(self, operation: str, params: dict[str, Any]) -> BaseException | None:
+        """Apply Verdict dying right after a copy or a delete landed (once per object)."""
+        plan = self.by_key.get(params.get("Key", ""))
+        if not self.on or plan is None:
+            return None
+        wanted = {"CopyObject": "crash-after-copy", "DeleteObject": "crash-after-delete"}
+        if plan.fault != wanted.get(operation):
+            return None
+        with self._lock:
+            self.attempts[(plan.key, operation)] += 1
+            if self.attempts[(plan.key, operation)] > 1:
+                return None
+        return self._count(plan.fault, _named("Lambda.ServiceException"))
+
     def webhook(self, body: dict[str, Any]) -> tuple[int, float]:
         """(status, delay) for one delivery."""
         plan = self.by_key.get((body.get("object") or {}).get("key", ""))
@@ -209,6 +255,9 @@ class Chaos:
             if plan.fault == "webhook-timeout":
                 self._count("webhook-timeout", Exception())
                 return 200, WEBHOOK_TIMEOUT_S * 2
+            if plan.fault == "webhook-4xx" and body.get("event") == "scan.completed":
+                self._count("webhook-4xx", Exception())
+                return 410, 0.0
         return 200, 0.0
 
 
@@ -263,6 +312,27 @@ def aws_faults(chaos: Chaos) -> Iterator[None]:
             event = f"provide-client-params.{service}.{operation}"
             client.meta.events.register(event, hook)
             registered.append((client, event, hook))
+    # Dying mid-step: the copy (or the delete) landed, then the function is gone.
+    s3 = aws.client("s3")
+    for operation in ("CopyObject", "DeleteObject"):
+
+        def died(params: dict, _op: str = operation, **_: Any) -> None:
+            crash = chaos.crash(_op, params.get("_chaos_params") or {})
+            if crash is not None:
+                raise crash
+
+        def remember(params: dict, context: dict, **_: Any) -> None:
+            context["_chaos_params"] = dict(params)
+
+        def after(context: dict, _died: Any = died, **_: Any) -> None:
+            _died({"_chaos_params": context.get("_chaos_params")})
+
+        for event, handler in (
+            (f"provide-client-params.s3.{operation}", remember),
+            (f"after-call.s3.{operation}", after),
+        ):
+            s3.meta.events.register(event, handler)
+            registered.append((s3, event, handler))
     try:
         yield
     finally:
@@ -288,6 +358,7 @@ def _dlq_keys(harness: Any) -> tuple[set[str], set[str]]:
     sqs = harness.client("sqs")
     keys, arns = set(), set()
     for url, into in ((harness.dlq_url, keys), (harness.failure_dlq_url, arns)):
+        peeked = []
         while True:
             messages = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=3600
@@ -295,10 +366,17 @@ def _dlq_keys(harness: Any) -> tuple[set[str], set[str]]:
             if not messages:
                 break
             for message in messages:
+                peeked.append(message["ReceiptHandle"])
                 if url == harness.dlq_url:
-                    into.update(e.object.key for e in parse_body(message["Body"]))
+                    into.update(e.object.key for e in parse_body(message["Body"]).created)
                 else:
-                    into.add(json.loads(message["Body"])["detail"]["executionArn"])
+                    body = json.loads(message["Body"])
+                    arn = (body.get("detail") or {}).get("executionArn") or (
+                        body.get("execution") or {}
+                    ).get("id")
+                    into.add(str(arn))
+        for receipt in peeked:  # looked at, not taken: the replay reads them again
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
     return keys, arns
 
 
@@ -342,6 +420,96 @@ def expected_verdict(plan: Plan) -> str:
     return "skipped" if plan.fault == "deleted" else EXPECTED[plan.kind]
 
 
+@dataclass
+class Seen:
+    """One object version as S3 and the audit table hold it."""
+
+    in_bucket: bool
+    tags: dict[str, str]
+    quarantined: bool
+    audit_verdict: str | None
+
+
+def seen(harness: Any, plan: Plan) -> Seen:
+    s3 = harness.client("s3")
+    listed = s3.list_object_versions(Bucket="uploads", Prefix=plan.key).get("Versions", [])
+    in_bucket = any(v["Key"] == plan.key and v["VersionId"] == plan.version_id for v in listed)
+    tags = harness.tags(plan.key, version_id=plan.version_id) if in_bucket else {}
+    copies = s3.list_object_versions(Bucket="quarantine", Prefix=plan.key).get("Versions", [])
+    quarantined = False
+    for copy in copies:
+        if copy["Key"] != plan.key:
+            continue
+        tag_set = s3.get_object_tagging(
+            Bucket="quarantine", Key=plan.key, VersionId=copy["VersionId"]
+        )["TagSet"]
+        if {t["Key"]: t["Value"] for t in tag_set}.get("scan-source-version") == plan.version_id:
+            quarantined = True
+    items = [
+        i
+        for i in harness.audit_items(plan.key)
+        if i.get("versionId") == plan.version_id and i.get("verdict") != "released"
+    ]
+    return Seen(in_bucket, tags, quarantined, items[-1].get("verdict") if items else None)
+
+
+def misjudged_during(plan: Plan, now: Seen) -> str | None:
+    """While faults last: a version that is not clean is never tagged clean by us,
+    and a forged clean never outlives a finished or failed scan of it.
+
+    Not for ``s3-slowdown``: S3 refuses every write to that object, the tag that
+    would replace a forged one included, until the fault ends (the recorder's
+    DLQ and its alarm hold it meanwhile); it is judged at the end.
+    """
+    if plan.fault == "s3-slowdown":
+        return None
+    if now.in_bucket and now.tags.get("scan-status") == "clean" and now.audit_verdict:
+        if expected_verdict(plan) != "clean":
+            return f"tagged clean while it is {expected_verdict(plan)}"
+        if now.tags.get("scan-reason") == "forged":
+            return "the forged clean outlived its scan"
+    return None
+
+
+def misjudged_at_end(plan: Plan, end: Seen) -> str | None:
+    """Once the faults are gone and the operator has reconciled: the object is what
+    it was made to be, in S3 and in the audit table."""
+    want = expected_verdict(plan)
+    if want == "skipped":
+        return "the deleted version is back" if end.in_bucket else None
+    if want == "infected":
+        if end.in_bucket:
+            return f"infected version still in the bucket, tagged {end.tags.get('scan-status')}"
+        if not end.quarantined:
+            return "infected version deleted without its quarantine copy"
+    else:
+        if not end.in_bucket:
+            return f"{want} version gone from the bucket"
+        if end.tags.get("scan-status") != want:
+            return f"tagged {end.tags.get('scan-status')!r}, not {want}"
+        if end.tags.get("scan-reason") == "forged" or "scan-time" not in end.tags:
+            return "its status tag is not ours"
+    if end.audit_verdict != want:
+        return f"audit says {end.audit_verdict}, not {want}"
+    return None
+
+
+def replay_scan_dlq(harness: Any) -> int:
+    """The scan DLQ sent back to the scan queue (what SQS's DLQ redrive does)."""
+    sqs = harness.client("sqs")
+    moved = 0
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=harness.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+        ).get("Messages", [])
+        if not messages:
+            return moved
+        for message in messages:
+            sqs.send_message(QueueUrl=harness.queue_url, MessageBody=message["Body"])
+            sqs.delete_message(QueueUrl=harness.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+
+
 # -- the campaign -------------------------------------------------------------------------
 
 
@@ -349,7 +517,7 @@ def campaign(count: int, seed: int, work: Path, definitions: Path) -> dict[str, 
     from functions.shared.contracts import ObjectRef
     from functions.shared.naming import execution_name
     from scanctl.harness import HarnessOptions, LocalScanner
-    from scanctl.ops import redrive
+    from scanctl.ops import redrive, replay_failures
 
     plans = make_plans(count, seed)
     chaos = Chaos(plans)
@@ -366,8 +534,15 @@ def campaign(count: int, seed: int, work: Path, definitions: Path) -> dict[str, 
             harness.drain()  # S3's test event
             harness.invoker.chaos = chaos.invoke
             s3 = harness.client("s3")
+            # EventBridge is best effort: some status changes never arrive.
+            lost_events = max(1, count // LOST_EVENTS_EVERY)
+            harness.status_changes.lose_next = lost_events
+            chaos.injected["status-change-lost"] = lost_events
             for i, plan in enumerate(plans):
-                plan.version_id = harness.upload(plan.key, content(plan.kind, i))["VersionId"]
+                tags = FORGED if plan.forged else None
+                plan.version_id = harness.upload(plan.key, content(plan.kind, i), tags=tags)[
+                    "VersionId"
+                ]
                 plan.name = execution_name(
                     ObjectRef("uploads", plan.key, version_id=plan.version_id)
                 )
@@ -376,11 +551,21 @@ def campaign(count: int, seed: int, work: Path, definitions: Path) -> dict[str, 
                     s3.delete_object(Bucket="uploads", Key=plan.key, VersionId=plan.version_id)
             names = harness.drain(max_rounds=10 * count)
             harness.wait(names, timeout_s=600 + count)
+            # The hourly reconciliation, with the faults still there: it records what
+            # it can (the lost status changes) and says what it could not.
+            reconciled = reconcile(harness)
             first = classify(harness, plans)
             first_pass_s = time.monotonic() - started
+            wrongly_marked = {
+                p.key: f"during the faults: {why}"
+                for p in plans
+                if p.version_id and (why := misjudged_during(p, seen(harness, p)))
+            }
 
-            # The faults are fixed; one redrive, as an operator would run it.
+            # The faults are fixed; the operator reconciles, redrives once, sends the
+            # scan DLQ back to the queue and replays the recorder's DLQ.
             chaos.on = False
+            reconciled_after = reconcile(harness)
             failed = {k for k, o in first.items() if o["outcome"] == FAILED_RECORDED}
             summary = redrive(
                 harness.client("stepfunctions"), harness.state_machine_arn, dt.timedelta(hours=1)
@@ -388,6 +573,16 @@ def campaign(count: int, seed: int, work: Path, definitions: Path) -> dict[str, 
             by_key = {p.key: p for p in plans}
             harness.wait([by_key[k].name for k in sorted(failed)], timeout_s=600 + count)
             second = classify(harness, plans)
+            requeued = replay_scan_dlq(harness)
+            harness.wait(harness.drain(max_rounds=10 * count), timeout_s=600 + count)
+            replayed = replay_failures(
+                harness.client("sqs"), harness.client("lambda"), harness.failure_dlq_url,
+                "record-failure",
+            )  # fmt: skip
+            for plan in plans:
+                why = misjudged_at_end(plan, seen(harness, plan))
+                if why and plan.key not in wrongly_marked:
+                    wrongly_marked[plan.key] = f"at the end: {why}"
 
     rows = collections.Counter((by_key[k].fault, o["outcome"]) for k, o in first.items())
     wrong = [
@@ -418,10 +613,46 @@ def campaign(count: int, seed: int, work: Path, definitions: Path) -> dict[str, 
         "failed": len(failed),
         "wrong_verdicts": wrong,
         "lost": [k for k, o in first.items() if o["outcome"] == LOST],
+        "wrongly_marked": wrongly_marked,
+        "by_fault_judged": _judged(plans, first, wrongly_marked),
+        "reconciled": {"during": reconciled, "after": reconciled_after},
+        "scan_dlq_requeued": requeued,
+        "failure_dlq_replayed": len(replayed.replayed),
+        "failure_dlq_kept": replayed.failed,
         "first_pass_s": round(first_pass_s, 1),
         "outcomes": first,
         "after_redrive": second,
     }
+
+
+def reconcile(harness: Any) -> dict[str, Any]:
+    """The scheduled reconciliation (record_failure with ``reconcile``), as it ran."""
+    from functions.record_failure import app as recorder
+    from functions.shared.errors import ReconciliationIncomplete
+
+    try:
+        result = harness.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+    except ReconciliationIncomplete as err:
+        return {"incomplete": str(err)[:300]}
+    return {"caughtUp": len(result["caughtUp"])}
+
+
+def _judged(
+    plans: list[Plan], first: dict[str, dict[str, Any]], wrong: dict[str, str]
+) -> list[dict[str, Any]]:
+    """fault -> objects -> outcome -> lost / wrongly marked, one row per fault."""
+    rows: dict[str, dict[str, Any]] = {}
+    for plan in plans:
+        row = rows.setdefault(
+            plan.fault, {"fault": plan.fault, "objects": 0, "outcomes": collections.Counter(),
+                         "lost": 0, "wrongly_marked": 0},
+        )  # fmt: skip
+        row["objects"] += 1
+        outcome = first[plan.key]["outcome"]
+        row["outcomes"][outcome] += 1
+        row["lost"] += outcome == LOST
+        row["wrongly_marked"] += plan.key in wrong
+    return [{**row, "outcomes": dict(row["outcomes"])} for _, row in sorted(rows.items())]
 
 
 def table(result: dict[str, Any]) -> str:
@@ -434,8 +665,16 @@ def table(result: dict[str, Any]) -> str:
     ]
     lines += [f"| {k} | {v} |" for k, v in result["first"].items()]
     lines += [f"| **total** | **{sum(result['first'].values())}** |", ""]
-    lines += ["| fault / outcome | objects |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in result["by_fault"].items()]
+    lines += [
+        "| fault | objects | outcome (faults on) | lost | wrongly marked |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for row in result["by_fault_judged"]:
+        outcomes = ", ".join(f"{n} {o}" for o, n in sorted(row["outcomes"].items()))
+        lines.append(
+            f"| {row['fault']} | {row['objects']} | {outcomes} | {row['lost']} | "
+            f"{row['wrongly_marked']} |"
+        )
     lines += ["", "| faults injected | times |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(result["injected"].items())]
     lines += [
@@ -443,8 +682,14 @@ def table(result: dict[str, Any]) -> str:
         f"After one `scanctl redrive` with the faults off: {result['failed_then_recovered']} "
         f"FAILED executions SUCCEEDED with the same ARN and the right verdict "
         f"({result['redriven']} redriven, {len(result['not_redrivable'])} not redrivable); "
-        f"wrong verdicts: {len(result['wrong_verdicts'])}; lost: {len(result['lost'])}.",
+        f"{result['scan_dlq_requeued']} scan-DLQ messages sent back to the queue, "
+        f"{result['failure_dlq_replayed']} recorder-DLQ messages replayed "
+        f"({len(result['failure_dlq_kept'])} kept); "
+        f"wrong verdicts: {len(result['wrong_verdicts'])}; lost: {len(result['lost'])}; "
+        f"wrongly marked (judged by S3 and the audit table): "
+        f"{len(result['wrongly_marked'])}.",
     ]
+    lines += [f"- {k}: {why}" for k, why in sorted(result["wrongly_marked"].items())]
     return "\n".join(lines)
 
 
@@ -471,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = (
         not result["lost"]
         and not result["wrong_verdicts"]
+        and not result["wrongly_marked"]
         and result["recovered"] == result["failed"]
     )
     return 0 if ok else 1

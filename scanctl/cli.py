@@ -844,7 +844,7 @@ def history(uri: str, as_json: bool, **aws: Any) -> None:
 @main.command()
 @click.option(
     "--verdict",
-    type=click.Choice(["clean", "infected", "unscannable", "skipped", "error"]),
+    type=click.Choice(["clean", "infected", "unscannable", "skipped", "error", "released"]),
     default="infected",
     show_default=True,
 )
@@ -892,3 +892,86 @@ def recent(
         + (f" ({hidden} handled by a later run hidden; --all shows them)" if hidden else "")
     )
     _print_items(items, f"Recent {verdict} scans", as_json, failed=failed)
+
+
+@main.command()
+@click.argument("uri")
+@click.option("--version-id", help="The version held infected (versioned buckets).")
+@click.option("--etag", help="The content held infected (unversioned buckets).")
+@click.option("--reason", required=True, help="Why: a false positive, and who said so.")
+@click.option("--no-rescan", is_flag=True, help="Do not scan the version again afterwards.")
+@click.option("--event-bus", help="The results bus, instead of the stack's outputs.")
+@click.option("--notify-function", help="Notify Webhook, instead of the stack's outputs.")
+@_aws_options
+@_operator
+def release(
+    uri: str,
+    version_id: str | None,
+    etag: str | None,
+    reason: str,
+    no_rescan: bool,
+    event_bus: str | None,
+    notify_function: str | None,
+    **aws: Any,
+) -> None:
+    """Release one version held infected (a false positive), then scan it again.
+
+    A version once found infected stays infected, whatever a later scan or a
+    failed run says, until it is released here. The release is recorded in the
+    audit table (verdict "released"), published as an Object Released event and
+    sent to the webhook as object.released; if the version is still in the
+    bucket, a scan then decides again. Nothing is restored from quarantine.
+    """
+    from functions.shared.contracts import ObjectRef
+    from scanctl.ops import parse_s3_uri
+    from scanctl.ops import release as do_release
+
+    bucket, key = parse_s3_uri(uri, need_key=True)
+    if bool(version_id) == bool(etag):
+        _fail("name the version: --version-id (versioned bucket) or --etag (unversioned)")
+    deployment = _deployment(
+        **aws,
+        needs=("table", "state_machine_arn"),
+        ResultEventBusArn=event_bus,
+        NotifyWebhookFunctionName=notify_function,
+    )
+    table = deployment.need(deployment.table_name, "audit table", "--table")
+    services = ("dynamodb", "events", "lambda", "s3", "stepfunctions", "sts")
+    made = _clients(aws["endpoint_url"], aws["region"], *services)
+    clients = dict(zip(services, made, strict=True))
+    notify = deployment.outputs.get("NotifyWebhookFunctionName")
+    summary = do_release(
+        clients,
+        table,
+        ObjectRef(bucket, key, version_id, etag=etag),
+        reason,
+        _caller(clients["sts"]),
+        state_machine_arn=deployment.state_machine_arn,
+        event_bus=deployment.outputs.get("ResultEventBusArn"),
+        notify_function=None if notify in (None, "", "none") else notify,
+        rescan_after=not no_rescan,
+    )
+    hold = summary.released["hold"]
+    click.echo(
+        f"released {uri} ({version_id or etag}), held infected since {hold['foundAt']} "
+        f"({hold['signature']})"
+    )
+    for note in summary.notes:
+        click.echo(f"note: {note}")
+    _say(
+        f"recorded in {table}; event {'published' if summary.published else 'NOT published'}"
+        + {None: "", True: "; webhook notified", False: "; webhook NOT notified"}[summary.notified]
+        + (f"; scanning again as {summary.rescan}" if summary.rescan else "")
+    )
+
+
+def _caller(sts: Any) -> str:
+    """Who released: the caller's ARN, as IAM knows it (else the local user)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return str(sts.get_caller_identity()["Arn"])
+    except (ClientError, BotoCoreError):
+        import getpass
+
+        return getpass.getuser()

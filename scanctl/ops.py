@@ -737,9 +737,146 @@ def handled_later(ddb: Any, table: str, failed: dict[str, Any]) -> bool:
             if (
                 not item.get(FAILURE_KEY)
                 and not item.get("failed")
+                and item.get("verdict") != RELEASED  # a release scans nothing
                 and (item.get("versionId") == version)
             ):
                 return True
         if "LastEvaluatedKey" not in response:
             return False
         args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+# -- release --------------------------------------------------------------------------------
+
+
+RELEASED = "released"  # the release item's verdict: `scanctl recent --verdict released`
+RELEASE_DETAIL_TYPE = "Object Released"
+RELEASE_EVENT = "object.released"
+
+
+@dataclass
+class ReleaseSummary:
+    released: dict[str, Any]
+    audit: dict[str, str]
+    published: bool = False
+    notified: bool | None = None  # None: no webhook
+    rescan: str | None = None  # the execution started, if the version is still there
+    notes: list[str] = field(default_factory=list)
+
+
+def release(
+    clients: dict[str, Any],
+    table: str,
+    obj: ObjectRef,
+    reason: str,
+    by: str,
+    *,
+    state_machine_arn: str | None,
+    event_bus: str | None,
+    notify_function: str | None,
+    rescan_after: bool = True,
+) -> ReleaseSummary:
+    """Lift the infected hold on one version (a false positive), and say so everywhere.
+
+    The hold goes (functions/shared/holds.py), an audit item records who released
+    it and why, an ``Object Released`` event goes to the results bus and an
+    ``object.released`` notice to the webhook; then, if the version is still in
+    the bucket, a scan decides again. Nothing is restored from quarantine: an
+    operator who wants the content back copies it, and the copy is scanned as
+    any upload is.
+    """
+    from functions.record_audit.audit import write_item
+    from functions.shared.clock import utc_now_iso
+    from functions.shared.holds import HoldStore, NotHeld
+    from functions.shared.results_bus import SOURCE
+
+    if not reason.strip():
+        raise OperatorError("--reason must say why the version is released")
+    try:
+        hold = HoldStore(clients["dynamodb"], table).release(obj)
+    except NotHeld as err:
+        raise OperatorError(f"{err}: nothing to release") from err
+    at = utc_now_iso("milliseconds")  # sorts among scan ids (their start, to the ms)
+    detail = {
+        "bucket": obj.bucket,
+        "key": obj.key,
+        "versionId": obj.version_id,
+        "eTag": obj.etag,
+        "reason": reason,
+        "releasedBy": by,
+        "releasedAt": at,
+        "hold": hold.to_dict(),
+    }
+    item = {
+        PARTITION_KEY: obj.uri,
+        SORT_KEY: f"{at}#release-{uuid.uuid4().hex[:8]}",
+        "verdict": RELEASED,
+        "action": RELEASED,
+        "signatures": [hold.signature],
+        **{k: v for k, v in detail.items() if k not in ("hold",)},
+        "held": hold.to_dict(),
+    }
+    summary = ReleaseSummary(detail, write_item(clients["dynamodb"], table, item))
+    # The hold is gone and recorded; what follows tells others. A failure there
+    # is reported, not undone.
+    try:
+        answer = clients["events"].put_events(
+            Entries=[
+                {
+                    "Source": SOURCE,
+                    "DetailType": RELEASE_DETAIL_TYPE,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": event_bus or "default",
+                }
+            ]
+        )
+        summary.published = not answer.get("FailedEntryCount")
+    except ClientError as err:
+        summary.notes.append(f"the {RELEASE_DETAIL_TYPE} event was not published: {err}")
+    if notify_function:
+        summary.notified = _notify_release(clients["lambda"], notify_function, detail, summary)
+    if rescan_after and state_machine_arn:
+        summary.rescan = _rescan_released(clients, state_machine_arn, obj, at, summary)
+    elif rescan_after:
+        summary.notes.append("no state machine known: the version was not scanned again")
+    return summary
+
+
+def _notify_release(lam: Any, function: str, detail: dict[str, Any], summary: Any) -> bool:
+    payload = {"release": detail}
+    try:
+        response = lam.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    except ClientError as err:
+        summary.notes.append(f"the webhook notice was not sent: {err}")
+        return False
+    if response.get("FunctionError"):
+        body = json.loads(response["Payload"].read() or b"null")
+        message = body.get("errorMessage") if isinstance(body, dict) else body
+        summary.notes.append(f"the webhook notice was not delivered: {message}")
+        return False
+    return True
+
+
+def _rescan_released(
+    clients: dict[str, Any], arn: str, obj: ObjectRef, at: str, summary: Any
+) -> str | None:
+    """Scan the released version again, if it is still in the bucket."""
+    try:
+        head = clients["s3"].head_object(Bucket=obj.bucket, Key=obj.key, **obj.pin_args)
+    except ClientError as err:
+        if error_code(err) in ("404", "NoSuchKey", "NoSuchVersion", "412", "PreconditionFailed"):
+            summary.notes.append("the version is no longer in the bucket: nothing to scan again")
+            return None
+        raise
+    current = ObjectRef(
+        obj.bucket, obj.key, obj.version_id, head.get("ContentLength"), head.get("ETag")
+    )
+    name = rescan_execution_name(current, f"release-{at}")
+    payload = {
+        "object": current.to_dict(),
+        "trigger": {"source": str(TriggerSource.MANUAL), "release": at, "requestedAt": at},
+    }
+    clients["stepfunctions"].start_execution(
+        stateMachineArn=arn, name=name, input=json.dumps(payload)
+    )
+    return name

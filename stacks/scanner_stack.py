@@ -158,6 +158,10 @@ class ScannerStack(Stack):
             # For `scanctl replay-failures`.
             "FailureDeadLetterQueueUrl": self.failures.dead_letter_queue.queue_url,
             "FailureRecorderFunctionName": self.failures.recorder.function_name,
+            # For `scanctl release`, which sends its notice through it.
+            "NotifyWebhookFunctionName": (
+                self.workflow.notify_webhook.function_name if config.webhook_url else "none"
+            ),
             "DefinitionsBucketName": self.definitions.bucket.bucket_name,
             "RescanStateMachineArn": self.rescan.state_machine.state_machine_arn,
             # For `scanctl policy`, which builds the gate's statements from them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -18,11 +19,13 @@ from functions.shared.contracts import (
     Verdict,
 )
 from functions.shared.errors import (
+    AuditWriteFailed,
     InvalidInput,
     ObjectActionRefused,
     ObjectStoreUnavailable,
     ScannerError,
 )
+from functions.shared.holds import Hold, HoldStore
 from functions.shared.tags import as_query, merge_tags, newer_status
 
 log = logging.getLogger(__name__)
@@ -78,25 +81,34 @@ def forget_bucket_facts() -> None:
 
 
 class VerdictApplier:
-    def __init__(self, s3: Any, quarantine_bucket: str | None) -> None:
+    def __init__(
+        self, s3: Any, quarantine_bucket: str | None, holds: HoldStore | None = None
+    ) -> None:
         self.s3 = s3
         self.quarantine_bucket = quarantine_bucket
+        # Infected holds (functions/shared/holds.py); None only where no table is known.
+        self.holds = holds
 
-    def apply(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
+    def apply(self, obj: ObjectRef, scan: ScanResult, found_by: str = "") -> dict[str, Any]:
         if scan.verdict == Verdict.SKIPPED:
             return _none(scan.reason or "skipped")
         if scan.verdict not in (Verdict.CLEAN, Verdict.UNSCANNABLE, Verdict.INFECTED):
             raise InvalidInput(f"no action for verdict {scan.verdict!r}")
         try:
             self._check_current(obj, unreadable_ok=scan.verdict == Verdict.UNSCANNABLE)
-            if scan.verdict == Verdict.CLEAN:
-                return self._tag(obj, self._status_tags(scan))
-            if scan.verdict == Verdict.UNSCANNABLE:
-                tags = self._status_tags(scan)
-                # The reason matters more than time and engine: right after status.
-                ordered = {Tag.STATUS: tags.pop(Tag.STATUS), Tag.REASON: scan.reason or "unknown"}
-                return self._tag(obj, ordered | tags)
-            return self._infected(obj, scan)
+            if scan.verdict == Verdict.INFECTED:
+                return self._infected(obj, scan, found_by)
+            # A version held infected stays infected, whatever this scan said.
+            # Asked again after the tag is written: an infected finding racing
+            # this one placed its hold before its tag, so either this sees the
+            # hold or that tag lands after this one.
+            hold = self._hold_on(obj)
+            if hold is None:
+                applied = self._tag(obj, self._verdict_tags(scan))
+                hold = self._hold_on(obj)
+            if hold is not None:
+                return self._held(obj, scan, hold)
+            return applied
         except ObjectSuperseded:
             return _none(str(SkipReason.SUPERSEDED))
         except ObjectGone:
@@ -131,6 +143,31 @@ class VerdictApplier:
             Key=obj.key,
             IfMatch=obj.quoted_etag,
         )
+
+    def _hold_on(self, obj: ObjectRef) -> Hold | None:
+        return self.holds.get(obj) if self.holds is not None else None
+
+    def _verdict_tags(self, scan: ScanResult) -> dict[str, str]:
+        tags = self._status_tags(scan)
+        if scan.verdict == Verdict.UNSCANNABLE:
+            # The reason matters more than time and engine: right after status.
+            return {Tag.STATUS: tags.pop(Tag.STATUS), Tag.REASON: scan.reason or "unknown"} | tags
+        return tags
+
+    def _held(self, obj: ObjectRef, scan: ScanResult, hold: Hold) -> dict[str, Any]:
+        """Apply a clean or unscannable verdict on a version held infected: as infected,
+        with the signature that put it on hold (quarantined if it can be)."""
+        log.warning("%s is held infected (%s): its %s verdict is not applied", obj.uri,
+                    hold.signature, scan.verdict)  # fmt: skip
+        held_scan = dataclasses.replace(scan, verdict=Verdict.INFECTED, signatures=[hold.signature])
+        try:
+            applied = self._infected(obj, held_scan, hold.found_by, hold=hold)
+        except ScannerError as err:
+            raise type(err)(
+                f"{err}; the version is held infected ({hold.signature}, found {hold.found_at}), "
+                f"so this scan's {scan.verdict} was not applied"
+            ) from err
+        return applied | {"held": hold.to_dict(), "scanVerdict": str(scan.verdict)}
 
     @staticmethod
     def _status_tags(scan: ScanResult) -> dict[str, str]:
@@ -170,8 +207,11 @@ class VerdictApplier:
             "tagsDropped": merged.dropped,
         }
 
-    def _infected(self, obj: ObjectRef, scan: ScanResult) -> dict[str, Any]:
-        """Quarantine (or delete) the version; if that fails, it still says infected.
+    def _infected(
+        self, obj: ObjectRef, scan: ScanResult, found_by: str, hold: Hold | None = None
+    ) -> dict[str, Any]:
+        """Hold the version infected, then quarantine (or delete) it; if that fails, it
+        still says infected.
 
         Whatever stops the copy or the delete (a refusal, throttling that
         outlasts the retries, anything), the exact object is tagged
@@ -185,6 +225,26 @@ class VerdictApplier:
             Tag.SIGNATURE: signature,
             Tag.TIME: scan.scanned_at,
         }
+        # The hold first: while the version exists, no later verdict may lower it.
+        # A hold that cannot be written stops nothing either; it is said below.
+        hold_error: AuditWriteFailed | None = None
+        if self.holds is not None and hold is None:
+            try:
+                self.holds.place(obj, signature, scan.scanned_at, found_by)
+            except AuditWriteFailed as err:
+                hold_error = err
+        try:
+            removed = self._remove_infected(obj, scan, signature, infected_tags)
+        except ScannerError as err:
+            if hold_error is None:
+                raise
+            raise type(err)(f"{err}; and it could not be held infected ({hold_error})") from err
+        # Gone from the bucket: the hold no longer matters to any reader.
+        return removed | ({"holdError": str(hold_error)} if hold_error else {})
+
+    def _remove_infected(
+        self, obj: ObjectRef, scan: ScanResult, signature: str, infected_tags: dict[str, str]
+    ) -> dict[str, Any]:
         if obj.version_id or not obj.etag:
             # Versioned: tag first. If the delete is refused (Object Lock, a
             # policy), the version already says it is infected to every reader.
@@ -244,26 +304,40 @@ class VerdictApplier:
         """After a failed execution whose verdict was never applied: say so on the object.
 
         Whatever the object carried is replaced (every ``scan-*`` key goes, as
-        always): an infected verdict is tagged ``infected``; no verdict, or one
-        whose tagging failed, ``scan-status=error`` with the error's name as
-        the reason. A forged ``clean`` never outlives a failed scan, and a
-        redrive that succeeds writes the real verdict over this.
+        always): an infected verdict, or a version held infected, is tagged
+        ``infected`` (and the verdict held); no verdict, or one whose tagging
+        failed, ``scan-status=error`` with the error's name as the reason. A
+        forged ``clean`` never outlives a failed scan; ``error`` never replaces
+        ``infected`` or ``unscannable`` (tags.newer_status); a redrive that
+        succeeds writes the real verdict over this.
         """
         verdict = (scan or {}).get("verdict")
         if verdict == Verdict.SKIPPED:
             return {"markedAs": None, "note": "skipped: there is nothing to mark"}
+        hold_note, held = "", {}
         if verdict == Verdict.INFECTED:
-            signatures = (scan or {}).get("signatures") or ["unknown"]
-            tags = {Tag.STATUS: str(Verdict.INFECTED), Tag.SIGNATURE: signatures[0], Tag.TIME: when}
+            signature = ((scan or {}).get("signatures") or ["unknown"])[0]
+            if self.holds is not None:
+                try:
+                    self.holds.place(obj, signature, when, "")
+                except AuditWriteFailed as err:
+                    hold_note = f"; it could NOT be held infected ({err})"
+        else:
+            hold = self._hold_on(obj)
+            signature = hold.signature if hold else ""
+            held = {"held": hold.to_dict()} if hold else {}
+        if signature:
+            tags = {Tag.STATUS: str(Verdict.INFECTED), Tag.SIGNATURE: signature, Tag.TIME: when}
         else:
             tags = {Tag.STATUS: str(Verdict.ERROR), Tag.REASON: error, Tag.TIME: when}
         marked, note = self._mark(obj, {str(k): v for k, v in tags.items()})
+        note += hold_note
         return {
             "markedAs": tags[Tag.STATUS] if marked else None,
             "note": note,
             # S3 failed us (not: the object is gone or newer): worth another try.
             "retry": not marked and "could NOT" in note,
-        }
+        } | held
 
     def _copy_and_delete(self, obj: ObjectRef, signature: str, scan: ScanResult) -> dict[str, Any]:
         if not self.quarantine_bucket:

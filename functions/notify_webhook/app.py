@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from functions.notify_webhook.webhook import build_payload, deliver, message_id
+from functions.notify_webhook.webhook import build_payload, deliver, message_id, release_payload
 from functions.shared.aws import client
 from functions.shared.config import Settings, load_settings
 from functions.shared.contracts import state_event
@@ -47,15 +47,20 @@ def signing_secret(settings: Settings) -> str | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    state, execution = state_event(event)
+    if isinstance(event, dict) and "release" in event:
+        # `scanctl release`: a version held infected released by an operator.
+        payload, msg_id = release_payload(event["release"])
+    else:
+        state, execution = state_event(event)
+        payload = build_payload(state, execution)
+        msg_id = message_id(execution.name, payload["event"], execution.redrive_count)
     settings = load_settings()
     url = settings.require("webhook_url", "WEBHOOK_URL")
-    payload = build_payload(state, execution)
     result = deliver(
         _session,
         url,
         payload,
-        msg_id=message_id(execution.name, payload["event"], execution.redrive_count),
+        msg_id=msg_id,
         secret=signing_secret(settings),
         timeout_s=settings.webhook_timeout_s,
     )

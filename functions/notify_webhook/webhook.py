@@ -1,7 +1,9 @@
 """POST the scan result to the configured webhook, signed as Standard Webhooks specifies.
 
 Body: the same summary the audit item is built from (``result_summary``),
-plus ``event`` (``scan.completed`` or ``scan.failed``).
+plus ``event`` (``scan.completed`` or ``scan.failed``); or, when an operator
+releases a version held infected (``scanctl release``), the release's detail
+with ``event: object.released``.
 
 Headers (https://www.standardwebhooks.com, so receivers verify with the
 ``standardwebhooks`` library that exists for every common language):
@@ -16,6 +18,7 @@ Headers (https://www.standardwebhooks.com, so receivers verify with the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -23,19 +26,32 @@ from typing import Any
 import requests
 
 from functions.shared.contracts import ExecutionRef, result_summary
-from functions.shared.errors import WebhookDeliveryFailed, WebhookRejected
+from functions.shared.errors import InvalidInput, WebhookDeliveryFailed, WebhookRejected
 from functions.shared.signing import sign, signing_key
 
 USER_AGENT = "s3-virus-scanner-webhook/2"
 RETRYABLE_STATUS = {408, 429}
 COMPLETED = "scan.completed"
 FAILED = "scan.failed"
+RELEASED = "object.released"
 
 
 def build_payload(state: dict[str, Any], execution: ExecutionRef) -> dict[str, Any]:
     summary = result_summary(state, execution)
     summary["event"] = FAILED if summary["failed"] else COMPLETED
     return summary
+
+
+def release_payload(detail: Any) -> tuple[dict[str, Any], str]:
+    """The ``object.released`` body, and its message id (one per release)."""
+    if not isinstance(detail, dict) or not detail.get("releasedAt") or not detail.get("key"):
+        raise InvalidInput("release must carry the released object and releasedAt")
+    payload = {**detail, "event": RELEASED}
+    identity = detail.get("versionId") or detail.get("eTag") or ""
+    digest = hashlib.sha256(
+        "\0".join([str(detail.get("bucket")), str(detail["key"]), str(identity)]).encode()
+    ).hexdigest()[:16]
+    return payload, f"release.{digest}.{detail['releasedAt']}"
 
 
 def message_id(execution_name: str, event: str, redrive_count: int = 0) -> str:

@@ -26,6 +26,11 @@ FAILURES_INDEX = "failures"
 CDN_LEASE_PARTITION = "lease#clamav-cdn"
 CDN_LEASE_KEY = {PARTITION_KEY: CDN_LEASE_PARTITION, SORT_KEY: "lease"}
 
+# Not audit items either: infected holds (functions/shared/holds.py), one per
+# version found infected, in partitions ``hold#s3://bucket/key`` that no
+# object's history and no index lists; Apply Verdict may touch only these.
+HOLD_PREFIX = "hold#"
+
 
 @dataclass(frozen=True)
 class Index:

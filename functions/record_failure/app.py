@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.record_failure.failures import FailedExecution
-from functions.record_failure.recorder import FailureRecorder
+from functions.record_failure.recorder import FailureRecorder, incomplete
 from functions.shared.aws import client
 from functions.shared.config import load_settings
 
@@ -57,7 +57,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(
             name="UnrecordedEndingsCaughtUp", unit=MetricUnit.Count, value=len(result["caughtUp"])
         )
+        metrics.add_metric(
+            name="UnrecordedEndingsFailed", unit=MetricUnit.Count, value=len(result["failed"])
+        )
         logger.info("reconciled", extra=result)
+        failed_some = incomplete(result)
+        if failed_some is not None:
+            # After the others were recorded: Lambda retries the run, and the
+            # errors metric and the failure DLQ show what is still missing.
+            raise failed_some
         return result
     if isinstance(event, dict) and event.get("workflow") == "EXPRESS":
         failed = FailedExecution.from_express(event)  # the Express variant's own catch

@@ -37,10 +37,21 @@ from functions.record_failure.failures import (
 )
 from functions.shared.aws import error_code
 from functions.shared.contracts import REMOVING_ACTIONS, ObjectRef, result_summary
-from functions.shared.errors import InvalidInput, ObjectStoreUnavailable
+from functions.shared.errors import (
+    InvalidInput,
+    ObjectStoreUnavailable,
+    ReconciliationIncomplete,
+)
+from functions.shared.holds import HoldStore
 from functions.shared.results_bus import publish
 
 log = logging.getLogger(__name__)
+
+# How long a scan execution can run without a redrive, with every retry at its
+# longest (the definitions wait is the longest path, about 46 minutes), and how
+# long after its stop an execution may still be redriven (Step Functions: 14 days).
+LONGEST_RUN = dt.timedelta(hours=6)
+REDRIVE_REACH = dt.timedelta(days=14, hours=6)
 
 # Express failures a Standard run would end the same way: recorded, not re-run.
 EXPRESS_FINAL_ERRORS = frozenset(
@@ -66,6 +77,10 @@ class FailureRecorder:
         if self.events is not None and "superseded" not in key:
             publish(self.events, self.event_bus, summary)
 
+    def _applier(self) -> VerdictApplier:
+        """Marks objects (no quarantine here), keeping and reading infected holds."""
+        return VerdictApplier(self.s3, None, HoldStore(self.dynamodb, self.table))
+
     def record(self, failed: FailedExecution) -> dict[str, Any]:
         if failed.express:
             failed_state, reached = infer_failed_state(failed.reached or {}), failed.reached or {}
@@ -83,7 +98,9 @@ class FailureRecorder:
                 return {"audit": key}
             failed_state, reached = reached_state(self.sfn, failed)
         state = failure_state(failed, reached)
-        marking = mark_object(VerdictApplier(self.s3, None), state, failed.error, failed.execution)
+        marking = mark_object(self._applier(), state, failed.error, failed.execution)
+        if marking.get("held"):
+            state["held"] = marking["held"]  # the audit item says infected, as the tag does
         rerun = self._rerun_on_standard(failed, state) if failed.express else None
         item = build_item(state, failed.execution) | {
             "failedState": failed_state,
@@ -153,38 +170,67 @@ class FailureRecorder:
     # -- catching up ---------------------------------------------------------------------
 
     def reconcile(self, state_machine_arn: str, window: dt.timedelta) -> dict[str, Any]:
-        """Record every execution in the window whose audit item misses its ending."""
+        """Record every execution that ended in the window and whose audit item misses
+        its ending.
+
+        One that cannot be recorded (the webhook down, S3 throttling the marking)
+        does not stop the others: each is tried, and those that failed are
+        returned under ``failed`` (the handler then fails the run, after its
+        metrics: see ``incomplete``); the next run tries them again.
+        """
         cutoff = dt.datetime.now(dt.UTC) - window
-        caught_up, checked = [], 0
-        for listed in self._endings(state_machine_arn, cutoff):
-            checked += 1
-            described = self.sfn.describe_execution(executionArn=listed["executionArn"])
-            failed = FailedExecution.from_event(notice(described))
-            if self._recorded(failed):
-                continue
-            log.warning("status change never recorded; catching up: %s", failed.execution.arn)
+        caught_up: list[str] = []
+        failures: dict[str, str] = {}
+        endings = self._endings(state_machine_arn, cutoff)
+        for listed in endings:
             try:
+                described = self.sfn.describe_execution(executionArn=listed["executionArn"])
+                failed = FailedExecution.from_event(notice(described))
+                if self._recorded(failed):
+                    continue
+                log.warning("status change never recorded; catching up: %s", failed.execution.arn)
                 self.record(failed)
             except InvalidInput as err:
-                log.error("cannot record %s: %s", failed.execution.arn, err)
+                log.error("cannot record %s: %s", listed["executionArn"], err)
+                continue
+            except Exception as err:  # noqa: BLE001 - each ending on its own; all said at the end
+                log.error("recording %s failed: %s", listed["executionArn"], err)
+                failures[listed["name"]] = f"{type(err).__name__}: {err}"
                 continue
             caught_up.append(failed.execution.name)
-        return {"checked": checked, "caughtUp": caught_up}
+        return {"checked": len(endings), "caughtUp": caught_up, "failed": failures}
 
     def _endings(self, arn: str, cutoff: dt.datetime) -> list[dict[str, Any]]:
-        """Executions that stopped after ``cutoff``: failed ones, and redriven successes."""
-        found = []
-        queries = [{"statusFilter": status} for status in FAILURE_STATUSES]
-        queries.append({"statusFilter": REDRIVEN_SUCCESS, "redriveFilter": "REDRIVEN"})
-        for query in queries:
+        """Executions that stopped after ``cutoff``: failed ones, and redriven successes.
+
+        ListExecutions pages newest start first, but the window is about stop
+        dates: a run that started long before the cutoff may have stopped in
+        it. A run that was never redriven stopped at most ``LONGEST_RUN``
+        after its start; a redriven one may have been redriven up to 14 days
+        after it stopped, so those are listed back that far.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        queries = [
+            ({"statusFilter": status, "redriveFilter": redrive}, back)
+            for status in FAILURE_STATUSES
+            for redrive, back in (("NOT_REDRIVEN", LONGEST_RUN), ("REDRIVEN", REDRIVE_REACH))
+        ]
+        queries.append(({"statusFilter": REDRIVEN_SUCCESS, "redriveFilter": "REDRIVEN"},
+                        REDRIVE_REACH))  # fmt: skip
+        for query, back in queries:
+            started_after = cutoff - back
             paginator = self.sfn.get_paginator("list_executions")
             for page in paginator.paginate(stateMachineArn=arn, **query):
                 batch = page["executions"]
-                found += [e for e in batch if (e.get("stopDate") or e["startDate"]) >= cutoff]
-                # Newest first: once a whole page started before the cutoff, stop.
-                if batch and batch[-1]["startDate"] < cutoff:
+                for execution in batch:
+                    stopped = execution.get("stopDate") or execution["startDate"]
+                    if stopped >= cutoff:
+                        found[execution["executionArn"]] = execution
+                # Newest start first: once a page started before any run that can
+                # have stopped in the window, stop.
+                if batch and batch[-1]["startDate"] < started_after:
                     break
-        return found
+        return list(found.values())
 
     def _recorded(self, failed: FailedExecution) -> bool:
         """Does the audit item already tell this ending (at this redrive count)?"""
@@ -202,11 +248,26 @@ class FailureRecorder:
         ).get("Item")
         if not item:
             return False
+        marking = item.get("objectMarking", {}).get("M", {})
+        if marking.get("retry", {}).get("BOOL", False):
+            return False  # recorded, but its object still waits for its mark
         redrives = int(item.get("redriveCount", {}).get("N", "0"))
         failed_flag = item.get("failed", {}).get("BOOL", False)
         return redrives > failed.execution.redrive_count or (
             redrives == failed.execution.redrive_count and failed_flag != failed.succeeded
         )
+
+
+def incomplete(result: dict[str, Any]) -> ReconciliationIncomplete | None:
+    """The error a reconciliation that could not record everything ends with."""
+    failures = result.get("failed") or {}
+    if not failures:
+        return None
+    said = "; ".join(f"{name}: {why}" for name, why in failures.items())
+    return ReconciliationIncomplete(
+        f"{len(result['caughtUp'])} endings caught up, {len(failures)} could not be "
+        f"recorded: {said[:4000]}"
+    )
 
 
 def notice(described: dict[str, Any]) -> dict[str, Any]:

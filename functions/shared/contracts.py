@@ -380,11 +380,19 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
     # infected object whose webhook failed is still listed as infected) and is
     # marked ``failed``; ``error`` is the verdict only when none was reached.
     verdict = scan.get("verdict") or Verdict.ERROR
+    signatures = list(scan.get("signatures") or [])[:MAX_SIGNATURES]
+    # (``held`` in the state: a failed run whose object the failure recorder
+    # marked infected by its hold.)
+    held = action.get("held") or state.get("held")
+    if held:
+        # A version held infected (functions/shared/holds.py) was acted on as
+        # infected: that is its verdict; what this scan said is kept beside it.
+        verdict, signatures = Verdict.INFECTED, [str(held.get("signature"))]
     summary: dict[str, Any] = {
         "object": obj.to_dict(),
         "verdict": str(verdict),
         "reason": scan.get("reason"),
-        "signatures": list(scan.get("signatures") or [])[:MAX_SIGNATURES],
+        "signatures": signatures,
         "action": action.get("action", str(Action.NONE)),
         "quarantine": action.get("quarantine"),
         "deletedVersionId": action.get("deletedVersionId"),
@@ -404,6 +412,9 @@ def result_summary(state: dict[str, Any], execution: ExecutionRef) -> dict[str, 
         "executionStartTime": execution.start_time,
         "redriveCount": execution.redrive_count,
     }
+    if held:
+        summary["held"] = held
+        summary["scanVerdict"] = scan.get("verdict")
     summary["failed"] = bool(error)
     if error:
         summary["error"] = describe_error(error)

@@ -36,6 +36,10 @@ class ResultNotPublished(ScannerError):
     """EventBridge refused or failed the Object Scan Result event."""
 
 
+class ReconciliationIncomplete(ScannerError):
+    """The scheduled reconciliation recorded what it could; some endings failed again."""
+
+
 class StartExecutionThrottled(ScannerError):
     """Step Functions throttled StartExecution; the SQS record is retried."""
 

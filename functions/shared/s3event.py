@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
@@ -49,11 +49,24 @@ class ObjectCreated:
         return execution_name(self.object)
 
 
-def parse_body(body: str) -> list[ObjectCreated]:
-    """The ObjectCreated records of one SQS body; ``[]`` for S3's test event.
+@dataclass
+class ParsedBody:
+    """One SQS body's records, each on its own: a bad one never blocks a good one."""
 
-    Raises InvalidInput for anything that is not an S3 notification, so only
-    that SQS record fails (and reaches the DLQ after the queue's retries).
+    created: list[ObjectCreated] = field(default_factory=list)
+    # S3 records of other events (ObjectRemoved, ObjectTagging...): not ours to scan.
+    ignored: list[str] = field(default_factory=list)
+    # Records that are not S3 notifications at all (forged, corrupted, empty key).
+    invalid: list[str] = field(default_factory=list)
+
+
+def parse_body(body: str) -> ParsedBody:
+    """The records of one SQS body; none for S3's test event.
+
+    Raises InvalidInput only when the body as a whole is not an S3 notification
+    (its SQS record then fails alone, and reaches the DLQ after the queue's
+    retries). Each record is taken on its own: ObjectCreated (and restores)
+    are ``created``, other S3 events ``ignored``, malformed ones ``invalid``.
     """
     try:
         message = json.loads(body)
@@ -61,20 +74,34 @@ def parse_body(body: str) -> list[ObjectCreated]:
         raise InvalidInput(f"body is not JSON: {str(body)[:200]!r}") from err
     if not isinstance(message, dict):
         raise InvalidInput("body is not an S3 event notification (not a JSON object)")
+    parsed = ParsedBody()
     if message.get("Event") == TEST_EVENT:
-        return []
+        return parsed
     records = message.get("Records")
     if not isinstance(records, list) or not records:
         raise InvalidInput("body is not an S3 event notification (no Records)")
-    return [_parse_record(record) for record in records]
+    for index, record in enumerate(records):
+        try:
+            parsed.created.append(_parse_record(record))
+        except NotObjectCreated as other:
+            parsed.ignored.append(str(other))
+        except InvalidInput as err:
+            parsed.invalid.append(f"record {index}: {err}")
+    return parsed
+
+
+class NotObjectCreated(Exception):
+    """An S3 record of an event this scanner does not scan for."""
 
 
 def _parse_record(record: object) -> ObjectCreated:
     if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
         raise InvalidInput("record is not an S3 event record")
     event_name = str(record.get("eventName", ""))
+    if not event_name:
+        raise InvalidInput("S3 record names no event")
     if not (event_name.startswith("ObjectCreated:") or event_name == RESTORE_COMPLETED):
-        raise InvalidInput(f"record is {event_name!r}, not ObjectCreated or {RESTORE_COMPLETED}")
+        raise NotObjectCreated(event_name)
     try:
         s3 = record["s3"]
         bucket = s3["bucket"]["name"]
@@ -83,6 +110,9 @@ def _parse_record(record: object) -> ObjectCreated:
         key = unquote_plus(raw["key"])
     except (KeyError, TypeError) as err:
         raise InvalidInput(f"S3 record lacks {err}") from err
+    if not isinstance(bucket, str) or not bucket or not key:
+        # S3 has no object without a key: a forged or corrupted record.
+        raise InvalidInput("S3 record names no bucket or an empty key")
     size = raw.get("size")
     scanner = record.get("scanner") if isinstance(record.get("scanner"), dict) else {}
     rescan_run = str(scanner.get("rescanRun") or "") or None

@@ -80,16 +80,25 @@ _SEVERITY = {
 
 
 def newer_status(existing: list[dict[str, str]], status: str, scanned_at: str) -> str | None:
-    """The object's status, if a newer scan wrote it and it is at least as severe as ours.
+    """The object's status, if ours must not replace it; else None.
 
-    Then ours must not replace it: an older scan (a stale execution redriven
-    late, say) never turns a newer ``infected`` into ``clean``. A newer but
-    milder status is still replaced (failing closed), and ``infected`` is
-    always written.
+    - ``infected`` is always written (an infected version stays infected by
+      its hold, functions/shared/holds.py, not by its tag, which an uploader
+      can forge);
+    - ``error`` (a failed run) never replaces ``infected`` or ``unscannable``,
+      however old: a failure says nothing about the content;
+    - otherwise a status a newer scan wrote, at least as severe as ours, stays:
+      an older scan (a stale execution redriven late, say) never turns a newer
+      ``infected`` into ``clean``. A newer but milder status is still replaced
+      (failing closed).
     """
     tags = {t["Key"]: t["Value"] for t in existing}
     current, when = tags.get(Tag.STATUS), tags.get(Tag.TIME)
-    if status == Verdict.INFECTED or current not in _SEVERITY or not when:
+    if status == Verdict.INFECTED or current not in _SEVERITY:
+        return None
+    if status == Verdict.ERROR and current in (Verdict.INFECTED, Verdict.UNSCANNABLE):
+        return current
+    if not when:
         return None
     try:
         newer = _moment(when) > _moment(scanned_at)

@@ -308,7 +308,7 @@ class LocalScanner:
                 # The names are derived as start_scan derives them; listing every
                 # execution instead would make each drain slower than the last.
                 try:
-                    events = parse_body(message["Body"])
+                    events = parse_body(message["Body"]).created
                 except InvalidInput:
                     continue
                 for parsed in events:

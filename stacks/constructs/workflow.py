@@ -15,6 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 import statemachines
+from functions.record_audit.schema import HOLD_PREFIX
 from stacks.config import DeployConfig
 from stacks.constants import (
     DEFINITIONS_WAIT_S,
@@ -272,6 +273,16 @@ class Workflow(Construct):
             self.apply_verdict.add_to_role_policy(decrypt)
         self.record_audit.add_to_role_policy(
             iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table.table_arn])
+        )
+        # Infected holds (functions/shared/holds.py): their own partitions only.
+        self.apply_verdict.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:PutItem"],
+                resources=[table.table_arn],
+                conditions={
+                    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{HOLD_PREFIX}*"]}
+                },
+            )
         )
 
     @property

@@ -151,10 +151,15 @@ def test_a_stale_execution_redriven_late_never_lowers_a_newer_infected(
     # WHEN the stale execution is redriven
     redriven = harness.redrive(stale.name)
 
-    # THEN it succeeds without lowering the newer verdict
-    assert redriven.status == "SUCCEEDED"
-    assert redriven.output["action"]["newerStatus"] == "infected"
+    # THEN it does not lower the newer verdict: the version is held infected, so its
+    # clean is applied as infected (a delete the lock refuses again: the run fails
+    # at the step it resumed, saying why) and the tag stays infected
+    assert (redriven.status, redriven.failed_state) == ("FAILED", "Tag As Clean")
+    assert redriven.error == "ObjectActionRefused"
     assert harness.tags("locked.exe", version_id=version)["scan-status"] == "infected"
+    [item] = [i for i in harness.audit_items("locked.exe") if i["executionName"] == stale.name]
+    assert (item["verdict"], item["scanVerdict"]) == ("infected", "clean")
+    assert "held infected" in item["error"]["cause"]
 
 
 def test_a_marking_that_s3_refuses_is_retried_and_then_waits_in_the_dlq(harness, aws_faults):
@@ -197,3 +202,44 @@ def test_a_failure_notice_eventbridge_never_delivered_is_caught_up_by_the_schedu
     # AND a second run finds nothing to do
     again = harness.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
     assert again["caughtUp"] == []
+
+
+def test_the_reconciliation_records_every_lost_ending_even_when_one_cannot_be(harness, aws_faults):
+    import pytest
+
+    from functions.record_failure import app as recorder
+    from functions.shared.errors import InvalidInput, ReconciliationIncomplete
+
+    # GIVEN ten failed executions whose status changes EventBridge lost, and S3
+    # refusing the marking of one of their objects
+    harness.status_changes.lose_next = 10
+    harness.fail_next("scan_object", InvalidInput("poison"), times=10)
+    keys = [f"lost-{i}.txt" for i in range(10)]
+    for key in keys:
+        harness.upload(key, b"x", tags={"scan-status": "clean"})
+    reports = harness.wait(harness.drain())
+    assert [r.status for r in reports] == ["FAILED"] * 10
+    assert all(harness.audit_items(key) == [] for key in keys)
+    aws_faults.fail("s3", "PutObjectTagging", "AccessDenied", Key="lost-3.txt")
+
+    # WHEN the scheduled reconciliation runs
+    with pytest.raises(ReconciliationIncomplete) as failed:
+        harness.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+
+    # THEN the nine it could record are recorded and marked, and the run fails
+    # naming the one it could not (Lambda retries it; the next run tries again)
+    assert "9 endings caught up, 1 could not be recorded" in str(failed.value)
+    assert "lost-3" in str(failed.value)
+    for key in keys:
+        if key == "lost-3.txt":
+            continue
+        [item] = harness.audit_items(key)
+        assert (item["failed"], item["failedState"]) == (True, "Scan Object")
+        assert harness.tags(key)["scan-status"] == "error"
+
+    # AND once S3 takes the tag again, the next run records the last one
+    aws_faults.clear()
+    again = harness.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+    assert [name for name in again["caughtUp"] if "lost-3" in name] == again["caughtUp"]
+    assert len(again["caughtUp"]) == 1
+    assert harness.tags("lost-3.txt")["scan-status"] == "error"

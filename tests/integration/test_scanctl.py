@@ -587,3 +587,66 @@ def test_redrive_in_place_leaves_an_object_an_as_new_rerun_already_fixed(harness
     assert "redriven" not in again.stdout
     assert "1 already re-run" in again.stderr
     assert harness.wait([failed.name])[0].redrive_count == 0
+
+
+# -- release ------------------------------------------------------------------------------------
+
+
+def test_release_lifts_the_hold_records_announces_and_scans_again(
+    make_harness, runner, aws_faults, webhook, tmp_path
+):
+    # GIVEN a version found infected and kept (S3 refused its delete), held infected
+    harness = make_harness(webhook_url=webhook.url)
+    source = harness.options.source_bucket
+    refused = aws_faults.fail("s3", "DeleteObject", "AccessDenied", times=1, Bucket=source)
+    first = harness.scan("fp.bin", samples.EICAR)
+    assert (first.status, len(refused)) == ("FAILED", 1)
+    version = first.input["object"]["versionId"]
+    # ...and definitions since fixed, which no longer call it infected (a false positive)
+    (tmp_path / "fixed").mkdir()
+    (tmp_path / "fixed" / "other.ndb").write_text("Other.Only:0:*:" + b"unused".hex() + "\n")
+    harness.publish_definitions(tmp_path / "fixed")
+    args = [*aws_args(harness), "--notify-function", "notify-webhook"]
+
+    # WHEN an operator releases it without naming the version, or without a reason
+    unnamed = runner.invoke(main, ["release", "s3://uploads/fp.bin", "--reason", "x", *args])
+    no_reason = runner.invoke(main, ["release", "s3://uploads/fp.bin", "--version-id", version])
+    # THEN each is one clear line and exit 2
+    assert unnamed.exit_code == 2
+    assert "--version-id" in unnamed.stderr
+    assert no_reason.exit_code == 2
+    assert "--reason" in no_reason.output
+
+    # WHEN the operator releases it, saying why
+    result = runner.invoke(
+        main,
+        ["release", "s3://uploads/fp.bin", "--version-id", version,
+         "--reason", "vendor false positive FP-123", *args],
+    )  # fmt: skip
+
+    # THEN it is released, recorded, announced, and scanned again (clean now)
+    assert result.exit_code == 0, result.output
+    assert "webhook notified" in result.stderr
+    rescan = result.stderr.rsplit("scanning again as ", 1)[1].strip()
+    [again] = harness.wait([rescan])
+    assert again.status == "SUCCEEDED"
+    assert again.output["action"]["action"] == "tagged"
+    assert harness.tags("fp.bin", version_id=version)["scan-status"] == "clean"
+    items = harness.audit_items("fp.bin")
+    assert [i["verdict"] for i in items] == ["infected", "released", "clean"]
+    released = items[1]
+    assert released["reason"] == "vendor false positive FP-123"
+    assert released["held"]["signature"].startswith(samples.EICAR_SIGNATURE)
+    assert released["versionId"] == version
+    notices = [json.loads(r["body"]) for r in webhook.requests]
+    [notice] = [n for n in notices if n["event"] == "object.released"]
+    assert (notice["key"], notice["versionId"]) == ("fp.bin", version)
+    assert notice["reason"] == "vendor false positive FP-123"
+
+    # AND releasing it again is one clear line: there is nothing held
+    twice = runner.invoke(
+        main,
+        ["release", "s3://uploads/fp.bin", "--version-id", version, "--reason", "again", *args],
+    )
+    assert twice.exit_code == 2
+    assert "nothing to release" in twice.stderr

@@ -6,12 +6,17 @@ Real ClamAV, the real ASL in moto, faults as AWS would answer them.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from functions.shared.contracts import ObjectRef
 from functions.shared.errors import ScanEngineUnavailable
+from functions.shared.naming import execution_name
 from scanctl import samples
+from tests.conftest import load_event
 
 FORGED = {"scan-status": "clean", "scan-reason": "forged", "owner": "x"}
 
@@ -221,3 +226,139 @@ def _event(bucket: str, key: str) -> dict:
             }
         ]
     }
+
+
+# -- infected stays infected ---------------------------------------------------------------------
+
+
+def _kept_infected(harness: Any, aws_faults: Any, key: str) -> Any:
+    """EICAR whose version S3 will not let us delete (Object Lock, a policy): kept,
+    tagged infected, the run FAILED at Quarantine Or Delete."""
+    source = harness.options.source_bucket
+    aws_faults.fail("s3", "DeleteObject", "AccessDenied", Bucket=source, Key=key)
+    first = harness.scan(key, samples.EICAR, tags=FORGED)
+    assert (first.status, first.failed_state) == ("FAILED", "Quarantine Or Delete")
+    return first
+
+
+def _without_eicar(directory: Path) -> Path:
+    """A definitions set that lacks EICAR's signature (a rollback, a custom set)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "other.ndb").write_text("Other.Only:0:*:" + b"nothing-we-upload".hex() + "\n")
+    return directory
+
+
+def _rescan(harness: Any, first: Any) -> Any:
+    """The same version scanned again, as a rescan or a re-run would."""
+    [report] = harness.wait([harness.start(first.input)])
+    return report
+
+
+def _status(harness: Any, key: str, version: str) -> tuple[str | None, str | None]:
+    tags = harness.tags(key, version_id=version)
+    return tags.get("scan-status"), tags.get("scan-signature")
+
+
+def test_a_kept_infected_version_stays_infected_when_a_set_without_its_signature_calls_it_clean(
+    harness, aws_faults, tmp_path
+):
+    # GIVEN an infected version S3 will not let us delete, tagged infected
+    first = _kept_infected(harness, aws_faults, "kept.com")
+    version = first.input["object"]["versionId"]
+
+    # WHEN a set without EICAR's signature is published and the version scanned again
+    harness.publish_definitions(_without_eicar(tmp_path / "no-eicar"))
+    second = _rescan(harness, first)
+
+    # THEN that scan's clean is not applied: the version is still infected, quarantine
+    # attempted again (and refused again, so the run fails, saying why)
+    assert second.input["object"]["versionId"] == version
+    assert (second.status, second.failed_state) == ("FAILED", "Tag As Clean")
+    status, signature = _status(harness, "kept.com", version)
+    assert status == "infected"
+    assert signature.startswith(samples.EICAR_SIGNATURE)
+    items = harness.audit_items("kept.com")
+    assert [i["verdict"] for i in items] == ["infected", "infected"]
+    assert items[-1]["scanVerdict"] == "clean"
+    assert items[-1]["held"]["signature"].startswith(samples.EICAR_SIGNATURE)
+    assert "held infected" in items[-1]["error"]["cause"]
+
+
+def test_a_kept_infected_version_is_quarantined_when_a_later_clean_scan_may_delete_it(
+    harness, aws_faults, tmp_path
+):
+    # GIVEN a kept infected version, and S3 that now lets us delete it
+    first = _kept_infected(harness, aws_faults, "later.com")
+    version = first.input["object"]["versionId"]
+    aws_faults.clear()
+
+    # WHEN a set without EICAR's signature scans it again
+    harness.publish_definitions(_without_eicar(tmp_path / "no-eicar"))
+    second = _rescan(harness, first)
+
+    # THEN it is quarantined as infected: gone from the bucket, its copy in quarantine
+    assert second.status == "SUCCEEDED"
+    assert second.output["scan"]["verdict"] == "clean"
+    assert second.output["action"]["action"] == "quarantined"
+    source = harness.options.source_bucket
+    left = harness.client("s3").list_object_versions(Bucket=source, Prefix="later.com")
+    assert version not in [v["VersionId"] for v in left.get("Versions", [])]
+    assert [i["verdict"] for i in harness.audit_items("later.com")] == ["infected", "infected"]
+
+
+def test_a_failed_rescan_of_a_kept_infected_version_leaves_it_infected(harness, aws_faults):
+    # GIVEN a kept infected version
+    first = _kept_infected(harness, aws_faults, "failed-again.com")
+    version = first.input["object"]["versionId"]
+
+    # WHEN it is scanned again and the engine is down through every retry
+    harness.fail_next("scan_object", ScanEngineUnavailable("down"), times=7)
+    second = _rescan(harness, first)
+
+    # THEN the failed run does not turn it into error: infected, with its signature
+    assert (second.status, second.failed_state) == ("FAILED", "Scan Object")
+    status, signature = _status(harness, "failed-again.com", version)
+    assert status == "infected"
+    assert signature.startswith(samples.EICAR_SIGNATURE)
+    last = harness.audit_items("failed-again.com")[-1]
+    assert (last["verdict"], last["failed"]) == ("infected", True)
+    assert last["objectMarking"]["markedAs"] == "infected"
+
+
+# -- poison input ---------------------------------------------------------------------------------
+
+
+def test_a_body_mixing_a_removal_a_malformed_record_and_an_upload_scans_the_upload(harness):
+    # GIVEN an object whose own notification is gone, and a message whose body
+    # holds an ObjectRemoved record, a malformed one and the object's ObjectCreated
+    sqs = harness.client("sqs")
+    put = harness.upload("mixed.txt", b"fine")
+    for message in sqs.receive_message(QueueUrl=harness.queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        sqs.delete_message(QueueUrl=harness.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    good = load_event("s3_object_created.json")["Records"][0]
+    good["s3"]["object"] = {
+        "key": "mixed.txt", "size": 4, "eTag": put["ETag"].strip('"'),
+        "versionId": put["VersionId"], "sequencer": "0A",
+    }  # fmt: skip
+    removed = json.loads(json.dumps(good)) | {"eventName": "ObjectRemoved:Delete"}
+    malformed = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {}}
+    body = json.dumps({"Records": [removed, malformed, good]})
+    sqs.send_message(QueueUrl=harness.queue_url, MessageBody=body)
+
+    harness.drain()
+
+    # THEN the upload is scanned and tagged, whatever its neighbours were
+    [report] = harness.wait([execution_name(ObjectRef("uploads", "mixed.txt", put["VersionId"]))])
+    assert report.status == "SUCCEEDED"
+    assert harness.tags("mixed.txt", version_id=put["VersionId"])["scan-status"] == "clean"
+    # AND the message failed for its malformed record: after the queue's retries it
+    # waits in the DLQ for an operator, and its redeliveries started nothing twice
+    [dead] = harness.dlq_messages()
+    assert dead["Body"] == body
+    assert int(dead["Attributes"]["ApproximateReceiveCount"]) > 1
+    executions = harness.client("stepfunctions").list_executions(
+        stateMachineArn=harness.state_machine_arn
+    )["executions"]
+    assert [e["name"] for e in executions].count(report.name) == 1

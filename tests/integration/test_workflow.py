@@ -397,10 +397,13 @@ def test_failure_with_no_audit_leaves_a_failed_execution_and_a_dead_letter(harne
 
     report = harness.scan("unrecorded.txt", b"hello")
 
-    # THEN nothing is silently lost: the execution is FAILED at Record Audit (so it
-    # can be redriven), and the recorder's event waits in its DLQ
+    # THEN nothing is silently lost: the execution is FAILED at Tag As Clean (the
+    # version's infected hold cannot be read, so clean is not written: fail closed),
+    # where it can be redriven, and the recorder's event waits in its DLQ
     assert report.status == "FAILED"
-    assert report.failed_state == "Record Audit"
+    assert report.failed_state == "Tag As Clean"
+    assert "AuditWriteFailed" in report.error
+    assert harness.tags("unrecorded.txt").get("scan-status") != "clean"
     [dead] = harness.client("sqs").receive_message(QueueUrl=harness.failure_dlq_url)["Messages"]
     assert json.loads(dead["Body"])["detail"]["executionArn"] == report.arn
 

@@ -30,12 +30,12 @@ def body_with_key(encoded_key: str) -> str:
     ],
 )
 def test_keys_are_url_decoded(encoded, key):
-    [event] = parse_body(body_with_key(encoded))
+    [event] = parse_body(body_with_key(encoded)).created
     assert event.object.key == key
 
 
 def test_record_fields_are_kept():
-    [event] = parse_body(json.dumps(load_event("s3_object_created.json")))
+    [event] = parse_body(json.dumps(load_event("s3_object_created.json"))).created
     assert event.object.bucket == "uploads"
     assert event.object.version_id == "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"
     assert event.object.size == 1234
@@ -52,24 +52,44 @@ def test_record_fields_are_kept():
 
 
 def test_test_event_is_ignored():
-    assert parse_body(json.dumps(load_event("s3_test_event.json"))) == []
+    parsed = parse_body(json.dumps(load_event("s3_test_event.json")))
+    assert (parsed.created, parsed.ignored, parsed.invalid) == ([], [], [])
 
 
 @pytest.mark.parametrize(
     "body",
-    [
-        "not json",
-        "[]",
-        "{}",
-        json.dumps({"Records": []}),
-        json.dumps({"Records": [{"eventSource": "aws:sns"}]}),
-        json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectRemoved:Delete"}]}),
-        json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}]}),
-    ],
+    ["not json", "[]", "{}", json.dumps({"Records": []}), json.dumps({"Records": "x"})],
 )
-def test_anything_else_is_invalid_input(body):
+def test_a_body_that_is_no_s3_notification_is_invalid_input(body):
     with pytest.raises(InvalidInput):
         parse_body(body)
+
+
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        ({"eventSource": "aws:sns"}, "not an S3 event record"),
+        ("a string", "not an S3 event record"),
+        ({"eventSource": "aws:s3"}, "names no event"),
+        ({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}, "lacks"),
+        ({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+          "s3": {"bucket": {"name": "uploads"}, "object": {"key": ""}}}, "empty key"),
+    ],
+)  # fmt: skip
+def test_each_record_is_taken_on_its_own(record, says):
+    # GIVEN a body with a good record, an ObjectRemoved one and a malformed one
+    good = load_event("s3_object_created.json")["Records"][0]
+    removed = copy.deepcopy(good) | {"eventName": "ObjectRemoved:Delete"}
+    body = json.dumps({"Records": [record, removed, good]})
+
+    parsed = parse_body(body)
+
+    # THEN the good one is kept, the removal ignored, the malformed one named
+    assert [e.object.key for e in parsed.created] == ["reports/q3 summary+été.pdf"]
+    assert parsed.ignored == ["ObjectRemoved:Delete"]
+    [invalid] = parsed.invalid
+    assert invalid.startswith("record 0: ")
+    assert says in invalid
 
 
 def test_several_records_in_one_body():
@@ -77,7 +97,7 @@ def test_several_records_in_one_body():
     second = copy.deepcopy(event["Records"][0])
     second["s3"]["object"]["key"] = "other.txt"
     event["Records"].append(second)
-    keys = [e.object.key for e in parse_body(json.dumps(event))]
+    keys = [e.object.key for e in parse_body(json.dumps(event)).created]
     assert keys[1] == "other.txt"
     assert len(keys) == 2
 
@@ -89,7 +109,7 @@ def test_two_rescan_runs_alike_in_their_first_characters_start_executions_of_the
     def name(run: str) -> str:
         event = copy.deepcopy(load_event("s3_object_created.json"))
         event["Records"][0]["scanner"] = {"rescanRun": run}
-        [created] = parse_body(json.dumps(event))
+        [created] = parse_body(json.dumps(event)).created
         return created.execution_name
 
     june, july = name("monthly-rescan-2024-06"), name("monthly-rescan-2024-07")

@@ -114,3 +114,14 @@ def test_stricter_or_infected_or_newer_writes_go_ahead():
     assert newer_status(tagged("clean", "2099-01-01T00:00:00Z"), "error", OLD) is None
     assert newer_status(tagged("clean", "not a time"), "clean", OLD) is None
     assert newer_status([], "clean", OLD) is None
+
+
+def test_a_failed_run_never_replaces_infected_or_unscannable_however_old():
+    from functions.shared.tags import newer_status
+
+    # A failure says nothing about the content: the stricter finding stays.
+    assert newer_status(tagged("infected", OLD), "error", NEW) == "infected"
+    assert newer_status(tagged("unscannable", OLD), "error", NEW) == "unscannable"
+    assert newer_status(tagged("infected", "not a time"), "error", NEW) == "infected"
+    # ...but a clean (or a forged clean) gives way to error: fail closed.
+    assert newer_status(tagged("clean", OLD), "error", NEW) is None
