@@ -69,6 +69,9 @@ def _none(reason: str) -> dict[str, Any]:
     return {"action": str(Action.NONE), "reason": reason}
 
 
+# A retry looks for its copy among this many copies of the key in quarantine.
+_COPIES_LOOKED_AT = 100
+
 # Quarantine bucket -> (its versioning status, when read): read once in a while,
 # so a bucket whose versioning is switched on is seen as such within minutes.
 _versioning: dict[str, tuple[str, float]] = {}
@@ -122,6 +125,16 @@ class VerdictApplier:
                     "quarantine": self._quarantine_location(obj, copy_version or None),
                     "deletedVersionId": obj.version_id,
                     "recovered": True,
+                }
+            if scan.verdict == Verdict.INFECTED and not self.quarantine_bucket:
+                # No quarantine: deleting is the whole action, and the version is
+                # gone (this step's earlier attempt, whose answer was lost, or
+                # someone else): what readers can get is the same.
+                return {
+                    "action": str(Action.DELETED),
+                    "deletedVersionId": obj.version_id,
+                    "recovered": True,
+                    "note": "the version was already gone when this attempt came to delete it",
                 }
             return _none(str(SkipReason.OBJECT_GONE))
 
@@ -409,17 +422,29 @@ class VerdictApplier:
 
     def _already_quarantined(self, obj: ObjectRef) -> str | None:
         """The copy's version id ("" if unversioned) if the quarantine holds a copy
-        of *this* version (not an older one), else None."""
+        of *this* version (not an older one, not a later one), else None.
+
+        Every copy under the key is looked at, newest first (a later infected
+        upload of the same key may have been quarantined since), up to
+        ``_COPIES_LOOKED_AT``.
+        """
         if not self.quarantine_bucket:
             return None
+        bucket, wanted = self.quarantine_bucket, obj.version_id or obj.etag
         try:
-            tag_set = self.s3.get_object_tagging(Bucket=self.quarantine_bucket, Key=obj.key)
-        except (ClientError, BotoCoreError):
-            return None
-        tags = {t["Key"]: t["Value"] for t in tag_set["TagSet"]}
-        if tags.get(str(Tag.SOURCE_VERSION)) != (obj.version_id or obj.etag):
-            return None
-        return tag_set.get("VersionId") or ""
+            listed = self.s3.list_object_versions(
+                Bucket=bucket, Prefix=obj.key, MaxKeys=_COPIES_LOOKED_AT
+            ).get("Versions", [])
+            for copy in [v for v in listed if v["Key"] == obj.key]:
+                version = copy.get("VersionId") or "null"
+                args = {} if version == "null" else {"VersionId": version}
+                tag_set = self.s3.get_object_tagging(Bucket=bucket, Key=obj.key, **args)
+                tags = {t["Key"]: t["Value"] for t in tag_set["TagSet"]}
+                if tags.get(str(Tag.SOURCE_VERSION)) == wanted:
+                    return "" if version == "null" else version
+        except (ClientError, BotoCoreError) as err:
+            log.warning("cannot look for the quarantine copy of %s: %s", obj.uri, err)
+        return None
 
     def _delete(self, obj: ObjectRef) -> dict[str, Any]:
         # With a VersionId the version itself is removed; without one, a

@@ -234,7 +234,9 @@ class Scanner:
                 **extra,
             )
 
-        if obj.key.endswith("/") and (obj.size or 0) == 0:
+        # A folder marker is an empty key ending in "/"; one whose size the event
+        # did not say is read like any object (its HEAD tells).
+        if obj.key.endswith("/") and obj.size == 0:
             return result(Verdict.SKIPPED, str(SkipReason.FOLDER_MARKER))
         scanned = obj
         for _ in range(_OVERWRITES_FOLLOWED):

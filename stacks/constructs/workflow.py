@@ -247,9 +247,20 @@ class Workflow(Construct):
         if quarantine is not None:
             self.apply_verdict.add_to_role_policy(
                 iam.PolicyStatement(
-                    # GetObjectTagging: a retried quarantine checks that its copy is there.
-                    actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObjectTagging"],
+                    # Get*Tagging: a retried quarantine checks that its copy is there.
+                    actions=[
+                        "s3:PutObject",
+                        "s3:PutObjectTagging",
+                        "s3:GetObjectTagging",
+                        "s3:GetObjectVersionTagging",
+                    ],
                     resources=[quarantine.arn_for_objects("*")],
+                )
+            )
+            # ...among every copy of the key (a later upload's may be newer).
+            self.apply_verdict.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucketVersions"], resources=[quarantine.bucket_arn]
                 )
             )
             # Whether earlier copies survive a later one of the same key: recorded.

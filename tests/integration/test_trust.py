@@ -328,15 +328,22 @@ def test_a_failed_rescan_of_a_kept_infected_version_leaves_it_infected(harness, 
 # -- poison input ---------------------------------------------------------------------------------
 
 
+def _drop_notifications(harness: Any) -> None:
+    """S3's notifications so far, taken off the queue unread (as if lost)."""
+    sqs = harness.client("sqs")
+    while messages := sqs.receive_message(QueueUrl=harness.queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            sqs.delete_message(QueueUrl=harness.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def test_a_body_mixing_a_removal_a_malformed_record_and_an_upload_scans_the_upload(harness):
     # GIVEN an object whose own notification is gone, and a message whose body
     # holds an ObjectRemoved record, a malformed one and the object's ObjectCreated
     sqs = harness.client("sqs")
     put = harness.upload("mixed.txt", b"fine")
-    for message in sqs.receive_message(QueueUrl=harness.queue_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        sqs.delete_message(QueueUrl=harness.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    _drop_notifications(harness)
     good = load_event("s3_object_created.json")["Records"][0]
     good["s3"]["object"] = {
         "key": "mixed.txt", "size": 4, "eTag": put["ETag"].strip('"'),
@@ -362,3 +369,17 @@ def test_a_body_mixing_a_removal_a_malformed_record_and_an_upload_scans_the_uplo
         stateMachineArn=harness.state_machine_arn
     )["executions"]
     assert [e["name"] for e in executions].count(report.name) == 1
+
+
+def test_a_key_ending_in_a_slash_with_content_and_no_size_is_scanned(harness):
+    # GIVEN EICAR under a key that looks like a folder, sent without its size
+    # (a rescan's listing, a hand-written event)
+    version = harness.upload("looks-like-a-folder/", samples.EICAR)["VersionId"]
+    _drop_notifications(harness)
+    obj = {"bucket": "uploads", "key": "looks-like-a-folder/", "versionId": version}
+
+    [report] = harness.wait([harness.start({"object": obj, "trigger": {}})])
+
+    # THEN it is read and found, not skipped as a folder marker
+    assert report.output["scan"]["verdict"] == "infected"
+    assert report.output["action"]["action"] == "quarantined"

@@ -551,6 +551,43 @@ def test_a_retried_quarantine_recognises_its_own_copy_only(harness):
     assert applier.apply(other, scan) == {"action": "none", "reason": "object-gone"}
 
 
+def test_a_retried_quarantine_finds_its_copy_behind_a_later_one(harness):
+    from functions.apply_verdict.actions import VerdictApplier
+    from functions.shared.contracts import ObjectRef, ScanResult
+
+    # GIVEN one infected version quarantined (its answer lost), then a later
+    # infected upload of the same key quarantined too: its copy is the newest
+    scan = ScanResult(verdict="infected", scanned_at="2026-11-27T12:00:00Z", signatures=["X"])
+    applier = VerdictApplier(harness.client("s3"), "quarantine")
+    first, later = (
+        ObjectRef("uploads", "again.com", harness.upload("again.com", samples.EICAR)["VersionId"])
+        for _ in range(2)
+    )
+    assert applier.apply(first, scan)["action"] == "quarantined"
+    assert applier.apply(later, scan)["action"] == "quarantined"
+
+    # WHEN the first one's step runs again THEN it finds its own copy, not the newest
+    again = applier.apply(first, scan)
+    assert (again["action"], again["recovered"]) == ("quarantined", True)
+    assert again["deletedVersionId"] == first.version_id
+
+
+def test_a_retried_delete_without_quarantine_is_recorded_as_done(harness):
+    from functions.apply_verdict.actions import VerdictApplier
+    from functions.shared.contracts import ObjectRef, ScanResult
+
+    # GIVEN an infected version deleted (no quarantine bucket), the answer lost
+    version = harness.upload("gone.com", samples.EICAR)["VersionId"]
+    obj = ObjectRef("uploads", "gone.com", version_id=version)
+    scan = ScanResult(verdict="infected", scanned_at="2026-11-27T12:00:00Z", signatures=["X"])
+    applier = VerdictApplier(harness.client("s3"), None)
+    assert applier.apply(obj, scan)["action"] == "deleted"
+
+    # WHEN the step runs again THEN it says deleted, not "none, object-gone"
+    again = applier.apply(obj, scan)
+    assert (again["action"], again["recovered"]) == ("deleted", True)
+
+
 def test_every_outcome_reaches_eventbridge_as_an_object_scan_result(harness):
     # GIVEN a rule on the default bus, as a user would write it, sending to a queue
     events, sqs = harness.client("events"), harness.client("sqs")
