@@ -94,6 +94,28 @@ def test_the_object_is_marked_only_when_its_verdict_was_never_applied():
     marking = mark_object(NoS3(), applied, failed.error, failed.execution)
     assert marking["markedAs"] is None
 
+    # ...and is marked when it was not: the scanned version, with the scan's time
+    class Marks:
+        calls: list = []
+
+        def mark_unfinished(self, obj, scan, error, when):
+            self.calls.append((obj, scan, error, when))
+            return {"markedAs": "error", "note": "marked"}
+
+    reached = failure_state(
+        failed,
+        {
+            "object": {"bucket": "uploads", "key": "a.txt", "versionId": "v1"},
+            "scan": {"verdict": "clean", "scannedAt": "2026-11-27T12:00:01.000Z"},
+        },
+    )
+    marker = Marks()
+    marking = mark_object(marker, reached, failed.error, failed.execution)
+    assert marking["markedAs"] == "error"
+    [(obj, scan, error, when)] = marker.calls
+    assert (obj.key, obj.version_id, scan["verdict"]) == ("a.txt", "v1", "clean")
+    assert (error, when) == (failed.error, "2026-11-27T12:00:01.000Z")
+
 
 def test_a_replayed_dead_letter_gives_the_recorder_what_it_was_to_be_given():
     from scanctl.ops import recorder_input
