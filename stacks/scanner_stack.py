@@ -79,6 +79,7 @@ class ScannerStack(Stack):
                 execution_data=config.express_log_execution_data,
             )
             self.failures.may_rerun_on(self.workflow.state_machine)
+            self.failures.reads_express_log(self.workflow.express_log_group)
         self.ingest = Ingest(
             self,
             "Ingest",
@@ -129,6 +130,8 @@ class ScannerStack(Stack):
             state_machine=self.workflow.state_machine,
             updater=self.definitions.updater,
             topic_arn=config.alarm_topic_arn,
+            express_state_machine=express,
+            express_log_group=self.workflow.express_log_group if express else None,
         )
 
         dashboard = Dashboard(

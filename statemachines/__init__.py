@@ -100,6 +100,9 @@ EXPRESS_TASKS: dict[str, tuple[int, int]] = {  # state: (TimeoutSeconds, retries
     RECORD_FAILURE_STATE: (15, 1),
 }
 KEEP_FAILURE_STATE = "Keep The Failure"
+NOT_KEPT_STATE = "Failure Not Kept"
+# The error an Express execution ends with when its failure could not be kept.
+NOT_KEPT_ERROR = "FailureNotKept"
 _EXPRESS_RETRY = {"IntervalSeconds": 1, "BackoffRate": 1, "MaxDelaySeconds": 1}
 # Errors the recorder can meet: retried once, like the other Tasks' transient ones.
 _RECORDER_ERRORS = ["AuditWriteFailed", "ObjectStoreUnavailable", "ResultNotPublished"]
@@ -184,8 +187,20 @@ def _express(states: dict[str, Any]) -> None:
         "TimeoutSeconds": 3,
         # Nothing else would keep this failure: one quick retry, within Express's budget.
         "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 1, "IntervalSeconds": 1}],
+        "Catch": [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.keepError", "Next": NOT_KEPT_STATE}
+        ],
         "ResultPath": None,
         "Next": FAIL_STATE,
+    }
+    states[NOT_KEPT_STATE] = {
+        "Type": "Fail",
+        "Comment": "Neither the recorder nor its dead-letter queue took the failure: the "
+        "execution's log (with the state, unless execution data is off) is what is left, "
+        "and the FailureNotKept error in it raises the UnkeptExpressFailures alarm; the "
+        "hourly reconciliation reads the log and records it.",
+        "Error": NOT_KEPT_ERROR,
+        "Cause": "the failure recorder and its dead-letter queue both failed",
     }
     states[FAIL_STATE] = {
         "Type": "Fail",

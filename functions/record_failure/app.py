@@ -43,6 +43,7 @@ def recorder() -> FailureRecorder:
         standard_state_machine_arn=settings.state_machine_arn,
         events=client("events"),
         event_bus=settings.event_bus,
+        logs=client("logs") if settings.express_log_group else None,
     )
 
 
@@ -52,8 +53,23 @@ def recorder() -> FailureRecorder:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if isinstance(event, dict) and "reconcile" in event:
         hours = float((event.get("reconcile") or {}).get("hours", 3))
-        arn = load_settings().require("state_machine_arn", "STATE_MACHINE_ARN")
+        settings = load_settings()
+        arn = settings.require("state_machine_arn", "STATE_MACHINE_ARN")
         result = recorder().reconcile(arn, dt.timedelta(hours=hours))
+        if settings.express_log_group:
+            # Express keeps no history: its failures are read from its log.
+            express = recorder().reconcile_express(
+                settings.express_log_group, dt.timedelta(hours=hours)
+            )
+            result["express"] = express
+            result["caughtUp"] += express["caughtUp"]
+            result["failed"] |= express["failed"]
+            if express["unreadable"]:
+                metrics.add_metric(
+                    name="UnreadableExpressFailures",
+                    unit=MetricUnit.Count,
+                    value=len(express["unreadable"]),
+                )
         metrics.add_metric(
             name="UnrecordedEndingsCaughtUp", unit=MetricUnit.Count, value=len(result["caughtUp"])
         )

@@ -37,7 +37,7 @@ FAILURE_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 # its success is recorded from the execution's output.
 REDRIVEN_SUCCESS = "SUCCEEDED"
 # What the status means when the execution itself names no error.
-_STATUS_ERRORS = {"TIMED_OUT": "States.Timeout", "ABORTED": "ExecutionAborted"}
+STATUS_ERRORS = {"TIMED_OUT": "States.Timeout", "ABORTED": "ExecutionAborted"}
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class FailedExecution:
         return cls(
             execution=execution,
             status=status,
-            error=str(detail.get("error") or _STATUS_ERRORS.get(status, "Unknown")),
+            error=str(detail.get("error") or STATUS_ERRORS.get(status, "Unknown")),
             cause=str(detail.get("cause") or f"the execution {status.lower().replace('_', ' ')}"),
             input=execution_input,
             output=output if isinstance(output, dict) else None,

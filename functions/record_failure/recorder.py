@@ -26,6 +26,7 @@ from functions.record_failure.failures import (
     FAILURE_STATUSES,
     REDRIVEN_SUCCESS,
     STATUS_CHANGE,
+    STATUS_ERRORS,
     FailedExecution,
     failure_state,
     final_state,
@@ -36,7 +37,13 @@ from functions.record_failure.failures import (
     superseded,
 )
 from functions.shared.aws import error_code
-from functions.shared.contracts import REMOVING_ACTIONS, ObjectRef, result_summary
+from functions.shared.clock import from_epoch_millis
+from functions.shared.contracts import (
+    REMOVING_ACTIONS,
+    ExecutionRef,
+    ObjectRef,
+    result_summary,
+)
 from functions.shared.errors import (
     InvalidInput,
     ObjectStoreUnavailable,
@@ -51,6 +58,9 @@ log = logging.getLogger(__name__)
 # longest (the definitions wait is the longest path, about 46 minutes), and how
 # long after its stop an execution may still be redriven (Step Functions: 14 days).
 LONGEST_RUN = dt.timedelta(hours=6)
+# An Express execution runs at most 5 minutes: its start is at most this long
+# before its end.
+EXPRESS_LONGEST_MS = 5 * 60 * 1000
 REDRIVE_REACH = dt.timedelta(days=14, hours=6)
 
 # Express failures a Standard run would end the same way: recorded, not re-run.
@@ -72,6 +82,8 @@ class FailureRecorder:
     # Object Scan Result events, as Record Audit publishes them for completed runs.
     events: Any = None
     event_bus: str = "default"
+    # CloudWatch Logs, for the Express machine's execution log.
+    logs: Any = None
 
     def _announce(self, key: dict[str, Any], summary: dict[str, Any]) -> None:
         if self.events is not None and "superseded" not in key:
@@ -200,6 +212,108 @@ class FailureRecorder:
             caught_up.append(failed.execution.name)
         return {"checked": len(endings), "caughtUp": caught_up, "failed": failures}
 
+    def reconcile_express(self, log_group: str, window: dt.timedelta) -> dict[str, Any]:
+        """Record every Express execution that failed in the window and that no audit
+        item tells: Express keeps no history, so its log is read (level ALL, with
+        execution data: the input of its ExecutionStarted names the object).
+
+        An Express run records its own failure; one whose recorder and dead-letter
+        queue both failed ends with FailureNotKept and is found only here. Each is
+        recorded as its own Record Failure would have (object marked, audit item,
+        notice, a re-run on the Standard machine when one could finish it).
+        Without execution data nothing names the object: such a failure is
+        counted (``unreadable``) and its alarm is the trace.
+        """
+        cutoff = dt.datetime.now(dt.UTC) - window
+        since = int(cutoff.timestamp() * 1000)
+        started = {
+            e["execution_arn"]: e
+            for e in self._log_events(log_group, since - EXPRESS_LONGEST_MS, "ExecutionStarted")
+        }
+        # The state each one failed with: the input of the Fail state it ended in.
+        last_states = {
+            e["execution_arn"]: e for e in self._log_events(log_group, since, "FailStateEntered")
+        }
+        caught_up: list[str] = []
+        failures: dict[str, str] = {}
+        unreadable: list[str] = []
+        ended = [
+            *self._log_events(log_group, since, "ExecutionFailed"),
+            *self._log_events(log_group, since, "ExecutionTimedOut"),
+        ]
+        for event in ended:
+            arn = str(event.get("execution_arn"))
+            failed = _express_failure(event, started.get(arn), last_states.get(arn))
+            if failed is None:
+                unreadable.append(arn)
+                continue
+            try:
+                if self._recorded_express(failed):
+                    continue
+                log.warning("Express failure never recorded; catching up: %s", arn)
+                self.record(failed)
+            except InvalidInput as err:
+                log.error("cannot record %s: %s", arn, err)
+                continue
+            except Exception as err:  # noqa: BLE001 - each ending on its own; all said at the end
+                log.error("recording %s failed: %s", arn, err)
+                failures[failed.execution.name] = f"{type(err).__name__}: {err}"
+                continue
+            caught_up.append(failed.execution.name)
+        return {
+            "checked": len(ended),
+            "caughtUp": caught_up,
+            "failed": failures,
+            "unreadable": unreadable,
+        }
+
+    def _log_events(self, group: str, since_ms: int, event_type: str) -> list[dict[str, Any]]:
+        """The Express log's events of one type since ``since_ms``, parsed."""
+        found = []
+        args: dict[str, Any] = {
+            "logGroupName": group,
+            "startTime": max(since_ms, 0),
+            "filterPattern": f'"{event_type}"',
+        }
+        while True:
+            page = self.logs.filter_log_events(**args)
+            for raw in page.get("events", []):
+                try:
+                    event = json.loads(raw["message"])
+                except (KeyError, ValueError):
+                    continue
+                if isinstance(event, dict) and event.get("type") == event_type:
+                    found.append(event)
+            if not page.get("nextToken"):
+                return found
+            args["nextToken"] = page["nextToken"]
+
+    def _recorded_express(self, failed: FailedExecution) -> bool:
+        """Does any audit item of the object tell this execution? (Its start time in
+        the log may differ from the one Record Failure keyed it by: the name decides.)"""
+        try:
+            obj = ObjectRef.from_dict(failed.input.get("object"))
+        except InvalidInput:
+            return True  # not one of ours to record
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "FilterExpression": "executionName = :name",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+            "ExpressionAttributeValues": {
+                ":pk": {"S": obj.uri},
+                ":name": {"S": failed.execution.name},
+            },
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.dynamodb.query(**args)
+            if page.get("Items"):
+                return True
+            if "LastEvaluatedKey" not in page:
+                return False
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def _endings(self, arn: str, cutoff: dt.datetime) -> list[dict[str, Any]]:
         """Executions that stopped after ``cutoff``: failed ones, and redriven successes.
 
@@ -256,6 +370,51 @@ class FailureRecorder:
         return redrives > failed.execution.redrive_count or (
             redrives == failed.execution.redrive_count and failed_flag != failed.succeeded
         )
+
+
+def _express_failure(
+    ended: dict[str, Any], started: dict[str, Any] | None, last: dict[str, Any] | None
+) -> Any:
+    """The FailedExecution an Express log tells, or None when no input was logged."""
+    execution_input = _logged_input(started)
+    if not started or not isinstance(execution_input, dict):
+        return None
+    # The state it ended with (its error, and whatever the steps had added) when
+    # the Fail state's input was logged; else only the execution's input.
+    state = _logged_input(last)
+    reached = state if isinstance(state, dict) else execution_input
+    error = reached.get("error") if isinstance(reached.get("error"), dict) else {}
+    details = {**(ended.get("details") or {})}
+    if error.get("Error"):
+        details = {"error": error["Error"], "cause": error.get("Cause")}
+    reached = {k: v for k, v in reached.items() if k not in _FAILURE_KEYS}
+    arn = str(ended["execution_arn"])
+    status = "TIMED_OUT" if ended.get("type") == "ExecutionTimedOut" else "FAILED"
+    return FailedExecution(
+        execution=ExecutionRef(
+            arn=arn,
+            name=arn.rsplit(":", 1)[-1],
+            start_time=from_epoch_millis(int(started["event_timestamp"])),
+            redrive_count=0,
+        ),
+        status=status,
+        error=str(details.get("error") or STATUS_ERRORS.get(status, "Unknown")),
+        cause=str(details.get("cause") or ""),
+        input=execution_input,
+        reached=reached,
+    )
+
+
+# What the failure path adds to the state: not part of what the steps reached.
+_FAILURE_KEYS = ("error", "recordError", "keepError", "recorded")
+
+
+def _logged_input(event: dict[str, Any] | None) -> Any:
+    raw = ((event or {}).get("details") or {}).get("input")
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def incomplete(result: dict[str, Any]) -> ReconciliationIncomplete | None:

@@ -80,6 +80,8 @@ class Settings:
     # Express machine, larger ones (and those of unknown size) to the Standard one.
     express_state_machine_arn: str | None
     express_max_object_bytes: int
+    # The Express machine's execution log: the reconciliation reads its failures.
+    express_log_group: str | None
     notify_function: str | None
     # Where Object Scan Result events go: the account's default bus, or EVENT_BUS_ARN.
     event_bus: str
@@ -131,6 +133,7 @@ class Settings:
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip() or None,
             express_state_machine_arn=env.get("EXPRESS_STATE_MACHINE_ARN", "").strip() or None,
             express_max_object_bytes=_int(env, "EXPRESS_MAX_OBJECT_MB", 256, 1, 2047) * MIB,
+            express_log_group=env.get("EXPRESS_LOG_GROUP", "").strip() or None,
             # The Notify Webhook function, for the failure recorder's notices.
             notify_function=env.get("NOTIFY_WEBHOOK_FUNCTION", "").strip() or None,
             event_bus=env.get("EVENT_BUS_ARN", "").strip() or "default",

@@ -41,6 +41,7 @@ class LocalScanner:
         self.invoker = Invoker()
         self.deployment = resources.Deployment()
         self.status_changes = StatusChanges(self._record_failure)
+        self.status_changes.log_express = self._log_express
         self._env = Environment()
         self._patches: contextlib.ExitStack | None = None
 
@@ -85,6 +86,22 @@ class LocalScanner:
         if closing:
             for watcher in self.watchers:
                 watcher(self)
+
+    def _log_express(self, execution: Any) -> None:
+        """Step Functions writing an Express execution's events to its log group (its
+        own delivery, on nobody's behalf: straight into the emulated service)."""
+        from moto.logs.models import logs_backends
+
+        from scanctl.harness.environment import ACCOUNT_ID, REGION
+        from scanctl.harness.status_events import express_log_events
+
+        group = self.deployment.express_log_group
+        if not group:
+            return
+        backend = logs_backends[ACCOUNT_ID][REGION]
+        stream = f"states/{execution.name}"
+        backend.create_log_stream(group, stream)
+        backend.put_log_events(group, stream, express_log_events(execution))
 
     def abandon(self) -> None:
         """Stop every execution still running (Ctrl-C): nobody will wait for them."""
@@ -143,6 +160,7 @@ class LocalScanner:
             {
                 "STATE_MACHINE_ARN": self.state_machine_arn,
                 "EXPRESS_STATE_MACHINE_ARN": self.deployment.express_state_machine_arn,
+                "EXPRESS_LOG_GROUP": self.deployment.express_log_group,
             }
         )
 

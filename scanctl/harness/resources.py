@@ -11,6 +11,7 @@ from scanctl.harness.environment import ACCOUNT_ID, REGION
 
 STATE_MACHINE_NAME = "scan-object"
 EXPRESS_STATE_MACHINE_NAME = "express-scan"
+EXPRESS_LOG_GROUP = "/aws/vendedlogs/states/express-scan"
 # Not created in moto (scanctl/harness/rescan.py emulates its Distributed Map);
 # its calls are recorded under this name.
 RESCAN_STATE_MACHINE_NAME = "scan-rescan"
@@ -46,6 +47,8 @@ class Deployment:
     failure_dlq_url: str = ""
     state_machine_arn: str = ""
     express_state_machine_arn: str = ""
+    # The Express machine's execution log (level ALL, with execution data).
+    express_log_group: str = ""
     rescan_state_machine_arn: str = (
         f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{RESCAN_STATE_MACHINE_NAME}"
     )
@@ -183,6 +186,8 @@ def create_state_machine(client: Any, o: HarnessOptions, deployment: Deployment)
             roleArn=role,
             type="EXPRESS",
         )["stateMachineArn"]
+        deployment.express_log_group = EXPRESS_LOG_GROUP
+        client("logs").create_log_group(logGroupName=EXPRESS_LOG_GROUP)
 
 
 def _express_definition(o: HarnessOptions, deployment: Deployment) -> str:

@@ -27,6 +27,30 @@ from typing import Any
 from scanctl.harness.environment import ACCOUNT_ID, REGION
 
 
+def express_log_events(execution: Any) -> list[dict[str, Any]]:
+    """The execution's events as an Express machine logs them (level ALL, execution
+    data included): one JSON message per history event, its details under
+    ``details``."""
+    messages = []
+    for event in execution.to_history_output()["events"]:
+        details = next((value for key, value in event.items() if key.endswith("EventDetails")), {})
+        when = event["timestamp"]
+        if not isinstance(when, dt.datetime):
+            when = dt.datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+        millis = int(when.timestamp() * 1000)
+        message = {
+            "id": str(event["id"]),
+            "type": str(getattr(event["type"], "value", event["type"])),
+            "details": json.loads(json.dumps(details, default=str)),
+            "previous_event_id": str(event.get("previousEventId", 0)),
+            "event_timestamp": str(millis),
+            "execution_arn": execution.exec_arn,
+            "redrive_count": "0",
+        }
+        messages.append({"timestamp": millis, "message": json.dumps(message)})
+    return messages
+
+
 def status_change_event(execution: Any) -> dict[str, Any]:
     from functions.record_failure.failures import STATUS_CHANGE
 
@@ -66,6 +90,8 @@ class StatusChanges:
         from functions.record_failure.failures import FAILURE_STATUSES
 
         self.deliver = deliver
+        # Express executions' log (level ALL), written when each ends.
+        self.log_express: Callable[[Any], None] | None = None
         self.statuses = FAILURE_STATUSES
         # EventBridge delivers these on a best-effort basis: a test can make it
         # lose the next few, as AWS may.
@@ -103,6 +129,8 @@ class StatusChanges:
         # moto leaves ``sm_type`` at STANDARD; the machine's ``type`` is the truth
         machine_type = getattr(getattr(execution, "state_machine", None), "type", "STANDARD")
         express = str(getattr(machine_type, "value", machine_type)) == "EXPRESS"
+        if express and self.log_express is not None:
+            self.log_express(execution)  # what Step Functions writes to its log group
         if not self.matches(execution.status, redrives):
             return
         flag = self._flag(execution.exec_arn, redrives)

@@ -6,12 +6,14 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.constants import METRICS_NAMESPACE
+from statemachines import NOT_KEPT_ERROR
 
 
 class Alarms(Construct):
@@ -25,6 +27,8 @@ class Alarms(Construct):
         state_machine: sfn.StateMachine,
         updater: lambda_.IFunction,
         topic_arn: str | None,
+        express_state_machine: sfn.StateMachine | None = None,
+        express_log_group: logs.ILogGroup | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         five_minutes = Duration.minutes(5)
@@ -64,6 +68,26 @@ class Alarms(Construct):
                 statistic="Sum",
             ),
         }
+        if express_state_machine is not None and express_log_group is not None:
+            # An Express run records its own failure; one that fails is on the
+            # dashboard and here, like a Standard one.
+            self.alarms["FailedExpressScans"] = express_state_machine.metric_failed(
+                period=five_minutes, statistic="Sum"
+            )
+            # ...and one whose recorder and its DLQ both failed ends with
+            # FailureNotKept: only its log holds it (and the hourly reconciliation).
+            self.alarms["UnkeptExpressFailures"] = logs.MetricFilter(
+                self,
+                "UnkeptExpressFailuresFilter",
+                log_group=express_log_group,
+                filter_pattern=logs.FilterPattern.all(
+                    logs.FilterPattern.string_value("$.type", "=", "ExecutionFailed"),
+                    logs.FilterPattern.string_value("$.details.error", "=", NOT_KEPT_ERROR),
+                ),
+                metric_namespace=METRICS_NAMESPACE,
+                metric_name="UnkeptExpressFailures",
+                metric_value="1",
+            ).metric(period=five_minutes, statistic="Sum")
         topic = sns.Topic.from_topic_arn(self, "Topic", topic_arn) if topic_arn else None
         for name, metric in self.alarms.items():
             alarm = metric.create_alarm(

@@ -19,6 +19,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
@@ -125,6 +126,23 @@ class FailureRecording(Construct):
         """Express: a failure a Standard run could fix is started again there."""
         standard.grant_start_execution(self.recorder)
 
+    def reads_express_log(self, log_group: logs.ILogGroup) -> None:
+        """Express: the hourly reconciliation reads the Express machine's failures from
+        its log (it keeps no history). FilterLogEvents is authorized on the log
+        group's ARN, which CloudFormation gives with a ``:*`` suffix; both forms."""
+        self.recorder.add_environment("EXPRESS_LOG_GROUP", log_group.log_group_name)
+        bare = Stack.of(self).format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=log_group.log_group_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.recorder.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["logs:FilterLogEvents"], resources=[log_group.log_group_arn, bare]
+            )
+        )
+
     def _grant(
         self,
         state_machine: sfn.StateMachine,
@@ -149,9 +167,11 @@ class FailureRecording(Construct):
             )
         )
         self.recorder.add_to_role_policy(
-            # GetItem: the reconciliation's check of what is recorded already.
+            # GetItem, Query: the reconciliation's check of what is recorded already
+            # (an Express run by its name among its object's items).
             iam.PolicyStatement(
-                actions=["dynamodb:PutItem", "dynamodb:GetItem"], resources=[table.table_arn]
+                actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"],
+                resources=[table.table_arn],
             )
         )
         self.recorder.add_to_role_policy(

@@ -172,7 +172,7 @@ class Workflow(Construct):
         """
         functions = {**self.by_name, "record_failure": recorder}
         used = statemachines.functions(self._webhook, express=True)
-        log_group = logs.LogGroup(
+        log_group = self.express_log_group = logs.LogGroup(
             self,
             "ExpressExecutionLogs",
             retention=LOG_RETENTION,

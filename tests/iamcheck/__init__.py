@@ -45,6 +45,7 @@ def variant_for(options: Any) -> str:
 
 def binding_for(harness: Any, variant: str) -> template.Binding:
     from scanctl.harness.resources import (
+        EXPRESS_LOG_GROUP,
         EXPRESS_STATE_MACHINE_NAME,
         RESCAN_STATE_MACHINE_NAME,
         STATE_MACHINE_NAME,
@@ -86,6 +87,10 @@ def binding_for(harness: Any, variant: str) -> template.Binding:
             "Ingest/ScanQueue": queue(d.queue_url),
             "Ingest/DeadLetterQueue": queue(d.dlq_url),
             "FailureRecording/DeadLetterQueue": queue(d.failure_dlq_url),
+            "Workflow/ExpressExecutionLogs": {
+                "Ref": EXPRESS_LOG_GROUP,
+                "Arn": f"arn:aws:logs:{region}:{account}:log-group:{EXPRESS_LOG_GROUP}:*",
+            },
         },
         function_names={name: name.replace("_", "-") for name in FUNCTIONS},
         machine_names={

@@ -283,7 +283,18 @@ def _metric_data(call: AwsCall, where: Where) -> list[Need]:
 
 _sqs = _queue()
 
+
+def _log_group(action: str) -> Rule:
+    def rule(call: AwsCall, where: Where) -> list[Need]:
+        name = call.params["logGroupName"]
+        return [Need(action, f"arn:aws:logs:{where.region}:{where.account}:log-group:{name}")]
+
+    return rule
+
+
 OPERATIONS: dict[tuple[str, str], Rule] = {
+    # The Express machine's log, read by the reconciliation.
+    ("logs", "FilterLogEvents"): _log_group("logs:FilterLogEvents"),
     ("s3", "GetObject"): _object_call("s3:GetObject", "s3:GetObjectVersion", True),
     ("s3", "HeadObject"): _object_call("s3:GetObject", "s3:GetObjectVersion", True),
     ("s3", "GetObjectTagging"): _object_call("s3:GetObjectTagging", "s3:GetObjectVersionTagging"),

@@ -416,6 +416,7 @@ def test_each_function_gets_only_what_it_needs(everything):
         "states:ListExecutions",
         "dynamodb:PutItem",
         "dynamodb:GetItem",
+        "dynamodb:Query",  # the reconciliation: an Express run's items, by name
         "s3:ListBucket",
         "s3:ListBucketVersions",
         "s3:GetObject",
@@ -456,6 +457,7 @@ def test_each_function_gets_only_what_it_needs(everything):
         "s3:PutObject",
         "s3:PutObjectTagging",
         "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",  # a retry looks for its copy among every version
     }
     assert data("update_definitions") == {
         "dynamodb:UpdateItem",  # the CDN lease item only (test_definitions_stack.py)
@@ -710,6 +712,28 @@ def test_express_deploys_both_machines_and_logs_every_express_execution(express)
     # The deployed Express text is the derived variant, failures recorded inside it.
     assert both["EXPRESS"]["DefinitionString"] == statemachines.variant_text(True, express=True)
     assert both["STANDARD"]["DefinitionString"] == statemachines.variant_text(True)
+
+
+def test_an_express_failure_nothing_could_keep_raises_an_alarm_from_its_log(express):
+    # The last resort (recorder and its DLQ both failed) ends with FailureNotKept,
+    # which a metric filter on the Express log group counts and an alarm watches.
+    group = next(
+        name
+        for name, r in resources(express, "AWS::Logs::LogGroup").items()
+        if "ExpressExecutionLogs" in name
+    )
+    [metric_filter] = resources(express, "AWS::Logs::MetricFilter").values()
+    props = metric_filter["Properties"]
+    assert props["LogGroupName"] == {"Ref": group}
+    assert '$.type = "ExecutionFailed"' in props["FilterPattern"]
+    assert '$.details.error = "FailureNotKept"' in props["FilterPattern"]
+    [transform] = props["MetricTransformations"]
+    names = {
+        a["Properties"]["AlarmDescription"].rsplit(": ", 1)[1]: a["Properties"]
+        for a in resources(express, "AWS::CloudWatch::Alarm").values()
+    }
+    assert names["UnkeptExpressFailures"]["MetricName"] == transform["MetricName"]
+    assert names["FailedExpressScans"]["MetricName"] == "ExecutionsFailed"
 
 
 def test_the_starter_routes_by_size_to_either_machine(express):

@@ -418,3 +418,60 @@ def test_an_express_run_that_fails_after_tagging_runs_again_and_its_notice_arriv
     assert rerun.status == "SUCCEEDED"
     delivered = [json.loads(r["body"]) for r in webhook.requests if r["status"] == 200]
     assert [n["verdict"] for n in delivered] == ["clean"]
+
+
+def test_an_express_failure_neither_the_recorder_nor_its_queue_took_is_traced_and_reconciled(
+    express,
+):
+    from functions.record_failure import app as recorder
+
+    # GIVEN an Express run that fails, whose recorder fails, and whose recorder's
+    # dead-letter queue is gone (its SendMessage fails too); the upload forged clean
+    express.fail_next("apply_verdict", RuntimeError("boom"), times=2)
+    express.fail_next("record_failure", RuntimeError("the recorder is broken"), times=2)
+    sqs = express.client("sqs")
+    sqs.delete_queue(QueueUrl=express.deployment.failure_dlq_url)
+
+    failed = express.scan("unkept.txt", b"hello", tags={"scan-status": "clean"})
+
+    # THEN the run ends with an error of its own, which the Express log keeps
+    # (the UnkeptExpressFailures metric filter counts exactly these)
+    assert failed.status == "FAILED"
+    assert failed.states[-2:] == ["Keep The Failure", "Failure Not Kept"]
+    assert failed.error == "FailureNotKept"
+    logged = [
+        json.loads(e["message"])
+        for e in express.client("logs").filter_log_events(
+            logGroupName=express.deployment.express_log_group, filterPattern='"ExecutionFailed"'
+        )["events"]
+    ]
+    assert [(e["type"], e["details"]["error"], e["execution_arn"]) for e in logged] == [
+        ("ExecutionFailed", "FailureNotKept", failed.arn)
+    ]
+    assert express.audit_items("unkept.txt") == []
+    assert express.tags("unkept.txt")["scan-status"] == "clean"  # forged, for now
+
+    # WHEN, the faults gone, the hourly reconciliation runs
+    express.invoker.clear_faults()
+    result = express.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+
+    # THEN it found the failure in the log and recorded it as Record Failure would
+    # have: the original error, the object marked, and a re-run on Standard
+    assert result["express"]["caughtUp"] == [failed.name]
+    [item] = [i for i in express.audit_items("unkept.txt") if i["executionName"] == failed.name]
+    assert (item["failed"], item["workflow"]) == (True, "EXPRESS")
+    assert item["error"]["error"] == "RuntimeError"
+    assert item["failedState"] == "Tag As Clean"
+    rerun = express.wait([failed.name])[0]
+    assert ":stateMachine:scan-object" in harness_machine(rerun.arn)
+    assert rerun.status == "SUCCEEDED"
+    assert express.tags("unkept.txt")["scan-status"] == "clean"
+    assert "scan-time" in express.tags("unkept.txt")  # ours now
+    # AND a second run finds nothing more to do
+    again = express.invoker.call(recorder, "record_failure", {"reconcile": {"hours": 1}})
+    assert again["express"]["caughtUp"] == []
+
+
+def harness_machine(execution_arn: str) -> str:
+    """The state machine ARN an execution ARN belongs to."""
+    return execution_arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]

@@ -34,6 +34,7 @@ TABLE = {"TableName": "scan-audit"}
 # One request per operation, as the code sends it (several where the actions differ).
 SAMPLES: dict[tuple[str, str], list[dict]] = {
     ("s3", "GetObject"): [OBJECT, VERSION],
+    ("logs", "FilterLogEvents"): [{"logGroupName": "/aws/vendedlogs/states/express-scan"}],
     ("s3", "HeadObject"): [OBJECT, VERSION],
     ("s3", "GetObjectTagging"): [OBJECT, VERSION],
     ("s3", "PutObjectTagging"): [

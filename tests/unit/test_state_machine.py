@@ -240,6 +240,12 @@ def test_a_failing_recorder_sends_the_state_to_its_dead_letter_queue():
     }
     assert keep["Retry"]
     assert keep["Next"] == "Scan Failed"
+    # AND when the queue refuses it too, the run ends with an error of its own,
+    # which the log keeps and an alarm watches (it never ends as a plain failure)
+    [lost] = keep["Catch"]
+    assert (lost["ErrorEquals"], lost["Next"]) == (["States.ALL"], "Failure Not Kept")
+    not_kept = EXPRESS["States"]["Failure Not Kept"]
+    assert (not_kept["Type"], not_kept["Error"]) == ("Fail", "FailureNotKept")
     retried = {e for r in recorder["Retry"] for e in r["ErrorEquals"]}
     assert {"ResultNotPublished", "AuditWriteFailed", "ObjectStoreUnavailable"} <= retried
 
