@@ -61,7 +61,10 @@ class LocalScanner:
         if self.watchers:
             self._patches.enter_context(principals.recording(self.calls))
         self._patches.enter_context(seams.route_lambda(self.invoker.invoke))
-        self._patches.enter_context(seams.record_retry_waits(self.retry_waits))
+        self._patches.enter_context(
+            seams.record_retry_waits(self.retry_waits, self.options.retry_wait_scale)
+        )
+        self.invoker.reserved = dict(self.options.reserved_concurrency)
         self._patches.enter_context(seams.complete_s3_events())
         self._patches.enter_context(seams.serialize_asl_parsing())
         self._patches.enter_context(seams.ignore_bucket_policies())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -10,7 +11,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,10 @@ class Invoker:
         # Decides, per invocation, on a fault to raise instead of running the
         # handler (a fault campaign's plan); None means run it.
         self.chaos: Callable[[str, Any], BaseException | None] | None = None
+        # Functions with a reserved concurrency (of 1: invocations beyond it are
+        # throttled), and the invocations Lambda refused.
+        self.reserved: dict[str, int] = {}
+        self.throttled: list[str] = []
         self._faults: dict[str, list[BaseException]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -74,7 +79,16 @@ class Invoker:
         """(payload, is_error) as Lambda's Invoke reports them."""
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
-        with lock, acting_as(Principal(FUNCTION, name)):
+        # With a reserved concurrency, an invocation while another runs is refused
+        # (429), as Lambda does; without one, it waits its turn.
+        if not lock.acquire(blocking=not self.reserved.get(name)):
+            self.throttled.append(name)
+            error = {
+                "errorType": "Lambda.TooManyRequestsException",
+                "errorMessage": f"Rate Exceeded: {name} is at its reserved concurrency",
+            }
+            return json.dumps(error), True
+        with _releasing(lock), acting_as(Principal(FUNCTION, name)):
             self.invocations.append(name)
             try:
                 fault = self._next_fault(name)
@@ -124,3 +138,12 @@ class Invoker:
             metrics = getattr(module, "metrics", None)
             if metrics is not None:
                 metrics.clear_metrics()
+
+
+@contextlib.contextmanager
+def _releasing(lock: threading.Lock) -> Iterator[None]:
+    """Hold a lock already taken until the block ends."""
+    try:
+        yield
+    finally:
+        lock.release()

@@ -37,6 +37,12 @@ class HarnessOptions:
     express_max_object_mb: int | None = None
     # Shortens the Express Scan Object's TimeoutSeconds so a test can pass it.
     express_scan_timeout_s: int | None = None
+    # Lambda's throttling at a reserved concurrency, per function (the harness
+    # runs one invocation of a function at a time: only 1 is emulated); and the
+    # state machine's retry waits slept at this fraction of their length (0:
+    # recorded, not slept).
+    reserved_concurrency: dict[str, int] = field(default_factory=dict)
+    retry_wait_scale: float = 0.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 

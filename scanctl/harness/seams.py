@@ -31,14 +31,21 @@ def route_lambda(invoke: Callable[[str, Any], tuple[str, bool]]) -> Iterator[Non
 
 
 @contextlib.contextmanager
-def record_retry_waits(waits: list[float]) -> Iterator[None]:
-    """Retry intervals are recorded, not slept: a retried execution takes milliseconds."""
+def record_retry_waits(waits: list[float], scale: float = 0.0) -> Iterator[None]:
+    """Retry intervals are recorded, not slept: a retried execution takes milliseconds.
+
+    With ``scale``, each is also slept at that fraction (a burst test needs the
+    retries spread out in time, as AWS spreads them)."""
+    import time
+
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
     class _Clock:
         @staticmethod
         def sleep(seconds: float) -> None:
             waits.append(seconds)
+            if scale:
+                time.sleep(seconds * scale)
 
     original = retrier_decl.time
     retrier_decl.time = _Clock  # type: ignore[assignment]

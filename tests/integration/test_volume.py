@@ -475,3 +475,22 @@ def test_an_express_failure_neither_the_recorder_nor_its_queue_took_is_traced_an
 def harness_machine(execution_arn: str) -> str:
     """The state machine ARN an execution ARN belongs to."""
     return execution_arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+
+
+def test_a_burst_at_a_reserved_concurrency_of_one_waits_its_turn_and_all_is_scanned(make_harness):
+    # GIVEN a scanner with a reserved concurrency of 1 (Lambda refuses what is
+    # beyond it) and the state machine's retry waits slept at 1/300 of their length
+    harness = make_harness(reserved_concurrency={"scan_object": 1}, retry_wait_scale=1 / 300)
+    harness.drain()
+
+    # WHEN 8 uploads arrive at once
+    for i in range(8):
+        harness.upload(f"burst/{i:02d}.txt", f"file {i}\n".encode())
+    reports = harness.wait(harness.drain(), timeout_s=300)
+
+    # THEN Lambda did throttle them, and every one was scanned all the same
+    assert len(harness.invoker.throttled) > 0
+    assert [r.status for r in reports] == ["SUCCEEDED"] * 8
+    assert all(r.output["scan"]["verdict"] == "clean" for r in reports)
+    throttles = sum(r.count("LambdaFunctionFailed", "Scan Object") for r in reports)
+    assert throttles == len(harness.invoker.throttled)
