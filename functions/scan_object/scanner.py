@@ -63,6 +63,7 @@ from functions.shared.errors import (
     DefinitionsCorrupt,
     DefinitionsUnavailable,
     ObjectStoreUnavailable,
+    ScanEngineUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,11 @@ _CUSTOMER_KEY_CODES = {"400", "BadRequest", "InvalidRequest"}
 _ARCHIVE_CLASSES = {"GLACIER", "DEEP_ARCHIVE"}
 _ARCHIVE_TIERS = {"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"}
 
+
+# clamd deaths while reading one object version before it is unscannable
+# (engine-crash), per container; and the count so far.
+ENGINE_CRASHES = 2
+_crashes: dict[tuple[str, str, str], int] = {}
 
 # A cold scanner waiting for the cache looks again this often.
 CACHE_POLL_S = 5.0
@@ -289,7 +295,16 @@ class Scanner:
                 version, stale = loading.result()
             if state is not _Head.PRESENT:
                 return state
-            raw, deep = self.scan_local(path)
+            try:
+                raw, deep = self.scan_local(path)
+            except ScanEngineUnavailable:
+                if self._poisoned(obj):
+                    return {
+                        "verdict": Verdict.UNSCANNABLE,
+                        "reason": str(UnscannableReason.ENGINE_CRASH),
+                        **pinned,
+                    }
+                raise
             verdict, reason = classify(raw)
             signatures = [raw.signature] if raw.signature else []
             found_by = str(Engine.CLAMAV) if verdict != Verdict.CLEAN else None
@@ -324,6 +339,22 @@ class Scanner:
             "unpacked": deep.summary if deep is not None else None,
             **pinned,
         }
+
+    def _poisoned(self, obj: ObjectRef) -> bool:
+        """After clamd failed on ``obj``: whether it died reading it for the
+        ``ENGINE_CRASHES`` time (then the object is unscannable, not retried again).
+
+        Counted in this container: a retry (Scan Object retries the engine's
+        failures) comes back to the container that just failed, idle and warm,
+        so a poison object costs at most that many clamd restarts, not one per
+        retry and redrive.
+        """
+        if self.engine.is_alive():
+            return False  # clamd is there: it did not die on this object
+        identity = (obj.bucket, obj.key, obj.version_id or obj.etag or "")
+        _crashes[identity] = _crashes.get(identity, 0) + 1
+        log.error("clamd died scanning %s (%d of %d)", obj.uri, _crashes[identity], ENGINE_CRASHES)
+        return _crashes[identity] >= ENGINE_CRASHES
 
     def _current(self, obj: ObjectRef) -> ObjectRef | None:
         """What the unversioned key holds now (its eTag and size); None if it is gone."""

@@ -48,6 +48,9 @@ class UnscannableReason(enum.StrEnum):
     # A container neither ClamAV nor our readers open (a squashfs or WIM image,
     # a file system image): its bytes were scanned, what it stores was not.
     UNSUPPORTED_FORMAT = "unsupported-format"
+    # clamd died reading it, twice: a poison object (a parser bug, a crash
+    # ClamAV would hit on every try); never clean, and no more cold restarts.
+    ENGINE_CRASH = "engine-crash"
 
 
 class Engine(enum.StrEnum):

@@ -383,3 +383,34 @@ def test_a_key_ending_in_a_slash_with_content_and_no_size_is_scanned(harness):
     # THEN it is read and found, not skipped as a folder marker
     assert report.output["scan"]["verdict"] == "infected"
     assert report.output["action"]["action"] == "quarantined"
+
+
+def test_an_object_that_kills_clamd_is_unscannable_after_two_crashes(harness, monkeypatch):
+    from functions.scan_object import engine as engine_module
+    from functions.scan_object.app import get_scanner as scanner
+
+    # GIVEN a clamd that dies whenever it reads a certain object (a parser crash)
+    original = engine_module.ClamdEngine.scan_file
+
+    def dies_on_poison(self, path, repair=True):
+        if b"POISON-PILL" in Path(path).read_bytes()[:4096]:
+            self.process.kill()
+            self.process.wait()
+        return original(self, path, repair)
+
+    monkeypatch.setattr(engine_module.ClamdEngine, "scan_file", dies_on_poison)
+    assert harness.scan("warm.txt", b"warm up").status == "SUCCEEDED"
+    starts = scanner().engine.starts
+
+    report = harness.scan("poison.bin", b"POISON-PILL " * 10)
+
+    # THEN after two crashes it is unscannable (never clean), with one restart
+    # between them rather than one per retry, and the run succeeds
+    assert report.status == "SUCCEEDED"
+    scan = report.output["scan"]
+    assert (scan["verdict"], scan["reason"]) == ("unscannable", "engine-crash")
+    assert scanner().engine.starts - starts == 1
+    tags = harness.tags("poison.bin", version_id=report.input["object"]["versionId"])
+    assert (tags["scan-status"], tags["scan-reason"]) == ("unscannable", "engine-crash")
+    # AND the next object is scanned on a fresh clamd as usual
+    assert harness.scan("after.txt", b"fine").output["scan"]["verdict"] == "clean"
