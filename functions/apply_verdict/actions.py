@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -72,15 +71,13 @@ def _none(reason: str) -> dict[str, Any]:
 # A retry looks for its copy among this many copies of the key in quarantine.
 _COPIES_LOOKED_AT = 100
 
-# Quarantine bucket -> (its versioning status, when read): read once in a while,
-# so a bucket whose versioning is switched on is seen as such within minutes.
-_versioning: dict[str, tuple[str, float]] = {}
-VERSIONING_TTL_S = 900.0
+# Quarantine buckets (and versioning status) already warned about in this container.
+_warned: set[tuple[str, str]] = set()
 
 
 def forget_bucket_facts() -> None:
     """Drop what was learnt about buckets (local runs recreate them between harnesses)."""
-    _versioning.clear()
+    _warned.clear()
 
 
 class VerdictApplier:
@@ -394,31 +391,31 @@ class VerdictApplier:
         }
 
     def quarantine_versioning(self) -> str:
-        """``Enabled``, ``Suspended`` or ``Disabled``; read once per container.
+        """``Enabled``, ``Suspended`` or ``Disabled``, read with each quarantine.
 
         Copies keep the source key, so only a versioned quarantine bucket keeps
         every infected version's copy: without versioning a second infected
         upload of one key overwrites the first one's evidence. That is logged
-        once and recorded with every quarantine.
+        once per container and recorded with every quarantine. Read each time
+        (infected objects are few): a bucket recreated or switched since is
+        recorded as it is now, not as it was.
         """
         bucket = self.quarantine_bucket
         assert bucket is not None
-        known = _versioning.get(bucket)
-        if known is None or time.monotonic() - known[1] > VERSIONING_TTL_S:
-            try:
-                status = self.s3.get_bucket_versioning(Bucket=bucket).get("Status") or "Disabled"
-            except (ClientError, BotoCoreError) as err:
-                log.warning("cannot read the versioning of %s: %s", bucket, err)
-                return "Unknown"
-            if status != "Enabled" and (known is None or known[0] != status):
-                log.warning(
-                    "quarantine bucket %s is not versioned (%s): a later infected upload of a "
-                    "key overwrites the earlier copy; enable versioning to keep every copy",
-                    bucket,
-                    status,
-                )
-            known = _versioning[bucket] = (status, time.monotonic())
-        return known[0]
+        try:
+            status = self.s3.get_bucket_versioning(Bucket=bucket).get("Status") or "Disabled"
+        except (ClientError, BotoCoreError) as err:
+            log.warning("cannot read the versioning of %s: %s", bucket, err)
+            return "Unknown"
+        if status != "Enabled" and (bucket, status) not in _warned:
+            _warned.add((bucket, status))
+            log.warning(
+                "quarantine bucket %s is not versioned (%s): a later infected upload of a "
+                "key overwrites the earlier copy; enable versioning to keep every copy",
+                bucket,
+                status,
+            )
+        return status
 
     def _already_quarantined(self, obj: ObjectRef) -> str | None:
         """The copy's version id ("" if unversioned) if the quarantine holds a copy

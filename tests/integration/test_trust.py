@@ -211,6 +211,20 @@ def test_an_unversioned_quarantine_bucket_is_recorded_as_such(make_harness):
     assert item["quarantine"]["bucketVersioning"] == "Disabled"
 
 
+def test_a_quarantine_bucket_whose_versioning_changes_is_recorded_as_it_is_now(harness):
+    first = harness.scan("before.com", samples.EICAR)
+    assert first.output["action"]["quarantine"]["bucketVersioning"] == "Enabled"
+
+    # WHEN versioning on the quarantine bucket is suspended (or the bucket recreated)
+    harness.client("s3").put_bucket_versioning(
+        Bucket="quarantine", VersioningConfiguration={"Status": "Suspended"}
+    )
+    second = harness.scan("after.com", samples.EICAR)
+
+    # THEN the next quarantine records it as it is, not as a container remembered it
+    assert second.output["action"]["quarantine"]["bucketVersioning"] == "Suspended"
+
+
 def _event(bucket: str, key: str) -> dict:
     return {
         "Records": [
