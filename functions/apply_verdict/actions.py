@@ -346,7 +346,8 @@ class VerdictApplier:
             "markedAs": tags[Tag.STATUS] if marked else None,
             "note": note,
             # S3 failed us (not: the object is gone or newer): worth another try.
-            "retry": not marked and "could NOT" in note,
+            # (or the hold could not be placed: a later weaker scan must not win)
+            "retry": (not marked and "could NOT" in note) or bool(hold_note),
         } | held
 
     def _copy_and_delete(self, obj: ObjectRef, signature: str, scan: ScanResult) -> dict[str, Any]:

@@ -393,7 +393,7 @@ def _express_failure(
     return FailedExecution(
         execution=ExecutionRef(
             arn=arn,
-            name=arn.rsplit(":", 1)[-1],
+            name=_execution_name(arn),
             start_time=from_epoch_millis(int(started["event_timestamp"])),
             redrive_count=0,
         ),
@@ -403,6 +403,13 @@ def _express_failure(
         input=execution_input,
         reached=reached,
     )
+
+
+def _execution_name(arn: str) -> str:
+    """An execution's name from its ARN: Express ARNs end ``:express:<machine>:<name>:<id>``
+    (Express names are not unique), Standard ones ``:execution:<machine>:<name>``."""
+    parts = arn.split(":")
+    return parts[-2] if len(parts) > 7 and parts[5] == "express" else parts[-1]
 
 
 # What the failure path adds to the state: not part of what the steps reached.

@@ -126,3 +126,11 @@ def test_a_replayed_dead_letter_gives_the_recorder_what_it_was_to_be_given():
     # ... Lambda's on-failure destination wraps it in a record of the failed invocation.
     wrapped = {"version": "1.0", "requestContext": {"condition": "RetriesExhausted"}}
     assert recorder_input(json.dumps({**wrapped, "requestPayload": event})) == event
+
+
+def test_an_express_execution_is_named_by_its_name_not_its_run_id():
+    from functions.record_failure.recorder import _execution_name
+
+    # Express ARNs carry a run id after the name (names are not unique in Express)
+    assert _execution_name("arn:aws:states:us-east-1:1:express:scan:a_txt-1f:5b1c-77") == "a_txt-1f"
+    assert _execution_name("arn:aws:states:us-east-1:1:execution:scan:a_txt-1f") == "a_txt-1f"
