@@ -869,7 +869,11 @@ def _rescan_released(
             return None
         raise
     current = ObjectRef(
-        obj.bucket, obj.key, obj.version_id, head.get("ContentLength"), head.get("ETag")
+        obj.bucket,
+        obj.key,
+        obj.version_id,
+        head.get("ContentLength"),
+        str(head.get("ETag") or "").strip('"') or None,  # as S3's events spell it
     )
     name = rescan_execution_name(current, f"release-{at}")
     payload = {

@@ -55,10 +55,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         hours = float((event.get("reconcile") or {}).get("hours", 3))
         settings = load_settings()
         arn = settings.require("state_machine_arn", "STATE_MACHINE_ARN")
-        result = recorder().reconcile(arn, dt.timedelta(hours=hours))
+        reconciler = recorder()
+        result = reconciler.reconcile(arn, dt.timedelta(hours=hours))
         if settings.express_log_group:
             # Express keeps no history: its failures are read from its log.
-            express = recorder().reconcile_express(
+            express = reconciler.reconcile_express(
                 settings.express_log_group, dt.timedelta(hours=hours)
             )
             result["express"] = express

@@ -29,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.record_audit.schema import HOLD_PREFIX, PARTITION_KEY, SORT_KEY
+from functions.record_audit.schema import HOLD_PREFIX, PARTITION_KEY, SORT_KEY, from_item
 from functions.shared.aws import error_code
 from functions.shared.clock import utc_now_iso
 from functions.shared.contracts import ObjectRef
@@ -129,7 +129,6 @@ class HoldStore:
 
 
 def _hold(item: dict[str, Any]) -> Hold:
-    def text(name: str) -> str:
-        return str((item.get(name) or {}).get("S") or "unknown")
-
+    plain = from_item(item)
+    text = lambda name: str(plain.get(name) or "unknown")  # noqa: E731
     return Hold(text("signature"), text("foundAt"), text("foundBy"), text("heldAt"))
